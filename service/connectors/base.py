@@ -1,0 +1,118 @@
+"""The one interface every provider connector implements.
+
+Connectors speak a provider's HTTP protocol and nothing else: they know no gRPC, no
+database and no sealing. They get their settings (secrets already opened) as plain
+values and an HTTP client that enforces the network-safety rules.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "in"
+    OUTBOUND = "out"
+    INTERNAL = "internal"
+
+
+class Outcome(enum.StrEnum):
+    ANSWERED = "answered"
+    MISSED = "missed"
+    BUSY = "busy"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """A call as every connector reports it, whatever the provider's own shape."""
+
+    external_id: str
+    started_at: datetime  # timezone-aware, UTC
+    duration_seconds: float
+    caller: str
+    callee: str
+    direction: Direction
+    outcome: Outcome
+    # Opaque to everyone but the connector that made it; None when the call has no recording.
+    recording_ref: str | None
+
+
+@dataclass(slots=True)
+class AudioStream:
+    content_type: str
+    length: int | None
+    chunks: AsyncIterator[bytes]
+
+
+class ConnectorError(Exception):
+    """A failure talking to a provider. The message is short, fixed and secret-free:
+    it is shown to users as is (seed 000: {"ok": false, "error": "authentication failed"})."""
+
+    message = "unexpected answer from provider"
+    retryable = True
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        self.message = message or type(self).message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class AuthenticationFailed(ConnectorError):
+    message = "authentication failed"
+    retryable = False
+
+
+class Unreachable(ConnectorError):
+    message = "host unreachable"
+
+
+class TlsFailure(ConnectorError):
+    message = "TLS handshake failed"
+
+
+class TimedOut(ConnectorError):
+    message = "timed out"
+
+
+class UnexpectedAnswer(ConnectorError):
+    message = "unexpected answer from provider"
+
+
+class RateLimited(ConnectorError):
+    message = "rate limited by provider"
+
+
+class AddressNotAllowed(ConnectorError):
+    message = "address not allowed"
+    retryable = False
+
+
+class RecordingNotFound(ConnectorError):
+    message = "recording not found"
+    retryable = False
+
+
+class Connector(Protocol):
+    """What the rest of callvault needs from a provider."""
+
+    async def check(self) -> None:
+        """Prove the credentials work; raise a ConnectorError saying why not."""
+
+    def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+        """Every call that started in [since, until), each exactly once, walking the
+        windows and pages the provider allows, oldest window first."""
+        ...
+
+    def open_recording(self, ref: str) -> AbstractAsyncContextManager[AudioStream]:
+        """Stream one recording; the connection is released when the context exits."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the HTTP client."""
