@@ -81,16 +81,18 @@ class GetProviderRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class UpdateProviderRequest(_message.Message):
-    __slots__ = ("id", "name", "config", "is_active")
+    __slots__ = ("id", "name", "config", "is_active", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     config: _struct_pb2.Struct
     is_active: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ...) -> None: ...
+    kind: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class UpdateProviderResponse(_message.Message):
     __slots__ = ("ok",)

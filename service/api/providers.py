@@ -1,0 +1,78 @@
+"""ProviderService: authenticate, call the store, shape the answer. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callvault.v1 import providers_pb2 as pb
+from callvault.v1 import providers_pb2_grpc
+
+from service.api.convert import dict_to_struct, struct_to_dict, timestamp
+from service.auth import Scope
+from service.providers.store import ProviderStore
+from service.transport.calls import CallAuth, MetadataContext
+
+SCOPE = Scope.MANAGE_PROVIDER_CONFIG
+
+
+class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
+    def __init__(self, auth: CallAuth, store: ProviderStore) -> None:
+        self._auth = auth
+        self._store = store
+
+    async def ListProviders(self, request: pb.ListProvidersRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        items = await self._store.list(business)
+        return pb.ListProvidersResponse(
+            items=[
+                pb.ProviderSummary(
+                    id=p.id,
+                    kind=p.kind,
+                    name=p.name,
+                    is_active=p.is_active,
+                    preview=p.preview,
+                    created_at=timestamp(p.created_at),
+                )
+                for p in items
+            ]
+        )
+
+    async def CreateProvider(self, request: pb.CreateProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        provider_id = await self._store.create(
+            business,
+            kind=request.kind,
+            name=request.name,
+            config=struct_to_dict(request.config),
+            is_active=request.is_active if request.HasField("is_active") else None,
+        )
+        return pb.CreateProviderResponse(id=provider_id)
+
+    async def GetProvider(self, request: pb.GetProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        found = await self._store.get(business, request.id)
+        provider = pb.Provider(id=found.id, kind=found.kind, name=found.name, is_active=found.is_active)
+        if found.base_url is not None:
+            provider.base_url = found.base_url
+        if found.username is not None:
+            provider.username = found.username
+        if found.config:
+            provider.config.CopyFrom(dict_to_struct(found.config))
+        return provider
+
+    async def UpdateProvider(self, request: pb.UpdateProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        await self._store.update(
+            business,
+            request.id,
+            name=request.name if request.HasField("name") else None,
+            config=struct_to_dict(request.config) if request.HasField("config") else None,
+            is_active=request.is_active if request.HasField("is_active") else None,
+            kind=request.kind if request.HasField("kind") else None,
+        )
+        return pb.UpdateProviderResponse(ok=True)
+
+    async def DeleteProvider(self, request: pb.DeleteProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        await self._store.delete(business, request.id)
+        return pb.DeleteProviderResponse(ok=True)

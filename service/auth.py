@@ -1,0 +1,138 @@
+"""API keys, who a caller is, and what it may touch.
+
+Keys are `crk_` plus 43 url-safe characters (256 random bits) and are stored only as
+their sha256. An account key acts for any business of its account and must name one
+(`x-business-id`); a business key is bound to one business and ignores that header.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+
+from service.errors import BusinessNotFound, BusinessRequired, MissingScope, Unauthenticated
+from service.storage.db import Database
+from service.storage.models import ApiKey, Business
+
+KEY_PREFIX = "crk_"
+
+
+class Scope(enum.StrEnum):
+    MANAGE_PROVIDER_CONFIG = "manage_provider_config"
+    VIEW_RECORDING_ALL = "view_recording_all"
+    VIEW_RECORDING_SELF = "view_recording_self"
+    MANAGE_RECORDING_REVIEW = "manage_recording_review"
+    MANAGE_CALL_RECORDING = "manage_call_recording"
+    MANAGE_ALL = "manage_all"
+
+
+_KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+
+def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
+    """Scopes from user input; an unknown one is an error naming it."""
+    parsed = set()
+    for value in values:
+        try:
+            parsed.add(Scope(value.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise ValueError(f"unknown scope {value!r}; known scopes: {known}") from None
+    return frozenset(parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    plaintext: str
+    key_hash: str
+    prefix: str
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate_key() -> NewKey:
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    return NewKey(plaintext=plaintext, key_hash=hash_key(plaintext), prefix=plaintext[:12])
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    account_id: str
+    # The business a business key is bound to; None for an account key.
+    bound_business_id: str | None
+    scopes: frozenset[Scope]
+
+    @property
+    def level(self) -> str:
+        return "account" if self.bound_business_id is None else "business"
+
+    def has(self, scope: Scope) -> bool:
+        return Scope.MANAGE_ALL in self.scopes or scope in self.scopes
+
+    def require(self, *any_of: Scope) -> None:
+        if not any(self.has(s) for s in any_of):
+            raise MissingScope(" or ".join(s.value for s in any_of))
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("missing Authorization: Bearer crk_... header")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(KEY_PREFIX) or len(token) > 200:
+        raise Unauthenticated("Authorization must be Bearer crk_...")
+    return token
+
+
+class Authenticator:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def principal(self, authorization: str | None) -> Principal:
+        key_hash = hash_key(bearer_token(authorization))
+        async with self._db.session() as session:
+            key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
+        if key is None or key.revoked_at is not None:
+            raise Unauthenticated("invalid or revoked API key")
+        return Principal(
+            key_id=key.id,
+            account_id=key.account_id,
+            bound_business_id=key.business_id,
+            scopes=frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES),
+        )
+
+    async def business_for(self, principal: Principal, requested: str | None) -> str:
+        """The business this call acts for. Another account's business is not found."""
+        if principal.bound_business_id is not None:
+            return principal.bound_business_id
+        requested = (requested or "").strip()
+        if not requested:
+            raise BusinessRequired()
+        async with self._db.session() as session:
+            found = (
+                await session.exec(
+                    select(Business.id).where(
+                        col(Business.id) == requested, col(Business.account_id) == principal.account_id
+                    )
+                )
+            ).first()
+        if found is None:
+            raise BusinessNotFound()
+        return found
+
+    async def businesses(self, principal: Principal) -> list[Business]:
+        async with self._db.session() as session:
+            query = select(Business).order_by(col(Business.name))
+            if principal.bound_business_id is not None:
+                query = query.where(col(Business.id) == principal.bound_business_id)
+            else:
+                query = query.where(col(Business.account_id) == principal.account_id)
+            return list((await session.exec(query)).all())

@@ -1,0 +1,230 @@
+"""`callvault`: serve, migrate, and the operator's commands (accounts, businesses, API
+keys, master-key rotation). Keys are printed once, when made, and never again."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from service import logs
+from service.admin import Admin, AdminError, keys_in_use, reseal_all
+from service.auth import Scope
+from service.config import Settings
+from service.keys import MissingMasterKeys, load_keyring
+from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+async def _serve(settings: Settings) -> None:
+    from service.server import Server, Service
+
+    server = Server(Service(settings))
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"callvault serving: gRPC on {settings.grpc_host}:{server.grpc_port}, "
+        f"REST on http://{settings.http_host}:{server.http_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    await server.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = _settings()
+    logs.configure(settings.log_level)
+    if not args.no_migrate:
+        upgrade(settings.resolved_database_url)
+    asyncio.run(_serve(settings))
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    print("database is at the latest schema")
+
+
+def _admin(fn: Callable[[Admin], Awaitable[Any]]) -> Any:
+    async def run() -> Any:
+        db = Database(_settings().resolved_database_url)
+        try:
+            return await fn(Admin(db))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_account_create(args: argparse.Namespace) -> None:
+    print(_admin(lambda a: a.create_account(args.name)))
+
+
+def cmd_business_create(args: argparse.Namespace) -> None:
+    print(_admin(lambda a: a.create_business(args.account, args.name, args.slug)))
+
+
+def cmd_key_create(args: argparse.Namespace) -> None:
+    created = _admin(
+        lambda a: a.create_key(
+            account_id=args.account, business_id=args.business, scopes=args.scopes, name=args.name
+        )
+    )
+    print(f"key id: {created.id}", file=sys.stderr)
+    print("the key is shown only now; store it safely:", file=sys.stderr)
+    print(created.plaintext)
+
+
+def cmd_key_list(args: argparse.Namespace) -> None:
+    for key in _admin(lambda a: a.list_keys(args.account)):
+        state = "revoked" if key.revoked_at else "active"
+        level = f"business {key.business_id}" if key.business_id else "account"
+        print(f"{key.id}  {key.prefix}...  {state:7}  {level}  [{key.scopes}]  {key.name}")
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> None:
+    _admin(lambda a: a.revoke_key(args.key_id))
+    print(f"revoked {args.key_id}")
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> None:
+    """An account, a business and a business key with every scope: the quickest start."""
+
+    async def run(admin: Admin) -> tuple[str, str, str]:
+        account = await admin.create_account(args.name)
+        business = await admin.create_business(account, args.name)
+        key = await admin.create_key(account_id=account, business_id=business, scopes=[Scope.MANAGE_ALL])
+        return account, business, key.plaintext
+
+    upgrade(_settings().resolved_database_url)
+    account, business, key = _admin(run)
+    print(json.dumps({"accountId": account, "businessId": business, "apiKey": key}, indent=2))
+
+
+def _key_file(settings: Settings) -> Any:
+    if settings.master_keys:
+        raise SystemExit("master keys come from CALLVAULT_MASTER_KEYS: rotate them there, not in a file")
+    return settings.resolved_key_file
+
+
+def cmd_master_init(args: argparse.Namespace) -> None:
+    path = _key_file(_settings())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keyring = create_key_file(path)
+    print(f"created {path} with key {keyring.primary_id}")
+
+
+def cmd_master_add(args: argparse.Namespace) -> None:
+    path = _key_file(_settings())
+    keyring = add_key(load_key_file(path))
+    write_key_file(path, keyring)
+    print(
+        f"key {keyring.primary_id} is now primary; run `callvault master-keys reseal`, then retire the old keys"
+    )
+
+
+def cmd_master_reseal(args: argparse.Namespace) -> None:
+    settings = _settings()
+    keyring = load_keyring(settings, create_in_dev=False)
+
+    async def run() -> int:
+        db = Database(settings.resolved_database_url)
+        try:
+            return await reseal_all(db, keyring)
+        finally:
+            await db.dispose()
+
+    print(f"re-sealed {asyncio.run(run())} secrets under key {keyring.primary_id}")
+
+
+def cmd_master_retire(args: argparse.Namespace) -> None:
+    settings = _settings()
+    path = _key_file(settings)
+
+    async def in_use() -> set[int]:
+        db = Database(settings.resolved_database_url)
+        try:
+            return await keys_in_use(db)
+        finally:
+            await db.dispose()
+
+    if args.key_id in asyncio.run(in_use()):
+        raise SystemExit(
+            f"key {args.key_id} still seals stored secrets: run `callvault master-keys reseal` first"
+        )
+    write_key_file(path, retire_key(load_key_file(path), args.key_id))
+    print(f"retired key {args.key_id}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callvault", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server and the REST shim")
+    serve.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema first")
+    serve.set_defaults(fn=cmd_serve)
+    sub.add_parser("migrate", help="upgrade the database schema").set_defaults(fn=cmd_migrate)
+
+    boot = sub.add_parser("bootstrap", help="create an account, a business and a business key (all scopes)")
+    boot.add_argument("--name", default="Demo")
+    boot.set_defaults(fn=cmd_bootstrap)
+
+    accounts = sub.add_parser("accounts").add_subparsers(dest="action", required=True)
+    ac = accounts.add_parser("create")
+    ac.add_argument("--name", required=True)
+    ac.set_defaults(fn=cmd_account_create)
+
+    businesses = sub.add_parser("businesses").add_subparsers(dest="action", required=True)
+    bc = businesses.add_parser("create")
+    bc.add_argument("--account", required=True)
+    bc.add_argument("--name", required=True)
+    bc.add_argument("--slug")
+    bc.set_defaults(fn=cmd_business_create)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    kc = keys.add_parser("create", help="make a key and print it once")
+    kc.add_argument("--account", required=True)
+    kc.add_argument("--business", help="bind the key to this business (a business key)")
+    kc.add_argument("--scopes", nargs="+", required=True, choices=[s.value for s in Scope], metavar="SCOPE")
+    kc.add_argument("--name", default="")
+    kc.set_defaults(fn=cmd_key_create)
+    kl = keys.add_parser("list")
+    kl.add_argument("--account")
+    kl.set_defaults(fn=cmd_key_list)
+    kr = keys.add_parser("revoke")
+    kr.add_argument("key_id")
+    kr.set_defaults(fn=cmd_key_revoke)
+
+    master = sub.add_parser("master-keys", help="the keys that seal secrets").add_subparsers(
+        dest="action", required=True
+    )
+    master.add_parser("init", help="create a key file").set_defaults(fn=cmd_master_init)
+    master.add_parser("add", help="add a key and make it primary").set_defaults(fn=cmd_master_add)
+    master.add_parser("reseal", help="re-seal every secret under the primary key").set_defaults(
+        fn=cmd_master_reseal
+    )
+    mr = master.add_parser("retire", help="remove a key no secret uses any more")
+    mr.add_argument("key_id", type=int)
+    mr.set_defaults(fn=cmd_master_retire)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (AdminError, MissingMasterKeys, SealingError, ValueError) as exc:
+        raise SystemExit(f"callvault: {exc}") from None

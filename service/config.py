@@ -1,0 +1,92 @@
+"""Every setting callvault reads, from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.connectors.http import NetworkPolicy
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else raw.strip().lower() in _TRUE
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise."""
+
+    env: str = "dev"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    master_keys: str = field(default="", repr=False)
+    key_file: Path | None = None
+    grace_seconds: float = 10.0
+    health_interval_seconds: float = 5.0
+    log_level: str = "INFO"
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'callvault.db'}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "master-keys.json"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("CALLVAULT_DATA_DIR") or "var")
+        key_file = env.get("CALLVAULT_KEY_FILE")
+        mode = env.get("CALLVAULT_ENV", "dev")
+        if mode not in ("dev", "production"):
+            raise ValueError(f"CALLVAULT_ENV must be dev or production, got {mode!r}")
+        return cls(
+            env=mode,
+            data_dir=data_dir,
+            database_url=env.get("CALLVAULT_DATABASE_URL", ""),
+            grpc_host=env.get("CALLVAULT_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_int(env, "CALLVAULT_GRPC_PORT", 50051),
+            http_host=env.get("CALLVAULT_HTTP_HOST", "127.0.0.1"),
+            http_port=_int(env, "CALLVAULT_HTTP_PORT", 8080),
+            master_keys=env.get("CALLVAULT_MASTER_KEYS", ""),
+            key_file=Path(key_file) if key_file else None,
+            grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
+            health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
+            log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
+            network=NetworkPolicy(
+                allow_private=_flag(env, "CALLVAULT_ALLOW_PRIVATE_NETWORKS", False),
+                connect_timeout=_float(env, "CALLVAULT_CONNECT_TIMEOUT_SECONDS", 5.0),
+                read_timeout=_float(env, "CALLVAULT_READ_TIMEOUT_SECONDS", 30.0),
+                total_timeout=_float(env, "CALLVAULT_TOTAL_TIMEOUT_SECONDS", 60.0),
+            ),
+        )

@@ -1,0 +1,101 @@
+"""Domain errors. Each carries the documented error code; transports map the category
+to a gRPC status and an HTTP status in exactly one place (service/transport/status.py)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Category(enum.Enum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNPROCESSABLE = "UNPROCESSABLE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class DomainError(Exception):
+    """An error a caller can act on. `code` is the documented error code (seed 000's
+    `provider_not_found`, ...); the message is safe to show: it never holds a secret."""
+
+    category = Category.INTERNAL
+    code = "internal"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgument(DomainError):
+    category = Category.INVALID_ARGUMENT
+    code = "invalid_argument"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", field=field)
+
+
+class MalformedRequest(DomainError):
+    category = Category.INVALID_ARGUMENT
+    code = "invalid_request"
+
+
+class UnsupportedMediaType(DomainError):
+    category = Category.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
+class Unauthenticated(DomainError):
+    category = Category.UNAUTHENTICATED
+    code = "unauthenticated"
+
+
+class MissingScope(DomainError):
+    category = Category.PERMISSION_DENIED
+    code = "insufficient_scope"
+
+    def __init__(self, needed: str) -> None:
+        super().__init__(f"this key lacks the {needed} scope")
+
+
+class BusinessRequired(DomainError):
+    category = Category.INVALID_ARGUMENT
+    code = "business_required"
+
+    def __init__(self) -> None:
+        super().__init__("an account key must name a business with X-Business-Id", field="x-business-id")
+
+
+class NotFound(DomainError):
+    category = Category.NOT_FOUND
+    code = "not_found"
+
+
+class ProviderNotFound(NotFound):
+    code = "provider_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no such provider in this business")
+
+
+class BusinessNotFound(NotFound):
+    code = "business_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no such business for this key", field="x-business-id")
+
+
+class KindNotSupported(DomainError):
+    category = Category.UNPROCESSABLE
+    code = "provider_kind_not_supported"
+
+
+class Unavailable(DomainError):
+    category = Category.UNAVAILABLE
+    code = "unavailable"

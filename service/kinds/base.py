@@ -1,0 +1,177 @@
+"""What a provider kind is: its fields, which are secret, how they validate, how they
+are previewed and read back, and which connector speaks for it. Defined once per kind."""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from service.connectors.base import Connector
+from service.connectors.http import NetworkPolicy
+from service.errors import InvalidArgument
+from service.netsafety import UnsafeAddress, check_url
+
+MAX_STRING = 1000
+MAX_URL = 2048
+
+# A stored secret whose value is not needed to validate a merge (PATCH without it).
+KEPT = object()
+
+
+class FieldType(enum.Enum):
+    STRING = "string"
+    URL = "url"
+    BOOL = "boolean"
+    INT = "integer"
+
+
+class ReadAs(enum.Enum):
+    """Where a readable field appears when a provider is read back."""
+
+    BASE_URL = "baseUrl"
+    USERNAME = "username"
+    CONFIG = "config"
+    HIDDEN = "hidden"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str  # lowerCamelCase, as on the wire
+    type: FieldType
+    required: bool = False
+    secret: bool = False
+    read_as: ReadAs = ReadAs.HIDDEN
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    schemes: tuple[str, ...] = ("http", "https")
+
+    def check(self, value: Any, *, policy: NetworkPolicy) -> Any:
+        """The value as stored, or InvalidArgument naming config.<field>."""
+        where = f"config.{self.name}"
+        if self.type is FieldType.BOOL:
+            if not isinstance(value, bool):
+                raise InvalidArgument(where, "must be true or false")
+            return value
+        if self.type is FieldType.INT:
+            return self._check_int(value, where)
+        if not isinstance(value, str):
+            raise InvalidArgument(where, "must be a string")
+        if not value.strip():
+            raise InvalidArgument(where, "must not be empty")
+        limit = MAX_URL if self.type is FieldType.URL else MAX_STRING
+        if len(value) > limit:
+            raise InvalidArgument(where, f"must be at most {limit} characters")
+        if self.type is FieldType.URL:
+            return self._check_url(value.strip(), where, policy)
+        return value
+
+    def _check_int(self, value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgument(where, "must be a whole number")
+        if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+            raise InvalidArgument(where, "must be a whole number")
+        number = int(value)
+        if (self.minimum is not None and number < self.minimum) or (
+            self.maximum is not None and number > self.maximum
+        ):
+            raise InvalidArgument(where, f"must be between {self.minimum} and {self.maximum}")
+        return number
+
+    def _check_url(self, value: str, where: str, policy: NetworkPolicy) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in self.schemes:
+            raise InvalidArgument(where, f"must be a {' or '.join(self.schemes)} URL")
+        try:
+            # The host rules are the same for ws(s) as for http(s).
+            check_url(urlunsplit(parts._replace(scheme="https")), allow_private=policy.allow_private)
+        except UnsafeAddress as exc:
+            raise InvalidArgument(where, str(exc)) from None
+        except ValueError:
+            raise InvalidArgument(where, "must be a valid URL") from None
+        return value.rstrip("/")
+
+
+ConnectorFactory = Callable[[Mapping[str, Any], NetworkPolicy], Connector]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    name: str
+    fields: tuple[FieldSpec, ...]
+    connector: ConnectorFactory
+    # The non-secret field shown before " @ host" in the list preview.
+    preview_user: str | None = None
+    by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.secret)
+
+    def validate(self, config: Mapping[str, Any], *, policy: NetworkPolicy) -> dict[str, Any]:
+        """The whole config, checked field by field. Values that are KEPT (stored secrets
+        not sent again) pass as present. None means "not set"."""
+        for key in config:
+            if key not in self.by_name:
+                raise InvalidArgument(f"config.{key}", f"is not a setting of kind {self.name}")
+        clean: dict[str, Any] = {}
+        for spec in self.fields:
+            value = config.get(spec.name)
+            if value is None:
+                if spec.required:
+                    raise InvalidArgument(f"config.{spec.name}", "is required")
+                continue
+            clean[spec.name] = value if value is KEPT else spec.check(value, policy=policy)
+        return clean
+
+    def split(self, clean: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(non-secret settings, secrets) of a validated config."""
+        settings = {k: v for k, v in clean.items() if not self.by_name[k].secret}
+        secrets = {k: v for k, v in clean.items() if self.by_name[k].secret}
+        return settings, secrets
+
+    def with_defaults(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        merged = {f.name: f.default for f in self.fields if f.default is not None and not f.secret}
+        merged.update(settings)
+        return merged
+
+    def preview(self, settings: Mapping[str, Any]) -> str:
+        """ "apiuser @ pbx.example.com": who and where, never a secret."""
+        full = self.with_defaults(settings)
+        host = urlsplit(str(full.get("baseUrl", ""))).hostname or ""
+        user = str(full.get(self.preview_user, "")) if self.preview_user else ""
+        return f"{user} @ {host}" if user and host else user or host
+
+    def readable(self, settings: Mapping[str, Any], where: ReadAs) -> dict[str, Any]:
+        full = self.with_defaults(settings)
+        return {f.name: full[f.name] for f in self.fields if f.read_as is where and f.name in full}
+
+
+def url(name: str, *, required: bool = False, read_as: ReadAs = ReadAs.BASE_URL, **kw: Any) -> FieldSpec:
+    return FieldSpec(name, FieldType.URL, required=required, read_as=read_as, **kw)
+
+
+def text(name: str, *, required: bool = True, read_as: ReadAs = ReadAs.HIDDEN) -> FieldSpec:
+    return FieldSpec(name, FieldType.STRING, required=required, read_as=read_as)
+
+
+def secret(name: str) -> FieldSpec:
+    return FieldSpec(name, FieldType.STRING, required=True, secret=True)
+
+
+def lazy_connector(module: str, attribute: str) -> ConnectorFactory:
+    """Import a connector only when one is built, so reading kinds stays cheap."""
+
+    def build(config: Mapping[str, Any], policy: NetworkPolicy) -> Connector:
+        factory: ConnectorFactory = getattr(importlib.import_module(module), attribute)
+        return factory(config, policy)
+
+    return build

@@ -1,0 +1,122 @@
+"""The REST shim: an ASGI app generated from the google.api.http bindings that calls
+the very same servicer methods as gRPC, and renders seed 000's JSON and errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from google.api import httpbody_pb2
+from google.protobuf import message
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from service.errors import DomainError, MalformedRequest, UnsupportedMediaType
+from service.rest.bindings import Binding
+from service.rest.context import RestAbort, RestContext
+from service.rest.render import parse_into, query_to_dict, to_json
+from service.transport.calls import CallRecord, current_call, log_call
+from service.transport.status import HTTP_FOR_GRPC, HTTP_STATUS
+
+log = logging.getLogger("callvault.rest")
+
+MAX_JSON_BODY = 1024 * 1024
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(status: int, code: str, message_text: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message_text}, status_code=status)
+
+
+async def _read_json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("send the request body as Content-Type: application/json")
+    if len(raw) > MAX_JSON_BODY:
+        raise MalformedRequest("request body is over 1 MiB")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise MalformedRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("request body must be a JSON object")
+    return data
+
+
+async def _build_request(binding: Binding, request: Request) -> message.Message:
+    data: dict[str, Any] = {}
+    if binding.body == "*":
+        data.update(await _read_json_body(request))
+    elif binding.body:
+        data[binding.body] = await _read_json_body(request)
+    elif request.query_params:
+        data.update(query_to_dict(binding.request_type.DESCRIPTOR, request.query_params.multi_items()))
+    for name in binding.path_params:
+        data[binding.request_type.DESCRIPTOR.fields_by_name[name].json_name] = request.path_params[name]
+    msg = binding.request_type()
+    parse_into(msg, data)
+    return msg
+
+
+async def _body_chunks(first: httpbody_pb2.HttpBody, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    yield first.data
+    async for chunk in rest:
+        yield chunk.data
+
+
+async def _respond(binding: Binding, msg: message.Message, context: RestContext) -> Response:
+    status = int(context.response_headers.pop("x-http-code", "200"))
+    if binding.server_streaming:
+        stream: AsyncIterator[Any] = binding.handler(msg, context)
+        first = await anext(stream, httpbody_pb2.HttpBody())
+        return StreamingResponse(
+            _body_chunks(first, stream),
+            status_code=int(context.response_headers.pop("x-http-code", str(status))),
+            media_type=first.content_type or "application/octet-stream",
+            headers=context.response_headers,
+        )
+    result = await binding.handler(msg, context)
+    if isinstance(result, httpbody_pb2.HttpBody):
+        return Response(result.data, status_code=status, media_type=result.content_type)
+    return JSONResponse(to_json(result), status_code=status, headers=context.response_headers)
+
+
+def endpoint_for(binding: Binding) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        call = CallRecord(method=binding.full_method, transport="rest")
+        token = current_call.set(call)
+        try:
+            context = RestContext(request.headers.items())
+            response = await _respond(binding, await _build_request(binding, request), context)
+        except DomainError as exc:
+            response = error_response(HTTP_STATUS[exc.category], exc.code, exc.message)
+        except RestAbort as exc:
+            response = error_response(HTTP_FOR_GRPC.get(exc.code, 500), exc.code.name.lower(), exc.details)
+        except Exception:
+            log.exception("unhandled error in %s", binding.full_method)
+            response = error_response(500, "internal", "internal error")
+        finally:
+            current_call.reset(token)
+        log_call(call, str(response.status_code))
+        return response
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+def build_app(bindings: Sequence[Binding], extra_routes: Sequence[Route] = ()) -> Starlette:
+    routes = [Route(b.path, endpoint_for(b), methods=[b.verb]) for b in bindings]
+    return Starlette(routes=[*extra_routes, *routes], exception_handlers={HTTPException: _http_error})

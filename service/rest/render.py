@@ -1,0 +1,84 @@
+"""Protobuf messages to and from seed 000's JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callvault.v1 import options_pb2
+from google.protobuf import descriptor, json_format, message
+
+from service.errors import InvalidArgument, MalformedRequest
+
+_TRUE = {"true", "1"}
+_FALSE = {"false", "0"}
+_INTS = {
+    descriptor.FieldDescriptor.TYPE_INT32,
+    descriptor.FieldDescriptor.TYPE_INT64,
+    descriptor.FieldDescriptor.TYPE_UINT32,
+    descriptor.FieldDescriptor.TYPE_UINT64,
+    descriptor.FieldDescriptor.TYPE_SINT32,
+    descriptor.FieldDescriptor.TYPE_SINT64,
+}
+
+
+def to_json(msg: message.Message) -> dict[str, Any]:
+    """lowerCamelCase names; fields without presence rendered even when default
+    ("ok": false), except those marked json_omit_empty."""
+    data = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
+    _omit_empty(msg.DESCRIPTOR, data)
+    return data
+
+
+def _omit_empty(desc: descriptor.Descriptor, data: dict[str, Any]) -> None:
+    for field in desc.fields:
+        value = data.get(field.json_name)
+        if value is None:
+            continue
+        if field.GetOptions().Extensions[options_pb2.json_omit_empty] and value in ([], {}, "", 0, False):
+            del data[field.json_name]
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict) and field.message_type.full_name.startswith("callvault."):
+                    _omit_empty(field.message_type, item)
+
+
+def parse_into(msg: message.Message, data: dict[str, Any]) -> None:
+    try:
+        json_format.ParseDict(data, msg, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise MalformedRequest(_parse_problem(str(exc))) from None
+
+
+def _parse_problem(text: str) -> str:
+    first = text.splitlines()[0].strip()
+    if "has no field named" in first:
+        name = first.split('has no field named "', 1)[1].split('"', 1)[0]
+        return f"{name}: unknown field"
+    return first.replace("Failed to parse ", "").replace(" field: ", ": ")
+
+
+def query_to_dict(desc: descriptor.Descriptor, params: list[tuple[str, str]]) -> dict[str, Any]:
+    """Query parameters by their JSON (or proto) names, typed by the field they fill."""
+    out: dict[str, Any] = {}
+    for key, raw in params:
+        field = desc.fields_by_camelcase_name.get(key) or desc.fields_by_name.get(key)
+        if field is None or (
+            field.message_type is not None
+            and not field.message_type.full_name.startswith("google.protobuf.Timestamp")
+        ):
+            raise MalformedRequest(f"{key}: unknown query parameter")
+        value: Any = raw
+        if field.type == descriptor.FieldDescriptor.TYPE_BOOL:
+            if raw.lower() not in _TRUE | _FALSE:
+                raise InvalidArgument(key, "must be true or false")
+            value = raw.lower() in _TRUE
+        elif field.type in _INTS:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise InvalidArgument(key, "must be a whole number") from None
+        if field.is_repeated:
+            out.setdefault(field.json_name, []).append(value)
+        else:
+            out[field.json_name] = value
+    return out

@@ -1,0 +1,194 @@
+"""The process: one grpc.aio server and one REST shim on the same event loop, sharing
+the servicers; health, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import uvicorn
+from callvault.v1 import meta_pb2, meta_pb2_grpc, providers_pb2, providers_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import __version__
+from service.api.meta import MetaServicer
+from service.api.providers import ProviderServicer
+from service.auth import Authenticator
+from service.config import Settings
+from service.keys import load_keyring
+from service.providers.store import ProviderStore
+from service.rest.app import build_app
+from service.rest.bindings import Binding, bindings_for
+from service.rest.openapi import openapi_document
+from service.sealing import Keyring
+from service.storage.db import Database
+from service.transport.calls import CallAuth
+from service.transport.interceptor import CallInterceptor
+
+log = logging.getLogger("callvault.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Service:
+    """The domain objects and servicers of one process, built from settings."""
+
+    def __init__(self, settings: Settings, keyring: Keyring | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.resolved_database_url)
+        self.keyring = keyring or load_keyring(settings)
+        self.auth = CallAuth(Authenticator(self.db))
+        self.providers = ProviderStore(self.db, self.keyring, settings.network)
+        self.servicers: list[tuple[Any, object, Any]] = [
+            (
+                providers_pb2.DESCRIPTOR.services_by_name["ProviderService"],
+                ProviderServicer(self.auth, self.providers),
+                providers_pb2_grpc.add_ProviderServiceServicer_to_server,
+            ),
+            (
+                meta_pb2.DESCRIPTOR.services_by_name["MetaService"],
+                MetaServicer(self.auth),
+                meta_pb2_grpc.add_MetaServiceServicer_to_server,
+            ),
+        ]
+
+    @property
+    def service_names(self) -> list[str]:
+        return [descriptor.full_name for descriptor, _, _ in self.servicers]
+
+    def bindings(self) -> list[Binding]:
+        return [b for descriptor, servicer, _ in self.servicers for b in bindings_for(descriptor, servicer)]
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's shutdown is ours."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(
+            interceptors=[CallInterceptor()],
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        )
+        self.grpc_port = 0
+        self.http_port = 0
+        self.shutting_down = False
+        self._ready = False
+        self._uvicorn: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+
+    def _rest_app(self) -> Any:
+        bindings = self.service.bindings()
+        document = openapi_document(bindings, title="callvault", version=__version__)
+
+        async def healthz(_: Request) -> Response:
+            status = "NOT_SERVING" if self.shutting_down else "SERVING"
+            return JSONResponse({"status": status}, status_code=503 if self.shutting_down else 200)
+
+        async def readyz(_: Request) -> Response:
+            ready = self._ready and not self.shutting_down
+            return JSONResponse(
+                {"status": "SERVING" if ready else "NOT_SERVING"}, status_code=200 if ready else 503
+            )
+
+        async def openapi(_: Request) -> Response:
+            return JSONResponse(document)
+
+        extra = [
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ]
+        return build_app(bindings, extra)
+
+    async def start(self) -> None:
+        for _, servicer, add in self.service.servicers:
+            add(servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        names = [*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.grpc)
+        self.grpc_port = self.grpc.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        if not self.grpc_port:
+            raise OSError(f"cannot listen for gRPC on {self.settings.grpc_host}:{self.settings.grpc_port}")
+        await self.grpc.start()
+
+        sock = _listen(self.settings.http_host, self.settings.http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(self._rest_app(), log_config=None, lifespan="off", access_log=False)
+        self._uvicorn = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+
+        await self._check_health()
+        self._monitor = asyncio.create_task(self._watch_health())
+        log.info(
+            "serving",
+            extra={
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+                "database": self.service.db.dialect,
+            },
+        )
+
+    async def _check_health(self) -> None:
+        ready = await self.service.db.ping()
+        if ready != self._ready:
+            log.log(logging.INFO if ready else logging.WARNING, "database %s", "reachable" if ready else "unreachable")
+        self._ready = ready
+        status = SERVING if ready else NOT_SERVING
+        for name in ("", *self.service.service_names):
+            await self.health.set(name, status)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_interval_seconds)
+            await self._check_health()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first so balancers drain us, then finish in-flight calls."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        grace = self.settings.grace_seconds if grace is None else grace
+        log.info("shutting down", extra={"grace_seconds": grace})
+        await self.health.enter_graceful_shutdown()
+        if self._monitor:
+            self._monitor.cancel()
+        if self._uvicorn:
+            self._uvicorn.should_exit = True
+        await self.grpc.stop(grace)
+        if self._http_task:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._http_task, timeout=grace + 1)
+        await self.service.db.dispose()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self.grpc.wait_for_termination()

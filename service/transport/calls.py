@@ -1,0 +1,128 @@
+"""What both transports share about a call: who is calling (auth from metadata or
+headers), the one structured log line per call, and rich gRPC statuses for errors."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from service.auth import Authenticator, Principal, Scope
+from service.errors import DomainError
+from service.transport.status import ERROR_DOMAIN, GRPC_CODE
+
+log = logging.getLogger("callvault.calls")
+
+
+class MetadataContext(Protocol):
+    """The part of grpc.aio.ServicerContext that servicers use; the REST shim provides it too."""
+
+    def invocation_metadata(self) -> Any: ...
+
+    def time_remaining(self) -> float | None: ...
+
+
+@dataclass(slots=True)
+class CallRecord:
+    method: str
+    transport: str
+    started: float = field(default_factory=time.perf_counter)
+    business_id: str | None = None
+    key_id: str | None = None
+
+
+current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("current_call", default=None)
+
+
+def log_call(call: CallRecord, status: str, **extra: Any) -> None:
+    duration_ms = round((time.perf_counter() - call.started) * 1000, 2)
+    log.info(
+        "call",
+        extra={
+            "rpc_method": call.method,
+            "transport": call.transport,
+            "business_id": call.business_id,
+            "key_id": call.key_id,
+            "status": status,
+            "duration_ms": duration_ms,
+            **extra,
+        },
+    )
+
+
+def metadata_value(context: MetadataContext, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class CallAuth:
+    """Authenticates a call and picks its business; one place for both transports."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def principal(self, context: MetadataContext) -> Principal:
+        principal = await self.authenticator.principal(metadata_value(context, "authorization"))
+        call = current_call.get()
+        if call is not None:
+            call.key_id = principal.key_id
+        return principal
+
+    async def business(self, context: MetadataContext, *scopes: Scope) -> str:
+        principal = await self.principal(context)
+        principal.require(*scopes)
+        business_id = await self.authenticator.business_for(
+            principal, metadata_value(context, "x-business-id")
+        )
+        call = current_call.get()
+        if call is not None:
+            call.business_id = business_id
+        return business_id
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def rich_status(error: DomainError) -> grpc.Status:
+    """AIP-193: the status code, the message, ErrorInfo with the documented code as reason,
+    and BadRequest naming the field where there is one."""
+    code = GRPC_CODE[error.category]
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.code,
+                domain=ERROR_DOMAIN,
+                metadata={"field": error.field} if error.field else {},
+            )
+        )
+    ]
+    if error.field:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=error.field, description=error.message
+                        )
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def internal_status() -> grpc.Status:
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))

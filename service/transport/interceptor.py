@@ -1,0 +1,93 @@
+"""The gRPC side's one place where domain errors become statuses and every call is logged."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError
+
+from service.errors import DomainError
+from service.transport.calls import CallRecord, current_call, internal_status, log_call, rich_status
+
+log = logging.getLogger("callvault.grpc")
+
+
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], call: CallRecord, exc: Exception) -> None:
+    if isinstance(exc, DomainError):
+        status = rich_status(exc)
+        log_call(call, status.code.name, error=exc.code)
+    else:
+        log.exception("unhandled error in %s", call.method)
+        status = internal_status()
+        log_call(call, status.code.name, error="internal")
+    await context.abort_with_status(status)
+
+
+def _status_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "OK"
+
+
+def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        call = CallRecord(method=method, transport="grpc")
+        token = current_call.set(call)
+        try:
+            response = await fn(request, context)
+        except AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, call, exc)
+            raise  # unreachable: abort raises
+        finally:
+            current_call.reset(token)
+        log_call(call, _status_name(context))
+        return response
+
+    return handler
+
+
+def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        call = CallRecord(method=method, transport="grpc")
+        token = current_call.set(call)
+        try:
+            async for item in fn(request, context):
+                yield item
+        except AbortError:
+            raise
+        except Exception as exc:
+            await _fail(context, call, exc)
+        finally:
+            current_call.reset(token)
+        log_call(call, _status_name(context))
+
+    return handler
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every callvault method handler; health and reflection pass untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/callvault."):
+            return handler
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(method, handler.unary_unary), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(method, handler.stream_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(method, handler.unary_stream), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(method, handler.stream_stream), **kwargs)

@@ -1,0 +1,59 @@
+"""The one table from domain error categories to gRPC codes and HTTP statuses
+(grpc-gateway's mapping, with seed 000's documented overrides)."""
+
+from __future__ import annotations
+
+import grpc
+
+from service.errors import Category
+
+ERROR_DOMAIN = "callvault.dev"
+
+GRPC_CODE: dict[Category, grpc.StatusCode] = {
+    Category.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Category.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Category.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Category.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Category.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Category.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Category.UNPROCESSABLE: grpc.StatusCode.FAILED_PRECONDITION,
+    Category.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
+    Category.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Category.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+HTTP_STATUS: dict[Category, int] = {
+    Category.INVALID_ARGUMENT: 400,
+    Category.UNAUTHENTICATED: 401,
+    Category.PERMISSION_DENIED: 403,
+    Category.NOT_FOUND: 404,
+    Category.ALREADY_EXISTS: 409,
+    Category.FAILED_PRECONDITION: 400,
+    Category.UNPROCESSABLE: 422,
+    Category.UNSUPPORTED_MEDIA_TYPE: 415,
+    Category.RESOURCE_EXHAUSTED: 429,
+    Category.UNAVAILABLE: 503,
+    Category.INTERNAL: 500,
+}
+
+# For errors that arrive as a bare gRPC status (no domain error behind them).
+HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
