@@ -1,24 +1,35 @@
 """The only way connectors reach the network.
 
-Placeholder shapes: the network-safety work replaces the bodies (address checks at
-connect time, redirect rules, size caps) but keeps these signatures.
+Every connection is made by ``SafeTransport``: it resolves the host itself, checks every
+address (``service.netsafety``), connects to a checked address and still verifies TLS
+against the hostname. Redirects are followed only within one origin, and each request has
+a total deadline on top of httpx's connect and read timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+import httpcore
 import httpx
 
 from service.connectors.base import (
+    AddressNotAllowed,
     ConnectorError,
     TimedOut,
     TlsFailure,
     UnexpectedAnswer,
     Unreachable,
 )
+from service.netsafety import UnsafeAddress, check_url, resolve_checked
+
+MAX_REDIRECTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,33 +44,251 @@ class NetworkPolicy:
 
 
 def build_client(policy: NetworkPolicy, *, base_url: str = "") -> httpx.AsyncClient:
-    """An httpx client for one connector: connection reuse, bounded waits, safe addresses."""
+    """An httpx client for one connector: connection reuse, bounded waits, safe addresses.
+
+    Read timeouts apply per network read, so a long streamed recording is bounded per chunk,
+    not in total; ``policy.total_timeout`` bounds each request up to its response headers.
+    """
     return httpx.AsyncClient(
         base_url=base_url,
-        follow_redirects=False,
+        transport=SafeTransport(policy),
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+        event_hooks={"response": [refuse_cross_origin_redirect]},
         timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
+        trust_env=False,  # no proxies or .netrc credentials from the environment
     )
 
 
+async def refuse_cross_origin_redirect(response: httpx.Response) -> None:
+    """Response hook: a redirect may stay on its origin (scheme, host, port) and nowhere else.
+
+    A provider that can send us elsewhere could send us inward, or take our credentials along.
+    """
+    if not response.has_redirect_location:
+        return
+    request_url = response.request.url
+    try:
+        target = httpx.URL(response.headers["location"])
+        if target.scheme and not target.host:
+            target = target.copy_with(host=request_url.host)  # as httpx itself reads it
+        target = request_url.join(target)
+    except httpx.InvalidURL:
+        target = None
+    if target is None or _origin(target) != _origin(request_url):
+        await response.aclose()
+        raise UnexpectedAnswer("redirect to another host refused")
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default_port = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default_port
+
+
+class SafeTransport(httpx.AsyncBaseTransport):
+    """httpx transport over an httpcore pool whose every connection goes to a checked address.
+
+    Refused addresses raise ``AddressNotAllowed``; the total deadline raises
+    ``httpx.TimeoutException``; httpcore failures become the matching httpx exceptions.
+    """
+
+    def __init__(self, policy: NetworkPolicy, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._policy = policy
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=CheckedBackend(allow_private=policy.allow_private),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        with _httpx_errors(request):
+            check_url(str(request.url), allow_private=self._policy.allow_private)
+            async with asyncio.timeout(self._policy.total_timeout):
+                response = await self._pool.handle_async_request(_core_request(request))
+        assert isinstance(response.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream, request),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def _core_request(request: httpx.Request) -> httpcore.Request:
+    url = request.url
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body, with httpcore errors turned into httpx ones as it is read."""
+
+    def __init__(self, stream: AsyncIterable[bytes], request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors(self._request):
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+# Most specific first: the first match wins.
+_HTTPX_ERROR_FOR: Final[tuple[tuple[type[Exception], type[httpx.TransportError]], ...]] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """What httpx's own transport does with httpcore errors, plus our two refusals."""
+    try:
+        yield
+    except UnsafeAddress as exc:
+        raise AddressNotAllowed(str(exc)) from exc
+    except TimeoutError as exc:  # only asyncio.timeout raises it here; httpcore wraps its own
+        raise httpx.TimeoutException("total deadline exceeded", request=request) from exc
+    except Exception as exc:
+        mapped = next((to for frm, to in _HTTPX_ERROR_FOR if isinstance(exc, frm)), None)
+        if mapped is None:
+            raise
+        raise mapped(str(exc), request=request) from exc
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Network backend that resolves and checks the host, then connects to a checked address.
+
+    httpcore still starts TLS with the original hostname, so SNI and certificate checks are
+    unchanged; only the address is pinned.
+    """
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  # httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._resolve(host, port, timeout)
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+        assert failure is not None  # resolve_checked never returns an empty list
+        raise failure
+
+    async def _resolve(self, host: str, port: int, limit: float | None) -> list[str]:
+        try:
+            async with asyncio.timeout(limit):
+                return await resolve_checked(host, port, allow_private=self._allow_private)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout("name resolution timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError("name resolution failed") from exc
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 async def read_json(response: httpx.Response, policy: NetworkPolicy) -> Any:
-    """The JSON body of a streamed or plain response, refusing bodies over the cap."""
+    """The JSON body of a streamed or plain response, refusing bodies over the cap.
+
+    The cap counts decoded bytes, so a small compressed body cannot expand past it either.
+    """
+    if _declared_length(response) > policy.max_json_bytes:
+        await response.aclose()
+        raise UnexpectedAnswer("answer too large")
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body.extend(chunk)
         if len(body) > policy.max_json_bytes:
+            await response.aclose()
             raise UnexpectedAnswer("answer too large")
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UnexpectedAnswer() from exc
 
 
-def error_for(exc: httpx.HTTPError) -> ConnectorError:
-    """The short, secret-free ConnectorError that an httpx failure means."""
+def _declared_length(response: httpx.Response) -> int:
+    try:
+        return int(response.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
+def error_for(exc: httpx.HTTPError | httpx.InvalidURL) -> ConnectorError:
+    """The short, secret-free ConnectorError that an httpx failure means.
+
+    Never built from the exception's text, which can hold URLs with tokens in the query.
+    ``httpx.InvalidURL`` (a provider handing back a URL httpx cannot parse) is accepted too,
+    since it is not an ``httpx.HTTPError``.
+    """
+    if _caused_by(exc, UnsafeAddress):
+        return AddressNotAllowed()
     if isinstance(exc, httpx.TimeoutException):
         return TimedOut()
-    if isinstance(exc, httpx.ConnectError):
-        return TlsFailure() if "SSL" in str(exc) or "certificate" in str(exc) else Unreachable()
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return AddressNotAllowed("must be an http(s) URL")
+    if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
+        return TlsFailure()
+    if isinstance(exc, httpx.ProtocolError):
+        return UnexpectedAnswer()
     if isinstance(exc, httpx.TransportError):
         return Unreachable()
     return UnexpectedAnswer()
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return _caused_by(exc, ssl.SSLError) or "SSL" in text or "certificate" in text
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is anywhere in the chain of causes (httpx wraps httpcore wraps ssl)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
