@@ -40,9 +40,9 @@ check-proto: proto
 	test -z "$$(git status --porcelain -- gen)"
 
 lint: install
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
-	$(BIN)/mypy service tests bench
+	$(BIN)/ruff check service tests $(wildcard bench)
+	$(BIN)/ruff format --check service tests $(wildcard bench)
+	$(BIN)/mypy service tests $(wildcard bench)
 
 bench: install
 	$(BIN)/python -m bench

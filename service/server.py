@@ -160,7 +160,11 @@ class Server:
     async def _check_health(self) -> None:
         ready = await self.service.db.ping()
         if ready != self._ready:
-            log.log(logging.INFO if ready else logging.WARNING, "database %s", "reachable" if ready else "unreachable")
+            log.log(
+                logging.INFO if ready else logging.WARNING,
+                "database %s",
+                "reachable" if ready else "unreachable",
+            )
         self._ready = ready
         status = SERVING if ready else NOT_SERVING
         for name in ("", *self.service.service_names):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import postgres
-from tests.support.server import RunningServer, test_settings
+from tests.support.server import RunningServer, server_settings
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -51,8 +51,8 @@ def server(
 ) -> Iterator[RunningServer]:
     """One real server per database backend for the whole session; tests isolate by tenant."""
     make = request.getfixturevalue("database_url_factory")
-    url = make(request.param)  # type: ignore[operator]
+    url = make(request.param)
     data_dir: Path = tmp_path_factory.mktemp(f"data-{request.param}")
-    running = RunningServer(test_settings(data_dir, url)).start()
+    running = RunningServer(server_settings(data_dir, url)).start()
     yield running
     running.stop()

@@ -22,7 +22,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, SCOPE)
-        items = await self._store.list(business)
+        items = await self._store.summaries(business)
         return pb.ListProvidersResponse(
             items=[
                 pb.ProviderSummary(

@@ -74,7 +74,7 @@ class ProviderStore:
         self._keyring = keyring
         self._policy = policy
 
-    async def list(self, business_id: str) -> list[ProviderSummary]:
+    async def summaries(self, business_id: str) -> list[ProviderSummary]:
         async with self._db.session() as session:
             rows = await session.exec(
                 select(Provider).where(col(Provider.business_id) == business_id).order_by(col(Provider.id))

@@ -10,6 +10,10 @@ from typing import Any
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, message, message_factory
 
+# protobuf's pure-Python and upb descriptors share one shape but not one static type.
+MessageDescriptor = Any
+FieldDescriptor = Any
+
 _VERBS = ("get", "post", "put", "patch", "delete")
 _PATH_PARAM = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
 

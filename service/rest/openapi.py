@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import descriptor
 
-from service.rest.bindings import Binding
+from service.rest.bindings import Binding, FieldDescriptor, MessageDescriptor
 
 FD = descriptor.FieldDescriptor
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -36,7 +36,7 @@ ERROR_SCHEMA = {
 }
 
 
-def _field_schema(field: descriptor.FieldDescriptor, components: dict[str, Any]) -> dict[str, Any]:
+def _field_schema(field: FieldDescriptor, components: dict[str, Any]) -> dict[str, Any]:
     if field.message_type is not None:
         schema = _message_ref(field.message_type, components)
     elif field.enum_type is not None:
@@ -48,7 +48,7 @@ def _field_schema(field: descriptor.FieldDescriptor, components: dict[str, Any])
     return schema
 
 
-def _message_ref(desc: descriptor.Descriptor, components: dict[str, Any]) -> dict[str, Any]:
+def _message_ref(desc: MessageDescriptor, components: dict[str, Any]) -> dict[str, Any]:
     if desc.full_name in _WELL_KNOWN:
         return dict(_WELL_KNOWN[desc.full_name])
     name = desc.full_name

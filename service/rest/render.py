@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from callvault.v1 import options_pb2
 from google.protobuf import descriptor, json_format, message
 
 from service.errors import InvalidArgument, MalformedRequest
+from service.rest.bindings import MessageDescriptor
 
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
@@ -29,12 +30,13 @@ def to_json(msg: message.Message) -> dict[str, Any]:
     return data
 
 
-def _omit_empty(desc: descriptor.Descriptor, data: dict[str, Any]) -> None:
+def _omit_empty(desc: MessageDescriptor, data: dict[str, Any]) -> None:
     for field in desc.fields:
         value = data.get(field.json_name)
         if value is None:
             continue
-        if field.GetOptions().Extensions[options_pb2.json_omit_empty] and value in ([], {}, "", 0, False):
+        omit: bool = field.GetOptions().Extensions[cast(Any, options_pb2.json_omit_empty)]
+        if omit and value in ([], {}, "", 0, False):
             del data[field.json_name]
         elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
             for item in value if isinstance(value, list) else [value]:
@@ -57,7 +59,7 @@ def _parse_problem(text: str) -> str:
     return first.replace("Failed to parse ", "").replace(" field: ", ": ")
 
 
-def query_to_dict(desc: descriptor.Descriptor, params: list[tuple[str, str]]) -> dict[str, Any]:
+def query_to_dict(desc: MessageDescriptor, params: list[tuple[str, str]]) -> dict[str, Any]:
     """Query parameters by their JSON (or proto) names, typed by the field they fill."""
     out: dict[str, Any] = {}
     for key, raw in params:

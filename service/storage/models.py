@@ -19,7 +19,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def _ts(**kw: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)  # type: ignore[call-overload]
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
 
 
 class Account(SQLModel, table=True):
@@ -50,7 +50,7 @@ class ApiKey(SQLModel, table=True):
     business_id: str | None = Field(default=None, foreign_key="business.id", max_length=36)
     scopes: str = Field(max_length=500)  # space-separated
     created_at: datetime = _ts()
-    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Provider(SQLModel, table=True):

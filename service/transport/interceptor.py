@@ -68,7 +68,7 @@ def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable
     return handler
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Wraps every callvault method handler; health and reflection pass untouched."""
 
     async def intercept_service(

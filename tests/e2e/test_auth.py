@@ -118,4 +118,4 @@ def test_whoami_grpc_rejects_unknown_key(server: RunningServer) -> None:
         meta_pb2_grpc.MetaServiceStub(channel).WhoAmI(
             meta_pb2.WhoAmIRequest(), metadata=[("authorization", "Bearer crk_nope")]
         )
-    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED

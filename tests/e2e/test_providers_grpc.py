@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from callvault.v1 import providers_pb2 as pb
@@ -12,7 +14,7 @@ from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer
 
 
-def struct(**values: object) -> struct_pb2.Struct:
+def struct(**values: Any) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(values)
     return s
@@ -93,10 +95,10 @@ def test_grpc_errors_carry_error_info(
         with pytest.raises(grpc.RpcError) as raised:
             actions[call]()
     error = raised.value
-    assert error.code() == code  # type: ignore[attr-defined]
+    assert error.code() == code
     info = error_info(error)
     assert info.reason == reason
     assert info.domain == "callvault.dev"
     if reason == "invalid_argument":
         assert info.metadata["field"] == "name"
-        assert error.details().startswith("name:")  # type: ignore[attr-defined]
+        assert error.details().startswith("name:")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
 from tests.support.server import RunningServer
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-SEED_CREATE = {
+SEED_CREATE: dict[str, Any] = {
     "kind": "threecx",
     "name": "Main PBX",
     "config": {"baseUrl": "https://pbx.example.com", "username": "apiuser", "password": "s3cret"},
@@ -17,7 +19,7 @@ SEED_CREATE = {
 }
 
 
-def create(client: httpx.Client, body: dict[str, object] | None = None) -> str:
+def create(client: httpx.Client, body: Mapping[str, Any] | None = None) -> str:
     response = client.post("/api/v1/providers", json=body or SEED_CREATE)
     assert response.status_code == 200, response.text
     provider_id: str = response.json()["id"]
@@ -128,11 +130,11 @@ def test_validation_names_the_field(server: RunningServer) -> None:
         (
             {**SEED_CREATE, "config": {**SEED_CREATE["config"], "baseUrl": "ftp://pbx.example.com"}},
             "config.baseUrl",
-        ),  # type: ignore[dict-item]
-        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "baseUrl": "not a url"}}, "config.baseUrl"),  # type: ignore[dict-item]
-        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "headless": "yes"}}, "config.headless"),  # type: ignore[dict-item]
-        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "colour": "red"}}, "config.colour"),  # type: ignore[dict-item]
-        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "username": "  "}}, "config.username"),  # type: ignore[dict-item]
+        ),
+        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "baseUrl": "not a url"}}, "config.baseUrl"),
+        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "headless": "yes"}}, "config.headless"),
+        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "colour": "red"}}, "config.colour"),
+        ({**SEED_CREATE, "config": {**SEED_CREATE["config"], "username": "  "}}, "config.username"),
     ]
     with server.http(tenant.business_key) as client:
         for body, field in cases:
@@ -169,6 +171,7 @@ def test_unsupported_kind_is_422(server: RunningServer) -> None:
 
 def test_stored_kind_no_longer_registered_is_422(server: RunningServer) -> None:
     from sqlalchemy import update
+    from sqlmodel import col
 
     from service.storage.models import Provider
 
@@ -178,7 +181,9 @@ def test_stored_kind_no_longer_registered_is_422(server: RunningServer) -> None:
 
         async def retire_kind() -> None:
             async with server.service.db.session() as session:
-                await session.exec(update(Provider).where(Provider.id == provider_id).values(kind="legacy"))  # type: ignore[call-overload, arg-type]
+                await session.exec(
+                    update(Provider).where(col(Provider.id) == provider_id).values(kind="legacy")
+                )
                 await session.commit()
 
         server.call(retire_kind())

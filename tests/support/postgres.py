@@ -54,6 +54,10 @@ class PostgresServer:
         self._run(
             str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start (again) on the same port; the log goes to a file so pg_ctl returns."""
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         )
@@ -69,6 +73,10 @@ class PostgresServer:
             "start",
         )
 
+    def pause(self) -> None:
+        """Stop the server abruptly, keeping its data, to take the database away from clients."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
     def create_database(self) -> str:
         name = "cv_" + uuid.uuid4().hex[:12]
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
@@ -76,6 +84,6 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            self.pause()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -25,7 +25,7 @@ from service.storage.migrate import upgrade
 T = TypeVar("T")
 
 
-def test_settings(data_dir: Path, database_url: str) -> Settings:
+def server_settings(data_dir: Path, database_url: str) -> Settings:
     return Settings(
         env="dev",
         data_dir=data_dir,

@@ -1,0 +1,371 @@
+"""AntBuddy AntRing cloud PBX: call history and recordings over its signed open API.
+
+Why it looks the way it does:
+
+- There is no session: every request carries ``hash = sha256_hex`` of its parameter values in
+  the documented order, then the app secret (plain concatenation). The secret itself never
+  leaves this process.
+- ``/oapi/v1/call/histories`` takes at most 31 days and at most 100 rows per page, with no
+  cursor and no total: pages are walked until a short one. Pages are numbered, so a call
+  arriving mid-walk can shift a row onto the next page; ids already yielded are skipped.
+- Whether ``created_to`` is inclusive is undocumented, so rows are kept by their own
+  ``unix_timestamp`` inside each half-open window: a call on a window edge is yielded once.
+- The answer's envelope is undocumented (the docs list row fields only): a bare JSON array
+  and ``{"data": [...]}`` are both accepted.
+- ``play_recording`` answers "the URL of the media file" without saying how. Accepted: plain
+  text, a JSON string, or a JSON object whose ``url``, ``value``, ``link`` or ``data`` (a
+  string or such an object) holds it. That URL is another host; it is fetched with the same
+  client, so the connect-time address checks apply to it too.
+- Documented status codes: 400 bad input (with valid inputs built here, that means an unknown
+  appId or a wrong hash, i.e. bad credentials), 500 server error, 503 rate limit.
+
+``recording_ref`` is the row's ``recording`` file name (None when empty). ``external_id``: see
+``external_id``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import math
+import mimetypes
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from service.connectors.base import (
+    AudioStream,
+    AuthenticationFailed,
+    CallRecord,
+    ConnectorError,
+    Direction,
+    Outcome,
+    RateLimited,
+    RecordingNotFound,
+    UnexpectedAnswer,
+)
+from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+
+DEFAULT_BASE_URL = "https://openapi.antbuddy.com"
+HISTORIES = "/oapi/v1/call/histories"
+PLAY_RECORDING = "/oapi/v1/call/play_recording"
+WINDOW = timedelta(days=30)  # the API allows 31; a day's margin costs one request a year
+LIMIT = 100
+MAX_PAGES = 10_000
+MAX_URL_ANSWER = 64 * 1024
+CHECK_WINDOW = timedelta(minutes=5)
+
+_MEDIA = re.compile(r"[^\x00-\x1f\x7f]{1,512}")
+_OUTCOMES = {
+    "SUCCESS": Outcome.ANSWERED,
+    "BUSY": Outcome.BUSY,
+    "CANCELLED": Outcome.MISSED,
+    "IVR": Outcome.MISSED,  # reached the system, nobody picked up
+    "ERROR": Outcome.FAILED,
+    "UNSUCCESS": Outcome.FAILED,
+}
+
+
+class AntBuddyConnector:
+    """One AntBuddy open-API application (appId + appSecret)."""
+
+    def __init__(self, config: Mapping[str, Any], policy: NetworkPolicy) -> None:
+        base_url = config.get("baseUrl") or DEFAULT_BASE_URL
+        if not isinstance(base_url, str):
+            raise ValueError("baseUrl is malformed")
+        self._app_id = _text(config, "appId")
+        self._secret = _text(config, "appSecret")
+        self._policy = policy
+        self._client = build_client(policy, base_url=base_url.strip().rstrip("/"))
+
+    async def check(self) -> None:
+        """One signed history request over the last few minutes."""
+        until = datetime.now(UTC)
+        await self._history_page(until - CHECK_WINDOW, until, page=1, limit=1)
+
+    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+        """Calls started in [since, until): window by window (oldest first), page by page."""
+        since, until = _utc(since), _utc(until)
+        seen: set[str] = set()
+        for first, end in _windows(since, until, WINDOW):
+            async for row in self._window_rows(first, end):
+                record = _record(row)
+                if first <= record.started_at < end and record.external_id not in seen:
+                    seen.add(record.external_id)
+                    yield record
+
+    @asynccontextmanager
+    async def open_recording(self, ref: str) -> AsyncIterator[AudioStream]:
+        """Ask for the media URL, then stream the file it names."""
+        if not _MEDIA.fullmatch(ref):
+            raise RecordingNotFound()
+        url = await self._media_url(ref)
+        try:
+            async with self._client.stream("GET", url) as response:
+                # A refusal here is the storage host's (say, a signed URL that lapsed), not our key's.
+                _raise_for_status(response, missing=RecordingNotFound, denied=UnexpectedAnswer)
+                content_type = _audio_type(response, ref)
+                chunks = _chunks(response)
+                try:
+                    yield AudioStream(content_type, _length(response), chunks)
+                finally:
+                    await chunks.aclose()
+        except httpx.HTTPError as exc:
+            raise error_for(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def _window_rows(self, first: datetime, end: datetime) -> AsyncIterator[Mapping[str, Any]]:
+        for page in range(1, MAX_PAGES + 1):
+            rows = await self._history_page(first, end, page=page, limit=LIMIT)
+            for row in rows:
+                yield row
+            if len(rows) < LIMIT:
+                return
+        raise UnexpectedAnswer()
+
+    async def _history_page(
+        self, first: datetime, end: datetime, *, page: int, limit: int
+    ) -> list[Mapping[str, Any]]:
+        params = {
+            "appId": self._app_id,
+            "created_from": _stamp(first),
+            "created_to": _stamp(end),
+            "limit": str(limit),
+            "page": str(page),
+        }
+        params["hash"] = self._sign(params.values())  # insertion order is the documented order
+        try:
+            async with self._client.stream("GET", HISTORIES, params=params) as response:
+                _raise_for_status(response)
+                body = await read_json(response, self._policy)
+        except httpx.HTTPError as exc:
+            raise error_for(exc) from exc
+        return _rows(body)
+
+    async def _media_url(self, media: str) -> str:
+        params = {"appId": self._app_id, "media": media}
+        params["hash"] = self._sign(params.values())
+        try:
+            async with self._client.stream("GET", PLAY_RECORDING, params=params) as response:
+                _raise_for_status(response, missing=RecordingNotFound)
+                body = await _read_small(response)
+        except httpx.HTTPError as exc:
+            raise error_for(exc) from exc
+        return _absolute(self._client.base_url, _url_in(body))
+
+    def _sign(self, values: Iterable[str]) -> str:
+        """sha256_hex of the parameter values in order, then the secret, plainly concatenated."""
+        return hashlib.sha256("".join([*values, self._secret]).encode()).hexdigest()
+
+
+# -- normalisation --------------------------------------------------------------------
+
+
+def external_id(row: Mapping[str, Any]) -> str:
+    """A stable id for a history row, which has no id field of its own.
+
+    Built from facts fixed once the call has ended (start second, both parties, direction,
+    class, DID, length), never from ``recording``: that field can be filled in after the
+    row first appears, and an id that changed then would make the same call count twice.
+    Two rows agreeing on all of these are the same call for every purpose we have.
+    """
+    parts = [
+        str(row.get("unix_timestamp", "")),
+        _number(row.get("caller")),
+        _number(row.get("callee")),
+        str(row.get("direction", "")),
+        str(row.get("class", "")),
+        str(row.get("did_number") or ""),
+        str(row.get("duration_seconds", "")),
+    ]
+    return "ab-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+def _record(row: Mapping[str, Any]) -> CallRecord:
+    stamp = _float(row.get("unix_timestamp"))
+    if stamp is None or not 0 <= stamp < 1e14:
+        raise UnexpectedAnswer()
+    seconds = stamp / 1000 if stamp > 1e11 else stamp  # tolerate milliseconds
+    recording = row.get("recording")
+    return CallRecord(
+        external_id=external_id(row),
+        started_at=datetime.fromtimestamp(seconds, UTC),
+        duration_seconds=_float(row.get("duration_seconds")) or 0.0,
+        caller=_number(row.get("caller")),
+        callee=_number(row.get("callee")),
+        direction=_direction(row),
+        outcome=_OUTCOMES.get(str(row.get("status_detail", "")).upper(), Outcome.UNKNOWN),
+        recording_ref=recording if isinstance(recording, str) and _MEDIA.fullmatch(recording) else None,
+    )
+
+
+def _direction(row: Mapping[str, Any]) -> Direction:
+    """one_one is internal; from_ab out, to_ab in; otherwise a DID means the call came in."""
+    if row.get("class") == "one_one":
+        return Direction.INTERNAL
+    direction = row.get("direction")
+    if direction == "from_ab":
+        return Direction.OUTBOUND
+    if direction == "to_ab" or row.get("did_number"):
+        return Direction.INBOUND
+    return Direction.OUTBOUND
+
+
+def _number(party: Any) -> str:
+    """A party's number (for users, the device name), else its username."""
+    if not isinstance(party, dict):
+        return str(party) if isinstance(party, str | int) and not isinstance(party, bool) else ""
+    for key in ("number", "username"):
+        value = party.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return ""
+
+
+def _rows(body: Any) -> list[Mapping[str, Any]]:
+    rows = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise UnexpectedAnswer()
+    return rows
+
+
+def _url_in(body: bytes) -> str:
+    """The media URL from any of the accepted answer shapes (see the module docstring)."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        value = text
+    for _ in range(3):
+        if isinstance(value, dict):
+            value = next((value[k] for k in ("url", "value", "link", "data") if value.get(k)), None)
+    if not isinstance(value, str) or not value.strip():
+        raise UnexpectedAnswer()
+    url: str = value.strip()
+    return url
+
+
+def _absolute(base: httpx.URL, url: str) -> str:
+    """An absolute http(s) URL; a bare path is taken relative to the API host."""
+    try:
+        joined = base.join(url)
+    except httpx.InvalidURL as exc:
+        raise UnexpectedAnswer() from exc
+    if joined.scheme not in ("http", "https") or not joined.host:
+        raise UnexpectedAnswer()
+    return str(joined)
+
+
+def _audio_type(response: httpx.Response, media: str) -> str:
+    """The audio's type; storage often says octet-stream, so the file name decides then."""
+    declared = _media_type(response)
+    if declared.startswith("audio/"):
+        return declared
+    if declared.startswith(("application/json", "text/")):
+        raise UnexpectedAnswer()  # an error page, not audio
+    guessed: str | None = mimetypes.guess_type(media)[0]
+    return guessed or declared or "application/octet-stream"
+
+
+# -- helpers (pure) -------------------------------------------------------------------
+
+
+def _text(config: Mapping[str, Any], key: str) -> str:
+    value = config.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key} is required")
+    return value.strip()
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, the only zone callvault stores."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    """The documented form, 2018-02-07T02:19:33.000Z."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _windows(since: datetime, until: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
+    while since < until:
+        yield since, min(since + size, until)
+        since += size
+
+
+def _raise_for_status(
+    response: httpx.Response,
+    *,
+    missing: type[ConnectorError] = UnexpectedAnswer,
+    denied: type[ConnectorError] = AuthenticationFailed,
+) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in (400, 401, 403):
+        raise denied()
+    if status in (429, 503):
+        raise RateLimited(retry_after=_retry_after(response))
+    if status in (404, 410):
+        raise missing()
+    raise UnexpectedAnswer()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After as seconds from now, whether given as seconds or as an HTTP date."""
+    value = str(response.headers.get("retry-after", "")).strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (_utc(when) - datetime.now(UTC)).total_seconds())
+
+
+def _length(response: httpx.Response) -> int | None:
+    value = str(response.headers.get("content-length", ""))
+    return int(value) if value.isdigit() else None
+
+
+def _media_type(response: httpx.Response) -> str:
+    """The Content-Type without parameters, lower-case; empty when absent."""
+    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+
+async def _read_small(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_URL_ANSWER:
+            raise UnexpectedAnswer("answer too large")
+    return bytes(body)
+
+
+async def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives; a broken transfer surfaces as a ConnectorError."""
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise error_for(exc) from exc
+
+
+def _float(value: Any) -> float | None:
+    """A finite JSON number, else None (bools are not numbers here)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

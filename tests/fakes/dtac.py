@@ -1,0 +1,166 @@
+"""A fake DTAC OneCall voice record server (OrecX OrkTrack REST).
+
+Protocol as documented (PROVIDERS.md): ``POST /orktrack/rest/user/login?...`` with
+``Authorization: Basic base64(user:pass)`` answers ``{"accesstoken": GUID}`` (401 on bad
+credentials); ``GET /orktrack/rest/recordings?range=custom&startdate=YYYYMMDD_HHMMSS&enddate=...
+&page=N&pagesize=M`` with ``Authorization: <accesstoken>`` answers ``{"objects", "nextPageUri",
+"limitReached", "page", "pageSize", "resultCount"}``; audio is fetched from each row's absolute
+``recordingURL`` with the same header. Unknown tokens answer 401, expired ones 403.
+
+Inferred (not documented) and enforced so a connector must cope: both range ends are
+inclusive; ``pagesize`` over ``max_pagesize`` (500) is a 400; a range holding more than
+``max_results`` rows is cut there with ``limitReached: true`` (split the range).
+
+Helpers: ``add_call(start, ...)`` -> ``DtacCall`` (``audio`` is a ``Blob`` or None),
+``expire_tokens()``; settings ``username``, ``password``, ``max_pagesize``, ``max_results``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from tests.fakes.httpserver import Blob, FakeServer, Handler, Request, Response, Tokens
+
+_STAMP = "%Y%m%d_%H%M%S"
+
+
+@dataclass(frozen=True, slots=True)
+class DtacCall:
+    id: int
+    start: datetime
+    duration: int
+    direction: str
+    local_party: str
+    remote_party: str
+    audio: Blob | None
+
+
+class FakeDtac(FakeServer):
+    """An OrkTrack server holding recorded calls; handlers run under ``lock``."""
+
+    def __init__(
+        self,
+        *,
+        username: str = "+66812345678",
+        password: str = "dtac-pass-value",
+        max_pagesize: int = 500,
+        max_results: int = 10_000,
+        token_lifetime: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        self.username, self.password = username, password
+        self.max_pagesize, self.max_results = max_pagesize, max_results
+        self.tokens = Tokens(token_lifetime)
+        self.calls: dict[int, DtacCall] = {}
+        self.route("POST", r"/orktrack/rest/user/login", self._login)
+        self.route("GET", r"/orktrack/rest/recordings", self._authed(self._list))
+        self.route("GET", r"/orktrack/rest/recordings/(?P<id>\d+)/audio", self._authed(self._audio))
+
+    def add_call(
+        self,
+        start: datetime,
+        *,
+        duration: int = 30,
+        direction: str = "IN",
+        local_party: str = "1001",
+        remote_party: str = "0812345678",
+        size: int = 4096,
+        recorded: bool = True,
+        audio: Blob | None = None,
+    ) -> DtacCall:
+        with self.lock:
+            rec_id = max(self.calls, default=1000) + 1
+            blob = (audio or Blob(seed=rec_id, size=size)) if recorded else None
+            start = start.astimezone(UTC).replace(microsecond=0)
+            call = DtacCall(rec_id, start, duration, direction, local_party, remote_party, blob)
+            self.calls[rec_id] = call
+            return call
+
+    def expire_tokens(self) -> None:
+        self.tokens.expire_all()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _login(self, req: Request) -> Response:
+        if _basic(req.headers.get("authorization", "")) != (self.username, self.password):
+            return Response.json({"error": "Invalid username or password"}, 401)
+        token = self.tokens.issue()
+        return Response.json({"accesstoken": token, "username": self.username, "userId": str(uuid.uuid4())})
+
+    def _authed(self, handler: Handler) -> Handler:
+        def check(req: Request) -> Response:
+            token = req.headers.get("authorization")
+            if self.tokens.valid(token):
+                return handler(req)
+            status = 403 if self.tokens.known(token) else 401
+            return Response.json({"error": "Not authorized"}, status)
+
+        return check
+
+    def _list(self, req: Request) -> Response:
+        q = req.query
+        try:
+            start, end = _stamp(q["startdate"]), _stamp(q["enddate"])
+            page, size = int(q.get("page", "1")), int(q.get("pagesize", "50"))
+        except (KeyError, ValueError):
+            return Response.json({"error": "Bad request"}, 400)
+        if q.get("range") != "custom" or page < 1 or not 1 <= size <= self.max_pagesize:
+            return Response.json({"error": "Bad request"}, 400)
+        hits = sorted(
+            (c for c in self.calls.values() if start <= c.start <= end), key=lambda c: (c.start, c.id)
+        )
+        limited = len(hits) > self.max_results
+        hits = hits[: self.max_results]
+        rows = hits[(page - 1) * size : page * size]
+        more = page * size < len(hits)
+        next_uri = f"{self.base_url}{req.path}?{urlencode({**q, 'page': page + 1})}" if more else None
+        return Response.json(
+            {
+                "objects": [self._row(c) for c in rows],
+                "nextPageUri": next_uri,
+                "limitReached": limited,
+                "page": page,
+                "pageSize": size,
+                "resultCount": len(hits),
+            }
+        )
+
+    def _row(self, call: DtacCall) -> dict[str, Any]:
+        url = f"{self.base_url}/orktrack/rest/recordings/{call.id}/audio" if call.audio else ""
+        return {
+            "type": "recordingDto",
+            "id": call.id,
+            "timestamp": call.start.strftime("%Y-%m-%d %H:%M:%S"),
+            "duration": call.duration,
+            "localParty": call.local_party,
+            "remoteParty": call.remote_party,
+            "direction": call.direction,
+            "recordingURL": url,
+        }
+
+    def _audio(self, req: Request) -> Response:
+        call = self.calls.get(int(req.params["id"]))
+        if call is None or call.audio is None:
+            return Response.json({"error": "Not found"}, 404)
+        headers = {"Content-Type": "audio/wav"}
+        return Response(200, headers, call.audio.chunks(), length=call.audio.size)
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    if not header.startswith("Basic "):
+        return None
+    try:
+        user, sep, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _stamp(raw: str) -> datetime:
+    return datetime.strptime(raw, _STAMP).replace(tzinfo=UTC)
