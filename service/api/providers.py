@@ -45,6 +45,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             name=request.name,
             config=struct_to_dict(request.config),
             is_active=request.is_active if request.HasField("is_active") else None,
+            validate=request.validate,
         )
         return pb.CreateProviderResponse(id=provider_id)
 
@@ -69,6 +70,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             config=struct_to_dict(request.config) if request.HasField("config") else None,
             is_active=request.is_active if request.HasField("is_active") else None,
             kind=request.kind if request.HasField("kind") else None,
+            validate=request.validate,
         )
         return pb.UpdateProviderResponse(ok=True)
 
@@ -76,3 +78,12 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         business = await self._auth.business(context, SCOPE)
         await self._store.delete(business, request.id)
         return pb.DeleteProviderResponse(ok=True)
+
+    async def TestProvider(self, request: pb.TestProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, SCOPE)
+        problem = await self._store.test(business, request.id)
+        return (
+            pb.TestProviderResponse(ok=True)
+            if problem is None
+            else pb.TestProviderResponse(ok=False, error=problem)
+        )

@@ -155,8 +155,17 @@ class ProviderKind:
         return {f.name: full[f.name] for f in self.fields if f.read_as is where and f.name in full}
 
 
-def url(name: str, *, required: bool = False, read_as: ReadAs = ReadAs.BASE_URL, **kw: Any) -> FieldSpec:
-    return FieldSpec(name, FieldType.URL, required=required, read_as=read_as, **kw)
+def url(
+    name: str,
+    *,
+    required: bool = False,
+    read_as: ReadAs = ReadAs.BASE_URL,
+    default: str | None = None,
+    schemes: tuple[str, ...] = ("http", "https"),
+) -> FieldSpec:
+    return FieldSpec(
+        name, FieldType.URL, required=required, read_as=read_as, default=default, schemes=schemes
+    )
 
 
 def text(name: str, *, required: bool = True, read_as: ReadAs = ReadAs.HIDDEN) -> FieldSpec:

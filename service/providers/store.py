@@ -18,6 +18,7 @@ from service.errors import InvalidArgument, KindNotSupported, ProviderNotFound
 from service.ids import uuid7
 from service.kinds import KINDS
 from service.kinds.base import KEPT, ProviderKind, ReadAs
+from service.providers.connection import ConnectionChecker
 from service.sealing import Keyring, SealContext
 from service.storage.db import Database
 from service.storage.models import Provider, ProviderSecret, utcnow
@@ -73,6 +74,7 @@ class ProviderStore:
         self._db = db
         self._keyring = keyring
         self._policy = policy
+        self._connections = ConnectionChecker(policy)
 
     async def summaries(self, business_id: str) -> list[ProviderSummary]:
         async with self._db.session() as session:
@@ -82,11 +84,22 @@ class ProviderStore:
             return [self._summary(row) for row in rows.all()]
 
     async def create(
-        self, business_id: str, *, kind: str, name: str, config: Mapping[str, Any], is_active: bool | None
+        self,
+        business_id: str,
+        *,
+        kind: str,
+        name: str,
+        config: Mapping[str, Any],
+        is_active: bool | None,
+        validate: bool = False,
     ) -> str:
+        """validate: refuse credentials the provider does not accept (checked before storing)."""
         spec = kind_of(kind)
         clean_name = check_name(name)
-        settings, secrets = spec.split(spec.validate(config, policy=self._policy))
+        clean = spec.validate(config, policy=self._policy)
+        if validate:
+            await self._connections.require(spec, spec.with_defaults(clean))
+        settings, secrets = spec.split(clean)
         provider = Provider(
             id=uuid7(),
             business_id=business_id,
@@ -125,7 +138,14 @@ class ProviderStore:
         config: Mapping[str, Any] | None,
         is_active: bool | None,
         kind: str | None = None,
+        validate: bool = False,
     ) -> None:
+        """Merge `config` into what is stored and re-validate the result. With validate, the
+        merged credentials are tested first, outside any transaction (it may take seconds)."""
+        if validate:
+            kind_spec, current = await self.open_config(business_id, provider_id)
+            checked = kind_spec.validate({**current, **(config or {})}, policy=self._policy)
+            await self._connections.require(kind_spec, kind_spec.with_defaults(checked))
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id, for_update=True)
             if kind is not None and kind != row.kind:
@@ -158,6 +178,11 @@ class ProviderStore:
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
             await session.commit()
+
+    async def test(self, business_id: str, provider_id: str) -> str | None:
+        """The connection test with the stored credentials: None, or why it failed."""
+        spec, config = await self.open_config(business_id, provider_id)
+        return await self._connections.problem(spec, config)
 
     async def open_config(self, business_id: str, provider_id: str) -> tuple[ProviderKind, dict[str, Any]]:
         """The whole config with secrets opened, for a connector. Never leaves the process."""

@@ -235,4 +235,5 @@ def test_openapi_document_comes_from_the_annotations(server: RunningServer) -> N
     assert set(document["paths"]) >= {"/api/v1/providers", "/api/v1/providers/{id}", "/api/v1/meta/whoami"}
     assert set(document["paths"]["/api/v1/providers/{id}"]) == {"get", "patch", "delete"}
     create_schema = document["components"]["schemas"]["callvault.v1.CreateProviderRequest"]
-    assert set(create_schema["properties"]) == {"kind", "name", "config", "isActive"}
+    assert set(create_schema["properties"]) == {"kind", "name", "config", "isActive", "validate"}
+    assert "/api/v1/providers/{id}/test" in document["paths"]

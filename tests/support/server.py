@@ -34,7 +34,7 @@ def server_settings(data_dir: Path, database_url: str) -> Settings:
         http_port=0,
         grace_seconds=2.0,
         health_interval_seconds=0.2,
-        network=NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=5.0, total_timeout=10.0),
+        network=NetworkPolicy(allow_private=True, connect_timeout=1.0, read_timeout=1.0, total_timeout=5.0),
     )
 
 

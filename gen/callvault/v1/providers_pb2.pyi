@@ -57,16 +57,18 @@ class ListProvidersResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ProviderSummary, _Mapping]]] = ...) -> None: ...
 
 class CreateProviderRequest(_message.Message):
-    __slots__ = ("kind", "name", "config", "is_active")
+    __slots__ = ("kind", "name", "config", "is_active", "validate")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_FIELD_NUMBER: _ClassVar[int]
     kind: str
     name: str
     config: _struct_pb2.Struct
     is_active: bool
-    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ...) -> None: ...
+    validate: bool
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ..., validate: _Optional[bool] = ...) -> None: ...
 
 class CreateProviderResponse(_message.Message):
     __slots__ = ("id",)
@@ -81,18 +83,20 @@ class GetProviderRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class UpdateProviderRequest(_message.Message):
-    __slots__ = ("id", "name", "config", "is_active", "kind")
+    __slots__ = ("id", "name", "config", "is_active", "kind", "validate")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     config: _struct_pb2.Struct
     is_active: bool
     kind: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
+    validate: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., is_active: _Optional[bool] = ..., kind: _Optional[str] = ..., validate: _Optional[bool] = ...) -> None: ...
 
 class UpdateProviderResponse(_message.Message):
     __slots__ = ("ok",)
@@ -111,3 +115,17 @@ class DeleteProviderResponse(_message.Message):
     OK_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     def __init__(self, ok: _Optional[bool] = ...) -> None: ...
+
+class TestProviderRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class TestProviderResponse(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...

@@ -61,6 +61,11 @@ class ProviderServiceStub:
                 request_serializer=callvault_dot_v1_dot_providers__pb2.DeleteProviderRequest.SerializeToString,
                 response_deserializer=callvault_dot_v1_dot_providers__pb2.DeleteProviderResponse.FromString,
                 _registered_method=True)
+        self.TestProvider = channel.unary_unary(
+                '/callvault.v1.ProviderService/TestProvider',
+                request_serializer=callvault_dot_v1_dot_providers__pb2.TestProviderRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_providers__pb2.TestProviderResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderServiceServicer:
@@ -98,6 +103,14 @@ class ProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestProvider(self, request, context):
+        """Tries the stored credentials. A failed connection is an answer, not an error:
+        {"ok": false, "error": "authentication failed"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +138,11 @@ def add_ProviderServiceServicer_to_server(servicer, server):
                     servicer.DeleteProvider,
                     request_deserializer=callvault_dot_v1_dot_providers__pb2.DeleteProviderRequest.FromString,
                     response_serializer=callvault_dot_v1_dot_providers__pb2.DeleteProviderResponse.SerializeToString,
+            ),
+            'TestProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestProvider,
+                    request_deserializer=callvault_dot_v1_dot_providers__pb2.TestProviderRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_providers__pb2.TestProviderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +282,33 @@ class ProviderService:
             '/callvault.v1.ProviderService/DeleteProvider',
             callvault_dot_v1_dot_providers__pb2.DeleteProviderRequest.SerializeToString,
             callvault_dot_v1_dot_providers__pb2.DeleteProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.ProviderService/TestProvider',
+            callvault_dot_v1_dot_providers__pb2.TestProviderRequest.SerializeToString,
+            callvault_dot_v1_dot_providers__pb2.TestProviderResponse.FromString,
             options,
             channel_credentials,
             insecure,

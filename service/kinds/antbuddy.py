@@ -1,0 +1,15 @@
+"""AntBuddy cloud PBX (seed 003): appId and appSecret sign every request with sha256."""
+
+from service.connectors.antbuddy import DEFAULT_BASE_URL
+from service.kinds.base import ProviderKind, ReadAs, lazy_connector, secret, text, url
+
+KIND = ProviderKind(
+    name="antbuddy",
+    fields=(
+        url("baseUrl", default=DEFAULT_BASE_URL),
+        text("appId", read_as=ReadAs.CONFIG),
+        secret("appSecret"),
+    ),
+    connector=lazy_connector("service.connectors.antbuddy", "AntBuddyConnector"),
+    preview_user="appId",
+)

@@ -1,0 +1,15 @@
+"""Kazoo (seed 002's profile): REST host, websocket host, account id and API key."""
+
+from service.kinds.base import ProviderKind, ReadAs, lazy_connector, secret, text, url
+
+KIND = ProviderKind(
+    name="kazoo",
+    fields=(
+        url("baseUrl", required=True),
+        url("websocketUrl", read_as=ReadAs.CONFIG, schemes=("ws", "wss")),
+        text("accountId", read_as=ReadAs.CONFIG),
+        secret("apiKey"),
+    ),
+    connector=lazy_connector("service.connectors.kazoo", "KazooConnector"),
+    preview_user="accountId",
+)
