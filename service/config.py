@@ -33,6 +33,27 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """How recordings are pulled from providers."""
+
+    enabled: bool = True
+    tick_seconds: float = 5.0
+    default_interval_minutes: int = 15
+    initial_lookback_days: int = 30
+    # Listing restarts this far before the cursor: providers report late calls, and
+    # upserts are idempotent, so the overlap costs nothing but finds them.
+    overlap_minutes: int = 10
+    concurrency: int = 8
+    per_provider_concurrency: int = 2
+    lease_seconds: float = 120.0
+    retry_attempts: int = 5
+    retry_base_seconds: float = 0.5
+    retry_cap_seconds: float = 30.0
+    recording_attempts: int = 10
+    max_recording_bytes: int = 4 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise."""
 
@@ -49,6 +70,10 @@ class Settings:
     health_interval_seconds: float = 5.0
     log_level: str = "INFO"
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    blob_dir: Path | None = None
+    phone_region: str = "TH"
+    timezone: str = "Asia/Bangkok"
 
     @property
     def production(self) -> bool:
@@ -57,6 +82,10 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'callvault.db'}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
 
     @property
     def resolved_key_file(self) -> Path:
@@ -83,6 +112,17 @@ class Settings:
             grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
+            blob_dir=Path(env["CALLVAULT_BLOB_DIR"]) if env.get("CALLVAULT_BLOB_DIR") else None,
+            phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
+            timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
+            sync=SyncSettings(
+                enabled=_flag(env, "CALLVAULT_SYNC_ENABLED", True),
+                tick_seconds=_float(env, "CALLVAULT_SYNC_TICK_SECONDS", 5.0),
+                default_interval_minutes=_int(env, "CALLVAULT_SYNC_INTERVAL_MINUTES", 15),
+                initial_lookback_days=_int(env, "CALLVAULT_SYNC_LOOKBACK_DAYS", 30),
+                concurrency=_int(env, "CALLVAULT_SYNC_CONCURRENCY", 8),
+                per_provider_concurrency=_int(env, "CALLVAULT_SYNC_PER_PROVIDER_CONCURRENCY", 2),
+            ),
             network=NetworkPolicy(
                 allow_private=_flag(env, "CALLVAULT_ALLOW_PRIVATE_NETWORKS", False),
                 connect_timeout=_float(env, "CALLVAULT_CONNECT_TIMEOUT_SECONDS", 5.0),

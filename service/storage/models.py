@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -77,3 +77,88 @@ class ProviderSecret(SQLModel, table=True):
     field: str = Field(max_length=60)
     key_id: int = Field(index=True)
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Recording(SQLModel, table=True):
+    """A call and, once pulled or uploaded and verified, its audio (sha256 names the blob).
+
+    `origin` is the provider id for pulled calls and "upload" for uploaded ones; with the
+    provider's external id (the dataId of an upload) it makes every call land once."""
+
+    __table_args__ = (
+        UniqueConstraint("business_id", "origin", "external_id"),
+        Index("ix_recording_business_call_at", "business_id", "call_at", "id"),
+        Index("ix_recording_business_phone", "business_id", "customer_phone_normalized"),
+        Index("ix_recording_provider_status", "provider_id", "processing_status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    business_id: str = Field(foreign_key="business.id", max_length=36)
+    origin: str = Field(max_length=36)
+    # Null for uploads, and once the provider is deleted with its recordings kept.
+    provider_id: str | None = Field(default=None, max_length=36)
+    source: str = Field(max_length=40)  # the provider kind, or "upload"
+    external_id: str = Field(max_length=200)
+    call_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    duration_seconds: float = 0.0
+    direction: str = Field(max_length=10)  # in | out | internal
+    outcome: str = Field(default="unknown", max_length=20)
+    caller: str = Field(default="", max_length=100)
+    callee: str = Field(default="", max_length=100)
+    customer_phone: str = Field(default="", max_length=100)
+    customer_phone_normalized: str = Field(default="", max_length=32)
+    callcenter_number: str = Field(default="", max_length=100)
+    callcenter_name: str = Field(default="", max_length=200)
+    tag: str | None = Field(default=None, max_length=20)
+    score: float | None = None
+    note: str = Field(default="", max_length=2000)
+    # pending (audio not stored yet) | stored | failed (gave up) | no_audio
+    processing_status: str = Field(default="pending", max_length=20)
+    recording_ref: str | None = Field(default=None, max_length=2000)
+    content_type: str = Field(default="audio/wav", max_length=100)
+    size: int | None = None
+    sha256: str | None = Field(default=None, max_length=64, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class ProviderSync(SQLModel, table=True):
+    """Where a provider's pull stands. The lease makes one process at a time pull it,
+    across processes and replicas sharing the database."""
+
+    provider_id: str = Field(primary_key=True, max_length=36, foreign_key="provider.id", ondelete="CASCADE")
+    business_id: str = Field(max_length=36)
+    # Calls that started before this instant have been listed and upserted.
+    cursor: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    next_run_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)  # type: ignore[call-overload]
+    consecutive_failures: int = 0
+    last_error: str | None = Field(default=None, max_length=200)
+    last_success_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class SyncJob(SQLModel, table=True):
+    __table_args__ = (Index("ix_syncjob_provider_state", "provider_id", "state"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    business_id: str = Field(foreign_key="business.id", index=True, max_length=36)
+    provider_id: str = Field(max_length=36)
+    trigger: str = Field(max_length=20)  # manual | schedule
+    state: str = Field(default="queued", max_length=20)  # queued | running | succeeded | failed
+    calls_seen: int = 0
+    recordings_stored: int = 0
+    bytes_stored: int = 0
+    failures: int = 0
+    error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts()
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class BusinessSettings(SQLModel, table=True):
+    business_id: str = Field(primary_key=True, max_length=36, foreign_key="business.id")
+    # Recordings older than this many days are deleted; None keeps them for ever.
+    retention_days: int | None = None

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61llvault/v1/providers.proto\x12\x0c\x63\x61llvault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0fProviderSummary\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x07preview\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xbc\x01\n\x08Provider\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x08\x62\x61se_url\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x0b\n\t_base_urlB\x0b\n\t_username\"\x16\n\x14ListProvidersRequest\"E\n\x15ListProvidersResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.callvault.v1.ProviderSummary\"\xa7\x01\n\x15\x43reateProviderRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08validate\x18\x05 \x01(\x08\x42\x0c\n\n_is_active\"$\n\x16\x43reateProviderResponse\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc8\x01\n\x15UpdateProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x11\n\x04kind\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08validate\x18\x06 \x01(\x08\x42\x07\n\x05_nameB\x0c\n\n_is_activeB\x07\n\x05_kind\"$\n\x16UpdateProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\")\n\x15\x44\x65leteProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"$\n\x16\x44\x65leteProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\'\n\x13TestProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x14TestProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\x05\x65rror\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xe3\x05\n\x0fProviderService\x12s\n\rListProviders\x12\".callvault.v1.ListProvidersRequest\x1a#.callvault.v1.ListProvidersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/providers\x12y\n\x0e\x43reateProvider\x12#.callvault.v1.CreateProviderRequest\x1a$.callvault.v1.CreateProviderResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/providers:\x01*\x12g\n\x0bGetProvider\x12 .callvault.v1.GetProviderRequest\x1a\x16.callvault.v1.Provider\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/providers/{id}\x12~\n\x0eUpdateProvider\x12#.callvault.v1.UpdateProviderRequest\x1a$.callvault.v1.UpdateProviderResponse\"!\x82\xd3\xe4\x93\x02\x1b\x32\x16/api/v1/providers/{id}:\x01*\x12{\n\x0e\x44\x65leteProvider\x12#.callvault.v1.DeleteProviderRequest\x1a$.callvault.v1.DeleteProviderResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/providers/{id}\x12z\n\x0cTestProvider\x12!.callvault.v1.TestProviderRequest\x1a\".callvault.v1.TestProviderResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x1b/api/v1/providers/{id}/testB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61llvault/v1/providers.proto\x12\x0c\x63\x61llvault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0fProviderSummary\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x07preview\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf4\x01\n\x08Provider\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x08\x62\x61se_url\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x0flast_sync_error\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\x0b\n\t_base_urlB\x0b\n\t_usernameB\x12\n\x10_last_sync_error\"\x16\n\x14ListProvidersRequest\"E\n\x15ListProvidersResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.callvault.v1.ProviderSummary\"\xa7\x01\n\x15\x43reateProviderRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08validate\x18\x05 \x01(\x08\x42\x0c\n\n_is_active\"$\n\x16\x43reateProviderResponse\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc8\x01\n\x15UpdateProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x11\n\x04kind\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08validate\x18\x06 \x01(\x08\x42\x07\n\x05_nameB\x0c\n\n_is_activeB\x07\n\x05_kind\"$\n\x16UpdateProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\")\n\x15\x44\x65leteProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"$\n\x16\x44\x65leteProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\'\n\x13TestProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x14TestProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\x05\x65rror\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xe3\x05\n\x0fProviderService\x12s\n\rListProviders\x12\".callvault.v1.ListProvidersRequest\x1a#.callvault.v1.ListProvidersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/providers\x12y\n\x0e\x43reateProvider\x12#.callvault.v1.CreateProviderRequest\x1a$.callvault.v1.CreateProviderResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/providers:\x01*\x12g\n\x0bGetProvider\x12 .callvault.v1.GetProviderRequest\x1a\x16.callvault.v1.Provider\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/providers/{id}\x12~\n\x0eUpdateProvider\x12#.callvault.v1.UpdateProviderRequest\x1a$.callvault.v1.UpdateProviderResponse\"!\x82\xd3\xe4\x93\x02\x1b\x32\x16/api/v1/providers/{id}:\x01*\x12{\n\x0e\x44\x65leteProvider\x12#.callvault.v1.DeleteProviderRequest\x1a$.callvault.v1.DeleteProviderResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/providers/{id}\x12z\n\x0cTestProvider\x12!.callvault.v1.TestProviderRequest\x1a\".callvault.v1.TestProviderResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x1b/api/v1/providers/{id}/testB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERSUMMARY'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_PROVIDER'].fields_by_name['id']._loaded_options = None
   _globals['_PROVIDER'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PROVIDER'].fields_by_name['last_sync_error']._loaded_options = None
+  _globals['_PROVIDER'].fields_by_name['last_sync_error']._serialized_options = b'\342A\001\003'
   _globals['_CREATEPROVIDERREQUEST'].fields_by_name['kind']._loaded_options = None
   _globals['_CREATEPROVIDERREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
   _globals['_CREATEPROVIDERREQUEST'].fields_by_name['name']._loaded_options = None
@@ -75,29 +77,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERSUMMARY']._serialized_start=173
   _globals['_PROVIDERSUMMARY']._serialized_end=332
   _globals['_PROVIDER']._serialized_start=335
-  _globals['_PROVIDER']._serialized_end=523
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=525
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=547
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=549
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=618
-  _globals['_CREATEPROVIDERREQUEST']._serialized_start=621
-  _globals['_CREATEPROVIDERREQUEST']._serialized_end=788
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=790
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=826
-  _globals['_GETPROVIDERREQUEST']._serialized_start=828
-  _globals['_GETPROVIDERREQUEST']._serialized_end=866
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=869
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=1069
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=1071
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=1107
-  _globals['_DELETEPROVIDERREQUEST']._serialized_start=1109
-  _globals['_DELETEPROVIDERREQUEST']._serialized_end=1150
-  _globals['_DELETEPROVIDERRESPONSE']._serialized_start=1152
-  _globals['_DELETEPROVIDERRESPONSE']._serialized_end=1188
-  _globals['_TESTPROVIDERREQUEST']._serialized_start=1190
-  _globals['_TESTPROVIDERREQUEST']._serialized_end=1229
-  _globals['_TESTPROVIDERRESPONSE']._serialized_start=1231
-  _globals['_TESTPROVIDERRESPONSE']._serialized_end=1295
-  _globals['_PROVIDERSERVICE']._serialized_start=1298
-  _globals['_PROVIDERSERVICE']._serialized_end=2037
+  _globals['_PROVIDER']._serialized_end=579
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=581
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=603
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=605
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=674
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=677
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=844
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=846
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=882
+  _globals['_GETPROVIDERREQUEST']._serialized_start=884
+  _globals['_GETPROVIDERREQUEST']._serialized_end=922
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=925
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=1125
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=1127
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=1163
+  _globals['_DELETEPROVIDERREQUEST']._serialized_start=1165
+  _globals['_DELETEPROVIDERREQUEST']._serialized_end=1206
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_start=1208
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_end=1244
+  _globals['_TESTPROVIDERREQUEST']._serialized_start=1246
+  _globals['_TESTPROVIDERREQUEST']._serialized_end=1285
+  _globals['_TESTPROVIDERRESPONSE']._serialized_start=1287
+  _globals['_TESTPROVIDERRESPONSE']._serialized_end=1351
+  _globals['_PROVIDERSERVICE']._serialized_start=1354
+  _globals['_PROVIDERSERVICE']._serialized_end=2093
 # @@protoc_insertion_point(module_scope)

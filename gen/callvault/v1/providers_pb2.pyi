@@ -29,7 +29,7 @@ class ProviderSummary(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., is_active: _Optional[bool] = ..., preview: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Provider(_message.Message):
-    __slots__ = ("id", "kind", "name", "is_active", "base_url", "username", "config")
+    __slots__ = ("id", "kind", "name", "is_active", "base_url", "username", "config", "last_sync_error")
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Provider(_message.Message):
     BASE_URL_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_ERROR_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     name: str
@@ -44,7 +45,8 @@ class Provider(_message.Message):
     base_url: str
     username: str
     config: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., is_active: _Optional[bool] = ..., base_url: _Optional[str] = ..., username: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    last_sync_error: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., name: _Optional[str] = ..., is_active: _Optional[bool] = ..., base_url: _Optional[str] = ..., username: _Optional[str] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., last_sync_error: _Optional[str] = ...) -> None: ...
 
 class ListProvidersRequest(_message.Message):
     __slots__ = ()
