@@ -99,7 +99,7 @@ class Recording(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=36)
     source: str = Field(max_length=40)  # the provider kind, or "upload"
     external_id: str = Field(max_length=200)
-    call_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    call_at: datetime = Field(sa_type=DateTime(timezone=True))
     duration_seconds: float = 0.0
     direction: str = Field(max_length=10)  # in | out | internal
     outcome: str = Field(default="unknown", max_length=20)
@@ -131,13 +131,13 @@ class ProviderSync(SQLModel, table=True):
     provider_id: str = Field(primary_key=True, max_length=36, foreign_key="provider.id", ondelete="CASCADE")
     business_id: str = Field(max_length=36)
     # Calls that started before this instant have been listed and upserted.
-    cursor: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
-    next_run_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)  # type: ignore[call-overload]
+    cursor: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    next_run_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
     consecutive_failures: int = 0
     last_error: str | None = Field(default=None, max_length=200)
-    last_success_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    last_success_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     lease_owner: str | None = Field(default=None, max_length=100)
-    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class SyncJob(SQLModel, table=True):
@@ -154,8 +154,8 @@ class SyncJob(SQLModel, table=True):
     failures: int = 0
     error: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts()
-    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
-    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class BusinessSettings(SQLModel, table=True):

@@ -12,7 +12,8 @@ inclusive; ``pagesize`` over ``max_pagesize`` (500) is a 400; a range holding mo
 ``max_results`` rows is cut there with ``limitReached: true`` (split the range).
 
 Helpers: ``add_call(start, ...)`` -> ``DtacCall`` (``audio`` is a ``Blob`` or None),
-``expire_tokens()``; settings ``username``, ``password``, ``max_pagesize``, ``max_results``.
+``expire_tokens()``; settings ``username``, ``password``, ``max_pagesize``, ``max_results``,
+``link_base`` (point ``nextPageUri`` at another origin).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class FakeDtac(FakeServer):
         super().__init__()
         self.username, self.password = username, password
         self.max_pagesize, self.max_results = max_pagesize, max_results
+        self.link_base: str | None = None  # where nextPageUri points; None: this server
         self.tokens = Tokens(token_lifetime)
         self.calls: dict[int, DtacCall] = {}
         self.route("POST", r"/orktrack/rest/user/login", self._login)
@@ -119,7 +121,8 @@ class FakeDtac(FakeServer):
         hits = hits[: self.max_results]
         rows = hits[(page - 1) * size : page * size]
         more = page * size < len(hits)
-        next_uri = f"{self.base_url}{req.path}?{urlencode({**q, 'page': page + 1})}" if more else None
+        base = self.link_base or self.base_url
+        next_uri = f"{base}{req.path}?{urlencode({**q, 'page': page + 1})}" if more else None
         return Response.json(
             {
                 "objects": [self._row(c) for c in rows],

@@ -12,7 +12,8 @@ API (stable; other fakes build on it)::
     with server:                              # or server.start() / server.stop()
         server.base_url                       # "http://127.0.0.1:<port>"
         server.faults.add(Fault.status(500), path="/items", times=2)
-        server.requests                       # copy of the log: list[Request]
+        server.requests                       # copy of the log: list[Request]; clear_requests()
+        server.handler_errors                 # exceptions raised by handlers (answered 500)
 
     def handler(req: Request) -> Response:    # runs on the server thread, under server.lock
         req.method, req.path, req.query, req.headers, req.body, req.params
@@ -325,6 +326,10 @@ class FakeServer:
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, _BadRequest):
             writer.transport.abort()
+        except Exception as exc:  # a crashing body iterator: cut the connection, keep the error
+            with self.lock:
+                self.handler_errors.append(exc)
+            writer.transport.abort()
         except asyncio.CancelledError:  # only stop() cancels: end quietly
             writer.transport.abort()
         finally:
@@ -348,6 +353,10 @@ class FakeServer:
                 await asyncio.sleep(fault.delay)
             response = self._dispatch(request)
         keep = request.headers.get("connection", "").lower() != "close"
+        if request.method == "HEAD":
+            writer.write(_head(response, response.body_length(), keep))
+            await writer.drain()
+            return keep
         return await _write_response(writer, response, fault, keep) and keep
 
     def _dispatch(self, request: Request) -> Response:
