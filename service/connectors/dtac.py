@@ -1,0 +1,327 @@
+"""DTAC OneCall voice record: an OrecX OrkTrack server, read over its REST API.
+
+Why it looks the way it does:
+
+- Login is ``POST /orktrack/rest/user/login`` with HTTP Basic credentials; the answer's
+  ``accesstoken`` goes bare in ``Authorization``. It is reused until a request answers
+  401/403, then the connector logs in again once.
+- ``/orktrack/rest/recordings`` takes a second-granular ``startdate``/``enddate`` range (UTC)
+  and pages linked by ``nextPageUri``. Ranges are asked one ``WINDOW`` at a time, a little
+  wider than needed, and rows are kept by their own timestamp, so a call on a boundary
+  belongs to exactly one window whether the server's ends are inclusive or not. A range
+  answering ``limitReached`` is split in half rather than read short.
+- ``nextPageUri`` must stay on the configured origin (the token rides along); the audio's
+  ``recordingURL`` is fetched as given, through the same address-checking client.
+
+``CallRecord.external_id`` is the OrkTrack recording id; ``recording_ref`` is its absolute
+``recordingURL`` (None when the row has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import math
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from service.connectors.base import (
+    AudioStream,
+    AuthenticationFailed,
+    CallRecord,
+    ConnectorError,
+    Direction,
+    Outcome,
+    RateLimited,
+    RecordingNotFound,
+    UnexpectedAnswer,
+)
+from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+
+DEFAULT_BASE_URL = "https://onecallvoicerecord.dtac.co.th"
+LOGIN_PATH = "/orktrack/rest/user/login"
+LOGIN_QUERY = {"version": "orktrack", "accesspolicy": "all", "licenseinfo": "true"}
+LIST_PATH = "/orktrack/rest/recordings"
+PAGE_SIZE = 500  # the most OrkTrack clients ask for
+WINDOW = timedelta(days=1)
+MAX_PAGES = 10_000  # per window: a server that never ends its list is broken, not busy
+_STAMP = "%Y%m%d_%H%M%S"
+
+
+class DtacConnector:
+    """One DTAC OneCall account (an OrkTrack user)."""
+
+    page_size = PAGE_SIZE
+    window = WINDOW
+
+    def __init__(self, config: Mapping[str, Any], policy: NetworkPolicy) -> None:
+        base_url = str(config.get("baseUrl") or DEFAULT_BASE_URL).rstrip("/")
+        credentials = f"{config['username']}:{config['password']}".encode()
+        self._basic = "Basic " + base64.b64encode(credentials).decode()
+        self._policy = policy
+        self._client = build_client(policy, base_url=base_url)
+        self._origin = _origin(httpx.URL(base_url))
+        self._token: str | None = None
+        self._token_lock = asyncio.Lock()
+
+    async def check(self) -> None:
+        self._token = None  # prove the credentials, not a cached token
+        now = datetime.now(UTC).replace(microsecond=0)
+        await self._get_json(_list_url(now - timedelta(seconds=1), now, page_size=1))
+
+    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+        for start, end in _windows(_utc(since), _utc(until), self.window):
+            async for record in self._walk(start, end):
+                yield record
+
+    @asynccontextmanager
+    async def open_recording(self, ref: str) -> AsyncIterator[AudioStream]:
+        url = _absolute_url(ref)
+        if url is None:
+            raise RecordingNotFound()
+        response = await self._send(url)
+        try:
+            _raise_for_status(response, not_found=RecordingNotFound)
+            content_type = response.headers.get("content-type", "audio/wav")
+            yield AudioStream(content_type, _length(response), _chunks(response))
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def _walk(self, start: datetime, end: datetime) -> AsyncIterator[CallRecord]:
+        """Calls in [start, end): split when the server caps the range, else follow pages."""
+        page = await self._get_json(_list_url(start, end, page_size=self.page_size))
+        if page.get("limitReached") is True and end - start >= timedelta(seconds=2):
+            middle = _floor(start + (end - start) / 2)
+            for half in ((start, middle), (middle, end)):
+                async for record in self._walk(*half):
+                    yield record
+            return
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            for record in map(_record, _objects(page)):
+                if start <= record.started_at < end and record.external_id not in seen:
+                    seen.add(record.external_id)
+                    yield record
+            next_uri = page.get("nextPageUri")
+            if not next_uri:
+                return
+            page = await self._get_json(self._same_origin(next_uri))
+        raise UnexpectedAnswer("too many pages")
+
+    def _same_origin(self, uri: Any) -> httpx.URL:
+        if not isinstance(uri, str):
+            raise UnexpectedAnswer()
+        try:
+            url = self._client.base_url.join(uri)
+        except httpx.InvalidURL:
+            raise UnexpectedAnswer() from None
+        if _origin(url) != self._origin:
+            raise UnexpectedAnswer("next page on another host")
+        return url
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def _get_json(self, url: httpx.URL | str) -> dict[str, Any]:
+        response = await self._send(url)
+        try:
+            _raise_for_status(response)
+            body = await read_json(response, self._policy)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise error_for(exc) from None
+        finally:
+            await response.aclose()
+        if not isinstance(body, dict):
+            raise UnexpectedAnswer()
+        return body
+
+    async def _send(self, url: httpx.URL | str) -> httpx.Response:
+        """A streamed authorised GET; a 401/403 logs in again once and tries again."""
+        for attempt in range(2):
+            token = await self._access_token()
+            request = self._build("GET", url, headers={"Authorization": token})
+            response = await _stream(self._client, request)
+            if response.status_code not in (401, 403) or attempt:
+                return response
+            await response.aclose()
+            if self._token == token:
+                self._token = None
+        raise AssertionError("unreachable")
+
+    async def _access_token(self) -> str:
+        async with self._token_lock:
+            if self._token is None:
+                self._token = await self._login()
+            return self._token
+
+    async def _login(self) -> str:
+        request = self._build("POST", LOGIN_PATH, params=LOGIN_QUERY, headers={"Authorization": self._basic})
+        response = await _stream(self._client, request)
+        try:
+            _raise_for_status(response)
+            body = await read_json(response, self._policy)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise error_for(exc) from None
+        finally:
+            await response.aclose()
+        token = body.get("accesstoken") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token or not token.isprintable():
+            raise UnexpectedAnswer()
+        return token
+
+    def _build(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str],
+    ) -> httpx.Request:
+        try:
+            return self._client.build_request(method, url, params=params, headers=headers)
+        except httpx.InvalidURL as exc:
+            raise error_for(exc) from None
+
+
+def _list_url(start: datetime, end: datetime, *, page_size: int) -> str:
+    """First page of a range; the end rounds up so the asked range covers [start, end)."""
+    query = {
+        "range": "custom",
+        "startdate": _floor(start).strftime(_STAMP),
+        "enddate": _ceil(end).strftime(_STAMP),
+        "page": "1",
+        "pagesize": str(page_size),
+    }
+    return str(httpx.URL(LIST_PATH, params=query))
+
+
+def _objects(page: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = page.get("objects", [])
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise UnexpectedAnswer()
+    return rows
+
+
+def _record(row: dict[str, Any]) -> CallRecord:
+    try:
+        rec_id = str(row["id"])
+        started = datetime.strptime(str(row["timestamp"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        duration = float(row.get("duration") or 0)
+    except (KeyError, TypeError, ValueError):
+        raise UnexpectedAnswer() from None
+    if not math.isfinite(duration):
+        raise UnexpectedAnswer()
+    local, remote = str(row.get("localParty") or ""), str(row.get("remoteParty") or "")
+    direction = {"IN": Direction.INBOUND, "OUT": Direction.OUTBOUND}.get(str(row.get("direction")).upper())
+    inbound = direction is Direction.INBOUND
+    url = row.get("recordingURL")
+    return CallRecord(
+        external_id=rec_id,
+        started_at=started,
+        duration_seconds=max(0.0, duration),
+        caller=remote if inbound else local,
+        callee=local if inbound else remote,
+        direction=direction or Direction.INTERNAL,
+        outcome=Outcome.ANSWERED,  # OrkTrack holds recorded, hence connected, calls
+        recording_ref=url if isinstance(url, str) and _absolute_url(url) else None,
+    )
+
+
+def _absolute_url(ref: str) -> httpx.URL | None:
+    try:
+        url = httpx.URL(ref)
+    except (httpx.InvalidURL, TypeError):
+        return None
+    return url if url.scheme in ("http", "https") and url.host else None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _windows(since: datetime, until: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
+    start = since
+    while start < until:
+        end = min(start + size, until)
+        yield start, end
+        start = end
+
+
+def _floor(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+def _ceil(moment: datetime) -> datetime:
+    floored = _floor(moment)
+    return floored if floored == moment else floored + timedelta(seconds=1)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("a timezone-aware datetime is required")
+    return moment.astimezone(UTC)
+
+
+# -- shared HTTP helpers (the same shape in each connector) -------------------------------
+
+
+async def _stream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    try:
+        return await client.send(request, stream=True)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise error_for(exc) from None
+
+
+def _raise_for_status(
+    response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer
+) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        raise AuthenticationFailed()
+    if status == 404:
+        raise not_found()
+    if status in (429, 503):
+        raise RateLimited(retry_after=_retry_after(response.headers.get("retry-after")))
+    raise UnexpectedAnswer()
+
+
+def _retry_after(value: str | None, *, cap: float = 86_400.0) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None
+
+
+def _length(response: httpx.Response) -> int | None:
+    raw = response.headers.get("content-length")
+    return int(raw) if raw and raw.isdigit() and "content-encoding" not in response.headers else None
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives; a cut or short body raises a ConnectorError, never ends quietly."""
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise error_for(exc) from None

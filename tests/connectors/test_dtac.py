@@ -1,0 +1,250 @@
+"""DtacConnector against the fake OrkTrack server over loopback: login, windows, pages, audio."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.connectors.base import (
+    AuthenticationFailed,
+    CallRecord,
+    ConnectorError,
+    Direction,
+    Outcome,
+    RateLimited,
+    RecordingNotFound,
+    TimedOut,
+    UnexpectedAnswer,
+    Unreachable,
+)
+from service.connectors.dtac import DEFAULT_BASE_URL, DtacConnector
+from service.connectors.http import NetworkPolicy
+from tests.fakes.dtac import FakeDtac
+from tests.fakes.httpserver import Blob, Fault
+
+POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+LIST = "/orktrack/rest/recordings"
+
+
+class SmallPages(DtacConnector):
+    page_size = 7
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeDtac]:
+    with FakeDtac() as server:
+        yield server
+
+
+def make(
+    fake: FakeDtac, cls: type[DtacConnector] = DtacConnector, *, policy: NetworkPolicy = POLICY, **over: str
+) -> DtacConnector:
+    config = {"baseUrl": fake.base_url, "username": fake.username, "password": fake.password, **over}
+    return cls(config, policy)
+
+
+@pytest.fixture
+async def conn(fake: FakeDtac) -> AsyncIterator[DtacConnector]:
+    connector = make(fake, SmallPages)
+    yield connector
+    await connector.aclose()
+
+
+async def collect(connector: DtacConnector, since: datetime, until: datetime) -> list[CallRecord]:
+    return [record async for record in connector.list_calls(since, until)]
+
+
+async def digest(connector: DtacConnector, ref: str) -> tuple[str, int | None]:
+    sha = hashlib.sha256()
+    async with connector.open_recording(ref) as audio:
+        async for chunk in audio.chunks:
+            sha.update(chunk)
+    return sha.hexdigest(), audio.length
+
+
+def spread(fake: FakeDtac, count: int, start: datetime, step: timedelta) -> list[str]:
+    return [str(fake.add_call(start + i * step).id) for i in range(count)]
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+async def test_check_logs_in_and_sends_the_bare_token(fake: FakeDtac) -> None:
+    connector = make(fake)
+    await connector.check()
+    await connector.aclose()
+    login, listing = fake.requests
+    assert login.method == "POST" and login.path == "/orktrack/rest/user/login"
+    assert login.query["version"] == "orktrack" and login.headers["authorization"].startswith("Basic ")
+    assert listing.path == LIST and fake.tokens.valid(listing.headers["authorization"])
+
+
+async def test_check_refuses_bad_credentials_without_leaking_them(fake: FakeDtac) -> None:
+    connector = make(fake, password="wrong-Pa55word-xyz")
+    with pytest.raises(AuthenticationFailed) as caught:
+        await connector.check()
+    await connector.aclose()
+    assert "wrong-Pa55word-xyz" not in str(caught.value)
+
+
+async def test_check_reports_a_closed_port_as_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    connector = DtacConnector(
+        {"baseUrl": f"http://127.0.0.1:{port}", "username": "u", "password": "p"}, POLICY
+    )
+    with pytest.raises(Unreachable):
+        await connector.check()
+    await connector.aclose()
+
+
+async def test_check_times_out_on_a_slow_login(fake: FakeDtac) -> None:
+    fake.faults.add(Fault.slow(delay=1.0), path="/orktrack/rest/user/login")
+    connector = make(fake, policy=NetworkPolicy(allow_private=True, read_timeout=0.2))
+    with pytest.raises(TimedOut):
+        await connector.check()
+    await connector.aclose()
+
+
+async def test_base_url_defaults_to_dtac() -> None:
+    connector = DtacConnector({"username": "u", "password": "p", "pollIntervalMinutes": 15}, POLICY)
+    assert (
+        str(connector._client.base_url).rstrip("/")
+        == DEFAULT_BASE_URL
+        == "https://onecallvoicerecord.dtac.co.th"
+    )
+    await connector.aclose()
+
+
+# -- listing -------------------------------------------------------------------------------
+
+
+async def test_listing_walks_every_window_and_page_once(fake: FakeDtac, conn: DtacConnector) -> None:
+    spread(fake, 4, T0 - timedelta(hours=5), timedelta(hours=1))  # before the range
+    inside = spread(fake, 60, T0, timedelta(minutes=70))  # about 2.9 days: 3 windows, 9 pages
+    spread(fake, 4, T0 + timedelta(days=3), timedelta(hours=1))  # after it
+    records = await collect(conn, T0, T0 + timedelta(days=3))
+    assert [r.external_id for r in records] == inside
+    pages = [r for r in fake.requests if r.path == LIST]
+    assert {p.query["startdate"] for p in pages} == {"20260501_000000", "20260502_000000", "20260503_000000"}
+    assert len(pages) == 3 + 3 + 3  # 21, 20 and 19 rows in pages of 7
+
+
+async def test_boundary_calls_belong_to_one_window(fake: FakeDtac, conn: DtacConnector) -> None:
+    ids = [str(fake.add_call(T0 + timedelta(days=d)).id) for d in range(4)]  # on every window edge
+    records = await collect(conn, T0, T0 + timedelta(days=3))
+    assert [r.external_id for r in records] == ids[:3]
+
+
+async def test_a_capped_range_is_split(fake: FakeDtac, conn: DtacConnector) -> None:
+    fake.max_results = 20
+    inside = spread(fake, 75, T0, timedelta(minutes=15))  # 75 rows in one day, 20 visible per range
+    records = await collect(conn, T0, T0 + timedelta(days=1))
+    assert [r.external_id for r in records] == inside
+
+
+async def test_listing_normalises_rows(fake: FakeDtac, conn: DtacConnector) -> None:
+    call = fake.add_call(T0, duration=42, direction="IN", local_party="1001", remote_party="+66891234567")
+    missed = fake.add_call(T0 + timedelta(minutes=1), direction="OUT", recorded=False)
+    first, second = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert first == CallRecord(
+        external_id=str(call.id),
+        started_at=T0,
+        duration_seconds=42.0,
+        caller="+66891234567",
+        callee="1001",
+        direction=Direction.INBOUND,
+        outcome=Outcome.ANSWERED,
+        recording_ref=f"{fake.base_url}/orktrack/rest/recordings/{call.id}/audio",
+    )
+    assert second.external_id == str(missed.id) and second.direction is Direction.OUTBOUND
+    assert second.recording_ref is None
+
+
+async def test_token_expiry_mid_walk_logs_in_again(fake: FakeDtac, conn: DtacConnector) -> None:
+    inside = spread(fake, 30, T0, timedelta(minutes=10))
+    seen: list[str] = []
+    async for record in conn.list_calls(T0, T0 + timedelta(days=1)):
+        seen.append(record.external_id)
+        if len(seen) == 3:
+            fake.expire_tokens()  # the next page answers 403
+    assert seen == inside
+    assert fake.tokens.issued == 2
+
+
+async def test_next_page_on_another_origin_is_refused(fake: FakeDtac, conn: DtacConnector) -> None:
+    spread(fake, 10, T0, timedelta(minutes=10))
+    fake.link_base = "http://127.0.0.2:9"
+    with pytest.raises(UnexpectedAnswer):
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert all(r.path != LIST or r.query["page"] == "1" for r in fake.requests)
+
+
+async def test_over_wide_pages_are_refused_by_the_fake(fake: FakeDtac) -> None:
+    class WidePages(DtacConnector):
+        page_size = 501
+
+    connector = make(fake, WidePages)
+    with pytest.raises(UnexpectedAnswer):
+        await collect(connector, T0, T0 + timedelta(days=1))
+    await connector.aclose()
+
+
+async def test_rate_limit_carries_retry_after(fake: FakeDtac, conn: DtacConnector) -> None:
+    fake.faults.add(Fault.rate_limited(12), path=LIST)
+    with pytest.raises(RateLimited) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.retry_after == 12.0
+
+
+async def test_server_error_is_unexpected_answer(fake: FakeDtac, conn: DtacConnector) -> None:
+    fake.faults.add(Fault.status(502), path=LIST)
+    with pytest.raises(UnexpectedAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert fake.password not in str(caught.value)
+
+
+# -- recordings ------------------------------------------------------------------------------
+
+
+async def test_recording_streams_byte_identical(fake: FakeDtac, conn: DtacConnector) -> None:
+    blob = Blob(seed=7, size=2 * 1024 * 1024 + 3)
+    fake.add_call(T0, audio=blob)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.recording_ref is not None
+    assert await digest(conn, record.recording_ref) == (blob.sha256(), blob.size)
+
+
+async def test_recording_after_token_expiry_logs_in_again(fake: FakeDtac, conn: DtacConnector) -> None:
+    call = fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    fake.expire_tokens()
+    assert record.recording_ref is not None
+    assert (await digest(conn, record.recording_ref))[0] == call.audio.sha256()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("fault", [Fault.reset(after=50_000), Fault.truncate(after=50_000)])
+async def test_cut_recording_raises(fake: FakeDtac, conn: DtacConnector, fault: Fault) -> None:
+    fake.add_call(T0, size=300_000)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    fake.faults.add(fault, path="/orktrack/rest/recordings/")
+    assert record.recording_ref is not None
+    with pytest.raises(ConnectorError):
+        await digest(conn, record.recording_ref)
+
+
+@pytest.mark.parametrize("ref", ["/orktrack/rest/recordings/1/audio", "ftp://host/x", "not a url"])
+async def test_malformed_ref_is_not_found(conn: DtacConnector, ref: str) -> None:
+    with pytest.raises(RecordingNotFound):
+        await digest(conn, ref)
+
+
+async def test_missing_recording_is_not_found(fake: FakeDtac, conn: DtacConnector) -> None:
+    with pytest.raises(RecordingNotFound):
+        await digest(conn, f"{fake.base_url}/orktrack/rest/recordings/424242/audio")
