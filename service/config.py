@@ -24,6 +24,11 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name, "")
+    return Path(raw) if raw else None
+
+
 def _float(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name, "")
     try:
@@ -54,6 +59,29 @@ class SyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Certificate and key (PEM files) for both listeners; a client CA turns on
+    client-certificate verification for gRPC callers."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    def check(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both CALLVAULT_TLS_CERT and CALLVAULT_TLS_KEY, or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("CALLVAULT_TLS_CLIENT_CA needs CALLVAULT_TLS_CERT and CALLVAULT_TLS_KEY")
+        for path in (self.cert_file, self.key_file, self.client_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise."""
 
@@ -71,6 +99,7 @@ class Settings:
     log_level: str = "INFO"
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     blob_dir: Path | None = None
     phone_region: str = "TH"
     timezone: str = "Asia/Bangkok"
@@ -95,7 +124,6 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         data_dir = Path(env.get("CALLVAULT_DATA_DIR") or "var")
-        key_file = env.get("CALLVAULT_KEY_FILE")
         mode = env.get("CALLVAULT_ENV", "dev")
         if mode not in ("dev", "production"):
             raise ValueError(f"CALLVAULT_ENV must be dev or production, got {mode!r}")
@@ -108,13 +136,18 @@ class Settings:
             http_host=env.get("CALLVAULT_HTTP_HOST", "127.0.0.1"),
             http_port=_int(env, "CALLVAULT_HTTP_PORT", 8080),
             master_keys=env.get("CALLVAULT_MASTER_KEYS", ""),
-            key_file=Path(key_file) if key_file else None,
+            key_file=_path(env, "CALLVAULT_KEY_FILE"),
             grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
-            blob_dir=Path(env["CALLVAULT_BLOB_DIR"]) if env.get("CALLVAULT_BLOB_DIR") else None,
+            blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
+            tls=TlsSettings(
+                cert_file=_path(env, "CALLVAULT_TLS_CERT"),
+                key_file=_path(env, "CALLVAULT_TLS_KEY"),
+                client_ca_file=_path(env, "CALLVAULT_TLS_CLIENT_CA"),
+            ),
             sync=SyncSettings(
                 enabled=_flag(env, "CALLVAULT_SYNC_ENABLED", True),
                 tick_seconds=_float(env, "CALLVAULT_SYNC_TICK_SECONDS", 5.0),

@@ -16,6 +16,9 @@ class Category(enum.Enum):
     UNPROCESSABLE = "UNPROCESSABLE"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    CONFLICT = "CONFLICT"
+    RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
+    TOO_LARGE = "TOO_LARGE"
     UNAVAILABLE = "UNAVAILABLE"
     INTERNAL = "INTERNAL"
 
@@ -99,3 +102,44 @@ class KindNotSupported(DomainError):
 class Unavailable(DomainError):
     category = Category.UNAVAILABLE
     code = "unavailable"
+
+
+class RecordingNotFound(NotFound):
+    code = "recording_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no such recording in this business")
+
+
+class SyncJobNotFound(NotFound):
+    code = "sync_job_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no such sync job in this business")
+
+
+class AudioNotStored(DomainError):
+    category = Category.CONFLICT
+    code = "recording_audio_not_stored"
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the recording's audio is not stored (processing status: {status})")
+
+
+class RangeNotSatisfiable(DomainError):
+    category = Category.RANGE_NOT_SATISFIABLE
+    code = "range_not_satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the {size} bytes of this recording", field="range")
+        self.size = size
+
+
+class AudioRejected(DomainError):
+    category = Category.INVALID_ARGUMENT
+    code = "audio_rejected"
+
+
+class AudioTooLarge(DomainError):
+    category = Category.TOO_LARGE
+    code = "audio_too_large"

@@ -12,7 +12,14 @@ from typing import Any
 
 import grpc
 import uvicorn
-from callvault.v1 import meta_pb2, meta_pb2_grpc, providers_pb2, providers_pb2_grpc
+from callvault.v1 import (
+    meta_pb2,
+    meta_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+    recordings_pb2,
+    recordings_pb2_grpc,
+)
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from starlette.requests import Request
@@ -22,10 +29,16 @@ from starlette.routing import Route
 from service import __version__
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
+from service.api.recordings import RecordingServicer
 from service.auth import Authenticator
-from service.config import Settings
+from service.blobs.local import LocalBlobStore
+from service.config import Settings, TlsSettings
 from service.keys import load_keyring
 from service.providers.store import ProviderStore
+from service.recordings.jobs import SyncJobs
+from service.recordings.puller import Puller
+from service.recordings.retention import run_retention
+from service.recordings.store import RecordingStore
 from service.rest.app import build_app
 from service.rest.bindings import Binding, bindings_for
 from service.rest.openapi import openapi_document
@@ -49,11 +62,26 @@ class Service:
         self.keyring = keyring or load_keyring(settings)
         self.auth = CallAuth(Authenticator(self.db))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
+        self.blobs = LocalBlobStore(settings.resolved_blob_dir)
+        self.recordings = RecordingStore(
+            self.db,
+            self.blobs,
+            phone_region=settings.phone_region,
+            max_bytes=settings.sync.max_recording_bytes,
+        )
+        self.puller = Puller(self.db, self.providers, self.blobs, settings)
         self.servicers: list[tuple[Any, object, Any]] = [
             (
                 providers_pb2.DESCRIPTOR.services_by_name["ProviderService"],
-                ProviderServicer(self.auth, self.providers),
+                ProviderServicer(self.auth, self.providers, self.recordings),
                 providers_pb2_grpc.add_ProviderServiceServicer_to_server,
+            ),
+            (
+                recordings_pb2.DESCRIPTOR.services_by_name["RecordingService"],
+                RecordingServicer(
+                    self.auth, self.recordings, SyncJobs(self.db), self.puller, settings.timezone
+                ),
+                recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),
             (
                 meta_pb2.DESCRIPTOR.services_by_name["MetaService"],
@@ -68,6 +96,19 @@ class Service:
 
     def bindings(self) -> list[Binding]:
         return [b for descriptor, servicer, _ in self.servicers for b in bindings_for(descriptor, servicer)]
+
+
+def _grpc_credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
+    if not tls.enabled:
+        return None
+    tls.check()
+    assert tls.cert_file is not None and tls.key_file is not None
+    client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -104,6 +145,7 @@ class Server:
         self._uvicorn: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     def _rest_app(self) -> Any:
         bindings = self.service.bindings()
@@ -135,19 +177,40 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         names = [*self.service.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        credentials = _grpc_credentials(self.settings.tls)
+        self.grpc_port = (
+            self.grpc.add_secure_port(address, credentials)
+            if credentials
+            else self.grpc.add_insecure_port(address)
+        )
         if not self.grpc_port:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_host}:{self.settings.grpc_port}")
         await self.grpc.start()
 
         sock = _listen(self.settings.http_host, self.settings.http_port)
         self.http_port = sock.getsockname()[1]
-        config = uvicorn.Config(self._rest_app(), log_config=None, lifespan="off", access_log=False)
+        tls = self.settings.tls
+        config = uvicorn.Config(
+            self._rest_app(),
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=str(tls.cert_file) if tls.cert_file else None,
+            ssl_keyfile=str(tls.key_file) if tls.key_file else None,
+        )
         self._uvicorn = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
 
         await self._check_health()
         self._monitor = asyncio.create_task(self._watch_health())
+        if self.settings.sync.enabled:
+            self._background = [
+                asyncio.create_task(self.service.puller.run(), name="puller"),
+                asyncio.create_task(
+                    run_retention(self.service.db, self.service.recordings), name="retention"
+                ),
+            ]
         log.info(
             "serving",
             extra={
@@ -185,6 +248,12 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self._monitor:
             self._monitor.cancel()
+        # Pulls stop where they are: a pull resumes from its cursor, and no blob is
+        # visible before it is complete, so cancelling loses nothing.
+        for task in self._background:
+            task.cancel()
+        await self.service.puller.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._uvicorn:
             self._uvicorn.should_exit = True
         await self.grpc.stop(grace)

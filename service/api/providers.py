@@ -10,15 +10,17 @@ from callvault.v1 import providers_pb2_grpc
 from service.api.convert import dict_to_struct, struct_to_dict, timestamp
 from service.auth import Scope
 from service.providers.store import ProviderStore
+from service.recordings.store import RecordingStore
 from service.transport.calls import CallAuth, MetadataContext
 
 SCOPE = Scope.MANAGE_PROVIDER_CONFIG
 
 
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
-    def __init__(self, auth: CallAuth, store: ProviderStore) -> None:
+    def __init__(self, auth: CallAuth, store: ProviderStore, recordings: RecordingStore) -> None:
         self._auth = auth
         self._store = store
+        self._recordings = recordings
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, SCOPE)
@@ -59,6 +61,8 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             provider.username = found.username
         if found.config:
             provider.config.CopyFrom(dict_to_struct(found.config))
+        if found.last_sync_error:
+            provider.last_sync_error = found.last_sync_error
         return provider
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest, context: MetadataContext) -> Any:
@@ -76,7 +80,9 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, SCOPE)
-        await self._store.delete(business, request.id)
+        recordings = await self._store.delete(business, request.id)
+        if request.delete_recordings:
+            await self._recordings.delete_many(business, recordings)
         return pb.DeleteProviderResponse(ok=True)
 
     async def TestProvider(self, request: pb.TestProviderRequest, context: MetadataContext) -> Any:

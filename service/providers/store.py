@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, delete, select
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.connectors.http import NetworkPolicy
@@ -21,7 +21,7 @@ from service.kinds.base import KEPT, ProviderKind, ReadAs
 from service.providers.connection import ConnectionChecker
 from service.sealing import Keyring, SealContext
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSecret, utcnow
+from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, utcnow
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
 NAME_MIN, NAME_MAX = 2, 60
@@ -46,6 +46,7 @@ class ProviderDetails:
     base_url: str | None
     username: str | None
     config: dict[str, Any]
+    last_sync_error: str | None = None
 
 
 def check_name(name: str) -> str:
@@ -118,8 +119,10 @@ class ProviderStore:
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
+            sync = await session.get(ProviderSync, provider_id)
         spec = self._readable_kind(row)
         return ProviderDetails(
+            last_sync_error=sync.last_error if sync else None,
             id=row.id,
             kind=row.kind,
             name=row.name,
@@ -172,12 +175,22 @@ class ProviderStore:
             session.add(row)
             await session.commit()
 
-    async def delete(self, business_id: str, provider_id: str) -> None:
+    async def delete(self, business_id: str, provider_id: str) -> list[str]:
+        """Delete the provider and its secrets. Its recordings stay (detached from it);
+        the answer lists their ids so a caller asked to delete them too can."""
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
+            recordings = list(
+                (await session.exec(select(Recording.id).where(col(Recording.provider_id) == row.id))).all()
+            )
+            await session.exec(
+                update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
+            )
+            await session.exec(delete(ProviderSync).where(col(ProviderSync.provider_id) == row.id))
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
             await session.commit()
+        return recordings
 
     async def test(self, business_id: str, provider_id: str) -> str | None:
         """The connection test with the stored credentials: None, or why it failed."""

@@ -66,24 +66,60 @@ async def _build_request(binding: Binding, request: Request) -> message.Message:
     return msg
 
 
+async def _streamed_requests(binding: Binding, request: Request) -> AsyncIterator[message.Message]:
+    """A client-streaming call from a raw HTTP body: the body's chunks fill the field the
+    binding names (body: "chunk"); the first message also carries the path and query
+    parameters, and the Content-Type header when the message has a content_type field."""
+    first = binding.request_type()
+    head: dict[str, Any] = query_to_dict(first.DESCRIPTOR, request.query_params.multi_items())
+    for name in binding.path_params:
+        head[first.DESCRIPTOR.fields_by_name[name].json_name] = request.path_params[name]
+    if "content_type" in first.DESCRIPTOR.fields_by_name and request.headers.get("content-type"):
+        head["contentType"] = request.headers["content-type"]
+    parse_into(first, head)
+    pending: message.Message | None = first
+    async for piece in request.stream():
+        if not piece:
+            continue
+        msg = pending or binding.request_type()
+        setattr(msg, binding.body, piece)
+        pending = None
+        yield msg
+    if pending is not None:
+        yield pending
+
+
 async def _body_chunks(first: httpbody_pb2.HttpBody, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     yield first.data
     async for chunk in rest:
         yield chunk.data
 
 
-async def _respond(binding: Binding, msg: message.Message, context: RestContext) -> Response:
-    status = int(context.response_headers.pop("x-http-code", "200"))
+def _status(context: RestContext) -> int:
+    """A servicer may choose the HTTP status (206 for a range) with x-http-code metadata."""
+    return int(context.response_headers.pop("x-http-code", "200"))
+
+
+async def _respond(binding: Binding, request: Request, context: RestContext) -> Response:
+    arg: Any = (
+        _streamed_requests(binding, request)
+        if binding.client_streaming
+        else await _build_request(binding, request)
+    )
     if binding.server_streaming:
-        stream: AsyncIterator[Any] = binding.handler(msg, context)
+        stream: AsyncIterator[Any] = binding.handler(arg, context)
+        # The first message runs the servicer up to its first yield: errors still become
+        # JSON errors, and the headers it sent are known before the body starts.
         first = await anext(stream, httpbody_pb2.HttpBody())
+        status = _status(context)
         return StreamingResponse(
             _body_chunks(first, stream),
-            status_code=int(context.response_headers.pop("x-http-code", str(status))),
+            status_code=status,
             media_type=first.content_type or "application/octet-stream",
             headers=context.response_headers,
         )
-    result = await binding.handler(msg, context)
+    result = await binding.handler(arg, context)
+    status = _status(context)
     if isinstance(result, httpbody_pb2.HttpBody):
         return Response(result.data, status_code=status, media_type=result.content_type)
     return JSONResponse(to_json(result), status_code=status, headers=context.response_headers)
@@ -95,7 +131,7 @@ def endpoint_for(binding: Binding) -> Endpoint:
         token = current_call.set(call)
         try:
             context = RestContext(request.headers.items())
-            response = await _respond(binding, await _build_request(binding, request), context)
+            response = await _respond(binding, request, context)
         except DomainError as exc:
             response = error_response(HTTP_STATUS[exc.category], exc.code, exc.message)
         except RestAbort as exc:

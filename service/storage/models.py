@@ -5,12 +5,27 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Instants stored as UTC everywhere: SQLite keeps no offset, so a value written with
+    +07:00 would read back as a wrong naive time. Naive input is taken to be UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -19,7 +34,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def _ts(**kw: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), **kw)
+    return Field(default_factory=utcnow, sa_type=UtcDateTime, **kw)
 
 
 class Account(SQLModel, table=True):
@@ -50,7 +65,7 @@ class ApiKey(SQLModel, table=True):
     business_id: str | None = Field(default=None, foreign_key="business.id", max_length=36)
     scopes: str = Field(max_length=500)  # space-separated
     created_at: datetime = _ts()
-    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class Provider(SQLModel, table=True):
@@ -99,7 +114,7 @@ class Recording(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=36)
     source: str = Field(max_length=40)  # the provider kind, or "upload"
     external_id: str = Field(max_length=200)
-    call_at: datetime = Field(sa_type=DateTime(timezone=True))
+    call_at: datetime = Field(sa_type=UtcDateTime)
     duration_seconds: float = 0.0
     direction: str = Field(max_length=10)  # in | out | internal
     outcome: str = Field(default="unknown", max_length=20)
@@ -131,13 +146,13 @@ class ProviderSync(SQLModel, table=True):
     provider_id: str = Field(primary_key=True, max_length=36, foreign_key="provider.id", ondelete="CASCADE")
     business_id: str = Field(max_length=36)
     # Calls that started before this instant have been listed and upserted.
-    cursor: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    next_run_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    cursor: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    next_run_at: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
     consecutive_failures: int = 0
     last_error: str | None = Field(default=None, max_length=200)
-    last_success_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_success_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     lease_owner: str | None = Field(default=None, max_length=100)
-    lease_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    lease_until: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class SyncJob(SQLModel, table=True):
@@ -154,8 +169,8 @@ class SyncJob(SQLModel, table=True):
     failures: int = 0
     error: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts()
-    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
-    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    started_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
 class BusinessSettings(SQLModel, table=True):

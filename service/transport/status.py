@@ -19,6 +19,9 @@ GRPC_CODE: dict[Category, grpc.StatusCode] = {
     Category.UNPROCESSABLE: grpc.StatusCode.FAILED_PRECONDITION,
     Category.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,
     Category.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Category.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+    Category.RANGE_NOT_SATISFIABLE: grpc.StatusCode.OUT_OF_RANGE,
+    Category.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Category.INTERNAL: grpc.StatusCode.INTERNAL,
 }
@@ -33,6 +36,9 @@ HTTP_STATUS: dict[Category, int] = {
     Category.UNPROCESSABLE: 422,
     Category.UNSUPPORTED_MEDIA_TYPE: 415,
     Category.RESOURCE_EXHAUSTED: 429,
+    Category.CONFLICT: 409,
+    Category.RANGE_NOT_SATISFIABLE: 416,
+    Category.TOO_LARGE: 413,
     Category.UNAVAILABLE: 503,
     Category.INTERNAL: 500,
 }

@@ -107,10 +107,12 @@ class UpdateProviderResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ...) -> None: ...
 
 class DeleteProviderRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "delete_recordings")
     ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RECORDINGS_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    delete_recordings: bool
+    def __init__(self, id: _Optional[str] = ..., delete_recordings: _Optional[bool] = ...) -> None: ...
 
 class DeleteProviderResponse(_message.Message):
     __slots__ = ("ok",)

@@ -1,0 +1,218 @@
+"""RecordingService: authenticate, call the recordings domain, shape the answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from callvault.v1 import recordings_pb2 as pb
+from callvault.v1 import recordings_pb2_grpc
+from google.api import httpbody_pb2
+
+from service.api.convert import timestamp
+from service.auth import Scope
+from service.errors import InvalidArgument
+from service.recordings.jobs import SyncJobs
+from service.recordings.query import build_query
+from service.recordings.store import NewUpload, RecordingStore
+from service.storage.models import Recording, SyncJob, as_utc
+from service.transport.calls import CallAuth, MetadataContext, metadata_value
+
+VIEW = (Scope.VIEW_RECORDING_ALL,)
+MANAGE = (Scope.MANAGE_CALL_RECORDING,)
+SYNC = (Scope.MANAGE_PROVIDER_CONFIG,)
+
+
+class SyncRequester(Protocol):
+    async def request_sync(self, business_id: str, provider_id: str) -> SyncJob: ...
+
+
+class StreamingContext(MetadataContext, Protocol):
+    async def send_initial_metadata(self, metadata: Any) -> None: ...
+
+
+def audio_path(recording_id: str) -> str:
+    return f"/api/v1/recordings/{recording_id}/audio"
+
+
+class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
+    def __init__(
+        self, auth: CallAuth, store: RecordingStore, jobs: SyncJobs, sync: SyncRequester, timezone: str
+    ) -> None:
+        self._auth = auth
+        self._store = store
+        self._jobs = jobs
+        self._sync = sync
+        self._tz = ZoneInfo(timezone)
+
+    def _recording(self, row: Recording) -> pb.Recording:
+        out = pb.Recording(
+            id=row.id,
+            data_id=row.external_id,
+            call_at=as_utc(row.call_at).astimezone(self._tz).isoformat(timespec="seconds"),
+            direction=row.direction,
+            customer_phone=row.customer_phone,
+            customer_phone_normalized=row.customer_phone_normalized,
+            processing_status=row.processing_status,
+            duration_seconds=row.duration_seconds,
+            source_provider=row.source,
+            caller=row.caller,
+            callee=row.callee,
+            outcome=row.outcome,
+            callcenter_number=row.callcenter_number,
+            callcenter_name=row.callcenter_name,
+            note=row.note,
+            content_type=row.content_type,
+        )
+        for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
+            if value is not None:
+                setattr(out, name, value)
+        if row.processing_status == "stored" and row.sha256 is not None:
+            out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
+        return out
+
+    @staticmethod
+    def _job(job: SyncJob) -> pb.SyncJob:
+        out = pb.SyncJob(
+            id=job.id,
+            provider_id=job.provider_id,
+            trigger=job.trigger,
+            state=job.state,
+            calls_seen=job.calls_seen,
+            recordings_stored=job.recordings_stored,
+            bytes_stored=job.bytes_stored,
+            failures=job.failures,
+            created_at=timestamp(job.created_at),
+        )
+        if job.error:
+            out.error = job.error
+        if job.started_at:
+            out.started_at.CopyFrom(timestamp(job.started_at))
+        if job.finished_at:
+            out.finished_at.CopyFrom(timestamp(job.finished_at))
+        return out
+
+    async def ListRecordings(self, request: pb.ListRecordingsRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *VIEW)
+        query = build_query(
+            limit=request.limit if request.HasField("limit") else None,
+            offset=request.offset,
+            direction=request.direction,
+            source_provider=request.source_provider,
+            provider_id=request.provider_id,
+            call_date_from=request.call_date_from,
+            call_date_to=request.call_date_to,
+            customer_phone=request.customer_phone,
+            customer_phone_normalized=request.customer_phone_normalized,
+            search=request.search,
+            tag=request.tag,
+            score_min=request.score_min if request.HasField("score_min") else None,
+            score_max=request.score_max if request.HasField("score_max") else None,
+            sort_by=request.sort_by,
+            sort_dir=request.sort_dir,
+            tz=self._tz,
+        )
+        rows, total = await self._store.search(business, query)
+        return pb.ListRecordingsResponse(
+            items=[self._recording(r) for r in rows], total=total, limit=query.limit, offset=query.offset
+        )
+
+    async def GetRecording(self, request: pb.GetRecordingRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *VIEW)
+        return self._recording(await self._store.get(business, request.id))
+
+    async def DownloadRecording(
+        self, request: pb.DownloadRecordingRequest, context: StreamingContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        business = await self._auth.business(context, *VIEW)
+        row, span, chunks = await self._store.open_audio(
+            business, request.id, metadata_value(context, "range"), request.offset, request.length
+        )
+        headers = [
+            ("content-length", str(span.end - span.start)),
+            ("etag", f'"{row.sha256}"'),
+            ("accept-ranges", "bytes"),
+        ]
+        if span.partial:
+            headers += [
+                ("content-range", f"bytes {span.start}-{span.end - 1}/{span.size}"),
+                ("x-http-code", "206"),
+            ]
+        await context.send_initial_metadata(headers)
+        async for chunk in chunks:
+            yield httpbody_pb2.HttpBody(content_type=row.content_type, data=chunk)
+
+    async def CreateRecording(self, request: pb.CreateRecordingRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *MANAGE)
+        if not request.call_at:
+            raise InvalidArgument("callAt", "is required")
+        try:
+            call_at = datetime.fromisoformat(request.call_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument("callAt", "must be an ISO 8601 date-time with an offset") from None
+        if call_at.tzinfo is None:
+            call_at = call_at.replace(tzinfo=self._tz)
+        row, created = await self._store.register_upload(
+            business,
+            NewUpload(
+                data_id=request.data_id,
+                call_at=call_at,
+                direction=request.direction,
+                customer_phone=request.customer_phone,
+                callcenter_number=request.callcenter_number,
+                callcenter_name=request.callcenter_name,
+                tag=request.tag if request.HasField("tag") else None,
+                score=request.score if request.HasField("score") else None,
+                note=request.note,
+                content_type=request.content_type or "audio/wav",
+                duration_seconds=request.duration_seconds,
+            ),
+        )
+        return pb.CreateRecordingResponse(
+            id=row.id, upload_url=audio_path(row.id), created=created, processing_status=row.processing_status
+        )
+
+    async def UploadRecordingAudio(
+        self, request_iterator: AsyncIterator[pb.UploadRecordingAudioRequest], context: MetadataContext
+    ) -> Any:
+        business = await self._auth.business(context, *MANAGE)
+        first = await anext(request_iterator, None)
+        if first is None or not first.id:
+            raise InvalidArgument("id", "the first message must name the recording")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if first.chunk:
+                yield first.chunk
+            async for message in request_iterator:
+                yield message.chunk
+
+        row = await self._store.store_upload(
+            business,
+            first.id,
+            chunks(),
+            content_type=first.content_type or None,
+            expected_sha256=first.sha256 or None,
+        )
+        return self._recording(row)
+
+    async def DeleteRecording(self, request: pb.DeleteRecordingRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *MANAGE)
+        await self._store.delete(business, request.id)
+        return pb.DeleteRecordingResponse(ok=True)
+
+    async def SyncProvider(self, request: pb.SyncProviderRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *SYNC)
+        return self._job(await self._sync.request_sync(business, request.id))
+
+    async def GetSyncJob(self, request: pb.GetSyncJobRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *SYNC)
+        return self._job(await self._jobs.get(business, request.id))
+
+    async def ListSyncJobs(self, request: pb.ListSyncJobsRequest, context: MetadataContext) -> Any:
+        business = await self._auth.business(context, *SYNC)
+        jobs = await self._jobs.recent(
+            business, request.provider_id or None, request.limit if request.HasField("limit") else None
+        )
+        return pb.ListSyncJobsResponse(items=[self._job(j) for j in jobs])

@@ -1,0 +1,121 @@
+"""Calls a connector listed, as Recording rows: mapped once, upserted idempotently.
+
+A call is keyed by (business, origin = provider id, external id), so listing the same
+call again (overlapping windows, a listing restarted after a failure, a pull resumed
+after a crash) updates one row and never adds a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel, col
+
+from service.connectors.base import CallRecord, Direction
+from service.ids import uuid7
+from service.recordings.phones import normalize
+from service.storage.models import Recording
+
+PENDING, STORED, FAILED, NO_AUDIO = "pending", "stored", "failed", "no_audio"
+KEY = ("business_id", "origin", "external_id")
+MAX_EXTERNAL_ID = 200
+MAX_REF = 2000
+MAX_PARTY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Whose calls these are: the same for every row of one pull."""
+
+    business_id: str
+    provider_id: str
+    kind: str
+    region: str
+
+
+def insert_for(dialect: str, model: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ON CONFLICT, on the two databases callvault runs on."""
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise ValueError(f"unsupported database dialect {dialect!r}")
+
+
+def parties(record: CallRecord) -> tuple[str, str]:
+    """(customer, call-center number): the customer is the external party, the callee of
+    an outbound call and the caller otherwise (internal calls have no better choice)."""
+    if record.direction is Direction.OUTBOUND:
+        return record.callee, record.caller
+    return record.caller, record.callee
+
+
+def is_storable(record: CallRecord) -> bool:
+    """Whether the record's key and ref fit their columns; truncating either would merge calls."""
+    ref = record.recording_ref
+    return 0 < len(record.external_id) <= MAX_EXTERNAL_ID and (ref is None or len(ref) <= MAX_REF)
+
+
+def row_values(record: CallRecord, origin: Origin, now: datetime) -> dict[str, Any]:
+    """The columns a listing sets, for one call. Free-text parties are clipped to their columns."""
+    customer, callcenter = (p[:MAX_PARTY] for p in parties(record))
+    return {
+        "id": uuid7(),
+        "business_id": origin.business_id,
+        "origin": origin.provider_id,
+        "provider_id": origin.provider_id,
+        "source": origin.kind,
+        "external_id": record.external_id,
+        "call_at": record.started_at,
+        "duration_seconds": record.duration_seconds,
+        "direction": record.direction.value,
+        "outcome": record.outcome.value,
+        "caller": record.caller[:MAX_PARTY],
+        "callee": record.callee[:MAX_PARTY],
+        "customer_phone": customer,
+        "customer_phone_normalized": normalize(customer, origin.region),
+        "callcenter_number": callcenter,
+        "processing_status": PENDING if record.recording_ref else NO_AUDIO,
+        "recording_ref": record.recording_ref or None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def unique_rows(records: Iterable[CallRecord], origin: Origin, now: datetime) -> list[dict[str, Any]]:
+    """One row per external id (the last listed wins): PostgreSQL refuses a statement
+    that would update the same row twice."""
+    rows = {r.external_id: row_values(r, origin, now) for r in records}
+    return list(rows.values())
+
+
+def upsert(dialect: str, rows: Sequence[dict[str, Any]]) -> postgresql.Insert | sqlite.Insert:
+    """Insert new calls; for known ones refresh what the provider says about the call, and
+    never touch what callvault owns (stored audio, tags, notes). A call whose recording
+    appears later goes from no_audio to pending."""
+    stmt = insert_for(dialect, Recording).values(list(rows))
+    new = stmt.excluded
+    status = col(Recording.processing_status)
+    refreshed = (
+        "call_at",
+        "duration_seconds",
+        "direction",
+        "outcome",
+        "caller",
+        "callee",
+        "customer_phone",
+        "customer_phone_normalized",
+        "callcenter_number",
+        "updated_at",
+    )
+    changes: dict[str, Any] = {name: new[name] for name in refreshed}
+    changes["recording_ref"] = func.coalesce(new.recording_ref, col(Recording.recording_ref))
+    changes["processing_status"] = case(
+        ((status == NO_AUDIO) & new.recording_ref.is_not(None), PENDING), else_=status
+    )
+    return stmt.on_conflict_do_update(index_elements=list(KEY), set_=changes)

@@ -1,0 +1,74 @@
+"""The lease on a provider's ProviderSync row: one process at a time pulls a provider.
+
+Every step is a single conditional UPDATE whose row count says whether it took, so it is
+atomic on SQLite and PostgreSQL alike and needs no locks held across a pull. A lease
+expires on its own, so a crashed holder blocks its providers for at most lease_seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
+
+from service.recordings.ingest import insert_for
+from service.storage.db import Database
+from service.storage.models import ProviderSync, utcnow
+
+
+class ProviderGone(Exception):
+    """The provider was deleted: its sync row (or the provider row itself) is gone."""
+
+
+async def ensure_state(db: Database, provider_id: str, business_id: str) -> None:
+    """Create the provider's ProviderSync row unless it exists (first pull or request)."""
+    stmt = insert_for(db.dialect, ProviderSync).values(provider_id=provider_id, business_id=business_id)
+    async with db.session() as session:
+        try:
+            await session.exec(stmt.on_conflict_do_nothing(index_elements=["provider_id"]))
+            await session.commit()
+        except IntegrityError:  # the foreign key: no such provider any more
+            raise ProviderGone() from None
+
+
+class Lease:
+    """Claims, renews and releases leases for one owner (one process)."""
+
+    def __init__(self, db: Database, owner: str, seconds: float) -> None:
+        self._db = db
+        self.owner = owner
+        self.seconds = seconds
+
+    async def claim(self, provider_id: str) -> bool:
+        """Take the lease if nobody holds a live one; True if we got it."""
+        now = utcnow()
+        free = or_(col(ProviderSync.lease_until).is_(None), col(ProviderSync.lease_until) < now)
+        return await self._update(provider_id, free, owner=self.owner, until=self._until(now))
+
+    async def renew(self, provider_id: str) -> bool:
+        """Extend our lease; False if it is no longer ours (taken over, or the row deleted)."""
+        mine = col(ProviderSync.lease_owner) == self.owner
+        return await self._update(provider_id, mine, owner=self.owner, until=self._until(utcnow()))
+
+    async def release(self, provider_id: str) -> None:
+        """Let others pull the provider now rather than when the lease would lapse."""
+        mine = col(ProviderSync.lease_owner) == self.owner
+        await self._update(provider_id, mine, owner=None, until=None)
+
+    def _until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.seconds)
+
+    async def _update(
+        self, provider_id: str, condition: ColumnElement[bool], *, owner: str | None, until: datetime | None
+    ) -> bool:
+        stmt = (
+            update(ProviderSync)
+            .where(col(ProviderSync.provider_id) == provider_id, condition)
+            .values(lease_owner=owner, lease_until=until)
+        )
+        async with self._db.session() as session:
+            result = await session.exec(stmt)
+            await session.commit()
+        return bool(result.rowcount == 1)

@@ -1,0 +1,635 @@
+"""The puller: every active provider's calls and recordings, brought into callvault's store.
+
+A pull of one provider, under its lease:
+
+1. list the calls in [cursor - overlap, now) (the first pull looks `initial_lookback_days`
+   back) and upsert each into Recording; a listing that fails is retried from the start
+   of the window, since upserts are idempotent and an async iterator cannot be resumed;
+2. move the cursor to `now`, only once every listed call is upserted;
+3. stream every pending recording of the provider (this pull's and earlier ones') into the
+   blob store while hashing it, and only then mark the row stored.
+
+So a crash anywhere resumes from the cursor with nothing lost and nothing twice: rows are
+unique by (business, provider, external id), blobs are content-addressed, and a row is
+"stored" only after its blob exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.blobs.base import BlobError, BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
+from service.config import Settings
+from service.connectors.base import CallRecord, Connector, ConnectorError, RecordingNotFound
+from service.errors import KindNotSupported, ProviderNotFound
+from service.ids import uuid7
+from service.providers.store import ProviderStore
+from service.recordings import progress as jobs
+from service.recordings.ingest import FAILED, PENDING, STORED, Origin, is_storable, unique_rows, upsert
+from service.recordings.lease import Lease, ProviderGone, ensure_state
+from service.recordings.retry import RetryPolicy, is_retryable, retrying
+from service.sealing import SealingError
+from service.storage.db import Database
+from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc, utcnow
+
+log = logging.getLogger("callvault.sync")
+
+DELETED = "provider deleted"
+INACTIVE = "provider inactive"
+LEASE_LOST = "lease lost to another process"
+INTERNAL = "internal error"
+UPSERT_BATCH = 100  # calls per upsert statement (and transaction)
+PENDING_BATCH = 200  # pending recordings read at a time
+FAILURE_BACKOFF_SECONDS = 60.0  # a failing provider waits 1, 2, 4... minutes, up to its interval
+
+
+class ProviderBusy(Exception):
+    """Another process holds the provider's lease; a given job stays queued."""
+
+
+class PullFailed(Exception):
+    """A pull stopped for a reason that is not the provider's answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyRecording(Exception):
+    """The provider sent no bytes: nothing to store, and a zero-byte "recording" helps nobody."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    id: str
+    ref: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pull:
+    """One pull in progress: what every step of it needs."""
+
+    provider: Provider
+    origin: Origin
+    connector: Connector
+    progress: jobs.Progress
+    slots: asyncio.Semaphore  # this provider's share of the downloads
+
+    @property
+    def context(self) -> dict[str, object]:
+        return {"provider_id": self.provider.id, "job_id": self.progress.job.id}
+
+
+def default_owner() -> str:
+    """Unique per process: a restarted process must not inherit its predecessor's leases."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def interval_of(provider: Provider, default_minutes: int) -> timedelta:
+    minutes = provider.settings.get("pollIntervalMinutes")
+    if isinstance(minutes, int) and not isinstance(minutes, bool) and minutes > 0:
+        return timedelta(minutes=minutes)
+    return timedelta(minutes=default_minutes)
+
+
+def failure_backoff(failures: int, interval: timedelta) -> timedelta:
+    """How long a provider rests after `failures` failed pulls in a row: doubling, capped."""
+    seconds = FAILURE_BACKOFF_SECONDS * 2.0 ** min(max(failures - 1, 0), 32)
+    return min(timedelta(seconds=seconds), interval)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first error inside (nested) task-group errors: the one that stopped the pull."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def failure_message(error: BaseException) -> str | None:
+    """The short, secret-free reason a pull failed, or None for an unexpected error."""
+    error = root_cause(error)
+    if isinstance(error, ConnectorError | PullFailed):
+        return error.message
+    if isinstance(error, ProviderGone | ProviderNotFound):
+        return DELETED
+    if isinstance(error, KindNotSupported):
+        return "provider kind not supported"
+    if isinstance(error, SealingError):
+        return "credentials cannot be opened"
+    if isinstance(error, BlobError):
+        return "blob store unavailable"
+    return None
+
+
+def recording_failure(error: BaseException) -> tuple[str, bool] | None:
+    """(message, final) when `error` is this recording's problem; None when it is the
+    provider's (bad credentials, refused address) and the whole pull must stop."""
+    if isinstance(error, ConnectorError):
+        return (error.message, False) if error.retryable or isinstance(error, RecordingNotFound) else None
+    if isinstance(error, BlobVerificationFailed):
+        return "incomplete download", False
+    if isinstance(error, BlobTooLarge):
+        return "recording too large", True
+    if isinstance(error, EmptyRecording):
+        return "empty recording", False
+    return None
+
+
+def download_retryable(error: BaseException) -> bool:
+    """A body cut short can surface as a short blob rather than a connector error."""
+    return is_retryable(error) or isinstance(error, BlobVerificationFailed)
+
+
+class Puller:
+    def __init__(
+        self,
+        db: Database,
+        providers: ProviderStore,
+        blobs: BlobStore,
+        settings: Settings,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self._db = db
+        self._providers = providers
+        self._blobs = blobs
+        self._settings = settings
+        self._sync = settings.sync
+        self._retry = RetryPolicy.from_settings(settings.sync)
+        self._lease = Lease(db, owner or default_owner(), settings.sync.lease_seconds)
+        self._downloads = asyncio.Semaphore(settings.sync.concurrency)
+        self._wakeup = asyncio.Event()
+        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def owner(self) -> str:
+        return self._lease.owner
+
+    # -- scheduling -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start due pulls every tick (or when woken) until cancelled; one provider's
+        failure is logged and never stops the loop."""
+        self._runner = asyncio.current_task()
+        log.info("puller started", extra={"owner": self.owner})
+        try:
+            while not self._closed:
+                self._wakeup.clear()
+                try:
+                    await self._schedule()
+                except Exception:
+                    log.exception("scheduling pass failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self._sync.tick_seconds)
+        finally:
+            await self._cancel_pulls()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        """Stop scheduling and cancel pulls in flight; each ends its job as interrupted and
+        releases its lease, and its provider resumes from the cursor next time."""
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None and runner is not asyncio.current_task():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        await self._cancel_pulls()
+
+    async def _cancel_pulls(self) -> None:
+        tasks = list(self._pulls.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        await self._fail_orphaned_jobs()
+        for provider_id, job in (await self._due()).items():
+            if provider_id not in self._pulls and not self._closed:
+                task = asyncio.create_task(self._pull_logged(provider_id, job), name=f"pull {provider_id}")
+                self._pulls[provider_id] = task
+                task.add_done_callback(functools.partial(self._forget, provider_id))
+
+    def _forget(self, provider_id: str, _task: asyncio.Task[None]) -> None:
+        self._pulls.pop(provider_id, None)
+
+    async def _pull_logged(self, provider_id: str, job: SyncJob | None) -> None:
+        try:
+            await self.pull(provider_id, job)
+        except ProviderBusy:
+            log.debug("provider leased elsewhere", extra={"provider_id": provider_id})
+        except ProviderNotFound:
+            pass  # deleted since the scheduling pass
+        except Exception:
+            log.exception("pull crashed", extra={"provider_id": provider_id})
+
+    async def _due(self) -> dict[str, SyncJob | None]:
+        """Providers to pull now, with the oldest queued job of each (None: a scheduled run).
+        Providers leased by another process are left out."""
+        now = utcnow()
+        free = or_(col(ProviderSync.lease_until).is_(None), col(ProviderSync.lease_until) < now)
+        joined = col(ProviderSync.provider_id) == col(Provider.id)
+        queued = (
+            select(SyncJob)
+            .join(Provider, col(Provider.id) == col(SyncJob.provider_id))
+            .outerjoin(ProviderSync, joined)
+            .where(col(SyncJob.state) == jobs.QUEUED, free)
+            .order_by(col(SyncJob.id))
+        )
+        scheduled = (
+            select(Provider.id)
+            .outerjoin(ProviderSync, joined)
+            .where(
+                col(Provider.is_active),
+                free,
+                or_(
+                    col(ProviderSync.provider_id).is_(None),
+                    col(ProviderSync.next_run_at).is_(None),
+                    col(ProviderSync.next_run_at) <= now,
+                ),
+            )
+        )
+        due: dict[str, SyncJob | None] = {}
+        async with self._db.session() as session:
+            for job in (await session.exec(queued)).all():
+                due.setdefault(job.provider_id, job)
+            for provider_id in (await session.exec(scheduled)).all():
+                due.setdefault(provider_id, None)
+        return due
+
+    async def _fail_orphaned_jobs(self) -> None:
+        """Queued jobs of deleted providers would wait for ever: end them."""
+        async with self._db.session() as session:
+            await session.exec(
+                update(SyncJob)
+                .where(
+                    col(SyncJob.state) == jobs.QUEUED, col(SyncJob.provider_id).not_in(select(Provider.id))
+                )
+                .values(state=jobs.FAILED, error=DELETED, finished_at=utcnow())
+            )
+            await session.commit()
+
+    # -- on demand --------------------------------------------------------------------
+
+    async def request_sync(self, business_id: str, provider_id: str) -> SyncJob:
+        """Queue a manual pull (or answer the one already queued or running) and wake the loop."""
+        async with self._db.session() as session:
+            provider = await self._provider(session, provider_id)
+        if provider is None or provider.business_id != business_id:
+            raise ProviderNotFound()
+        try:
+            await ensure_state(self._db, provider.id, provider.business_id)
+        except ProviderGone:
+            raise ProviderNotFound() from None
+        job = await self._open_job(provider.id) or await self._queue_job(provider)
+        self.wake()
+        return job
+
+    async def _open_job(self, provider_id: str) -> SyncJob | None:
+        """The provider's queued job, or its running one if its puller still holds the lease."""
+        async with self._db.session() as session:
+            found = await session.exec(
+                select(SyncJob)
+                .where(
+                    col(SyncJob.provider_id) == provider_id,
+                    col(SyncJob.state).in_((jobs.QUEUED, jobs.RUNNING)),
+                )
+                .order_by(col(SyncJob.id))
+            )
+            open_jobs = list(found.all())
+            state = await session.get(ProviderSync, provider_id)
+        leased = state is not None and state.lease_until is not None and as_utc(state.lease_until) > utcnow()
+        return next((j for j in open_jobs if j.state == jobs.QUEUED or leased), None)
+
+    async def _queue_job(self, provider: Provider) -> SyncJob:
+        job = SyncJob(id=uuid7(), business_id=provider.business_id, provider_id=provider.id, trigger="manual")
+        async with self._db.session() as session:
+            session.add(job)
+            await session.exec(
+                update(ProviderSync)
+                .where(col(ProviderSync.provider_id) == provider.id)
+                .values(next_run_at=utcnow())
+            )
+            await session.commit()
+        log.info("sync requested", extra={"provider_id": provider.id, "job_id": job.id})
+        return job
+
+    # -- one pull ---------------------------------------------------------------------
+
+    async def pull(self, provider_id: str, job: SyncJob | None = None) -> SyncJob:
+        """Pull one provider under its lease and return the finished job.
+
+        Raises ProviderBusy when another process holds the lease, and ProviderNotFound for
+        an unknown provider when no job is given (a given job ends "provider deleted").
+        """
+        async with self._db.session() as session:
+            provider = await self._provider(session, provider_id)
+        try:
+            if provider is None:
+                raise ProviderGone()
+            await ensure_state(self._db, provider.id, provider.business_id)
+        except ProviderGone:
+            if job is None:
+                raise ProviderNotFound() from None
+            return await jobs.fail_queued(self._db, job, DELETED)
+        if not await self._lease.claim(provider.id):
+            raise ProviderBusy(provider.id)
+        try:
+            started = await jobs.start_job(self._db, provider.id, provider.business_id, job)
+            if started is None:  # another process ran the queued job meanwhile
+                assert job is not None
+                return await jobs.reload(self._db, job)
+            return await self._run_job(provider, jobs.Progress(self._db, started))
+        finally:
+            await self._lease.release(provider.id)
+
+    async def _run_job(self, provider: Provider, progress: jobs.Progress) -> SyncJob:
+        context = {"provider_id": provider.id, "job_id": progress.job.id, "kind": provider.kind}
+        log.info("pull started", extra=context)
+        try:
+            await self._with_lease_kept(provider.id, self._pull_provider(provider, progress))
+            await self._record_success(provider)
+        except asyncio.CancelledError:
+            await progress.finish(jobs.FAILED, jobs.INTERRUPTED)
+            log.info("pull interrupted", extra=context)
+            raise
+        except Exception as error:
+            message = failure_message(error)
+            if message is None:
+                log.error("pull failed unexpectedly", extra=context, exc_info=root_cause(error))
+                message = INTERNAL
+            if message != DELETED:
+                await self._record_failure(provider, message)
+            job = await progress.finish(jobs.FAILED, message)
+            log.warning("pull failed", extra={**context, "error": message, **self._counts(job)})
+            return job
+        job = await progress.finish(jobs.SUCCEEDED)
+        log.info("pull finished", extra={**context, **self._counts(job)})
+        return job
+
+    @staticmethod
+    def _counts(job: SyncJob) -> dict[str, object]:
+        return {
+            "calls_seen": job.calls_seen,
+            "recordings_stored": job.recordings_stored,
+            "bytes_stored": job.bytes_stored,
+            "failures": job.failures,
+        }
+
+    async def _with_lease_kept(self, provider_id: str, work: Awaitable[None]) -> None:
+        """Run `work` while renewing the lease; losing the lease stops it (as a task-group error)."""
+        async with asyncio.TaskGroup() as group:
+            keeper = group.create_task(self._keep_lease(provider_id))
+            try:
+                await work
+            finally:
+                keeper.cancel()
+
+    async def _keep_lease(self, provider_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease.seconds / 3)
+            if not await self._lease.renew(provider_id):
+                async with self._db.session() as session:
+                    gone = await self._provider(session, provider_id) is None
+                raise ProviderGone() if gone else PullFailed(LEASE_LOST)
+
+    async def _pull_provider(self, provider: Provider, progress: jobs.Progress) -> None:
+        if not provider.is_active:
+            raise PullFailed(INACTIVE)
+        kind, config = await self._providers.open_config(provider.business_id, provider.id)
+        try:
+            connector = kind.connector(config, self._settings.network)
+        except ValueError:
+            raise PullFailed("invalid provider configuration") from None
+        try:
+            origin = Origin(provider.business_id, provider.id, provider.kind, self._settings.phone_region)
+            slots = asyncio.Semaphore(self._sync.per_provider_concurrency)
+            run = _Pull(provider, origin, connector, progress, slots)
+            await self._list_calls(run)
+            await self._download_pending(run)
+        finally:
+            await connector.aclose()
+
+    async def _record_success(self, provider: Provider) -> None:
+        now = utcnow()
+        values = {
+            "last_error": None,
+            "consecutive_failures": 0,
+            "last_success_at": now,
+            "next_run_at": now + interval_of(provider, self._sync.default_interval_minutes),
+        }
+        if not await self._update_state(provider.id, values):
+            raise ProviderGone()
+
+    async def _record_failure(self, provider: Provider, message: str) -> None:
+        async with self._db.session() as session:
+            state = await session.get(ProviderSync, provider.id)
+        failures = (state.consecutive_failures if state else 0) + 1
+        wait = failure_backoff(failures, interval_of(provider, self._sync.default_interval_minutes))
+        values = {
+            "last_error": message[:200],
+            "consecutive_failures": failures,
+            "next_run_at": utcnow() + wait,
+        }
+        await self._update_state(provider.id, values)
+
+    async def _update_state(self, provider_id: str, values: Mapping[str, object]) -> bool:
+        async with self._db.session() as session:
+            result = await session.exec(
+                update(ProviderSync).where(col(ProviderSync.provider_id) == provider_id).values(values)
+            )
+            await session.commit()
+        return bool(result.rowcount == 1)
+
+    @staticmethod
+    async def _provider(session: AsyncSession, provider_id: str) -> Provider | None:
+        return (await session.exec(select(Provider).where(col(Provider.id) == provider_id))).first()
+
+    # -- listing ----------------------------------------------------------------------
+
+    async def _list_calls(self, run: _Pull) -> None:
+        """List and upsert the window, restarting the listing on a retryable failure, then
+        move the cursor: only now is every call before `until` known to be in Recording."""
+        since, until = await self._window(run.provider.id)
+        on_retry = functools.partial(self._log_retry, run, "listing")
+        await retrying(lambda: self._list_once(run, since, until), self._retry, on_retry=on_retry)
+        if not await self._update_state(run.provider.id, {"cursor": until}):
+            raise ProviderGone()
+        await run.progress.save()
+
+    async def _window(self, provider_id: str) -> tuple[datetime, datetime]:
+        async with self._db.session() as session:
+            state = await session.get(ProviderSync, provider_id)
+        until = utcnow()
+        if state is None or state.cursor is None:
+            return until - timedelta(days=self._sync.initial_lookback_days), until
+        return as_utc(state.cursor) - timedelta(minutes=self._sync.overlap_minutes), until
+
+    async def _list_once(self, run: _Pull, since: datetime, until: datetime) -> None:
+        run.progress.job.calls_seen = 0  # a restarted listing counts from the start again
+        batch: list[CallRecord] = []
+        async for record in run.connector.list_calls(since, until):
+            batch.append(record)
+            if len(batch) >= UPSERT_BATCH:
+                await self._upsert(run, batch)
+                batch = []
+        await self._upsert(run, batch)
+
+    async def _upsert(self, run: _Pull, records: Sequence[CallRecord]) -> None:
+        storable = [r for r in records if is_storable(r)]
+        if len(storable) < len(records):
+            log.warning(
+                "calls with oversized ids skipped",
+                extra={**run.context, "calls": len(records) - len(storable)},
+            )
+        if storable:
+            async with self._db.session() as session:
+                await self._hold_provider(session, run.provider.id)
+                await session.exec(upsert(self._db.dialect, unique_rows(storable, run.origin, utcnow())))
+                await session.commit()
+        run.progress.job.calls_seen += len(records)
+        await run.progress.tick()
+
+    @staticmethod
+    async def _hold_provider(session: AsyncSession, provider_id: str) -> None:
+        """Within the upsert's transaction: the provider still exists, and (on PostgreSQL,
+        FOR SHARE) cannot be deleted before the commit, so no row outlives its provider's
+        deletion still pointing at it."""
+        query = select(Provider.id).where(col(Provider.id) == provider_id).with_for_update(read=True)
+        if (await session.exec(query)).first() is None:
+            raise ProviderGone()
+
+    # -- downloads --------------------------------------------------------------------
+
+    async def _download_pending(self, run: _Pull) -> None:
+        """Every pending recording of the provider, a batch at a time; a provider-level error
+        (bad credentials) stops the batch, a recording's own failure only that recording."""
+        after = ""
+        while batch := await self._pending(run.provider.id, after):
+            async with asyncio.TaskGroup() as group:
+                for item in batch:
+                    group.create_task(self._download(run, item))
+            after = batch[-1].id
+
+    async def _pending(self, provider_id: str, after: str) -> list[_Pending]:
+        query = (
+            select(Recording.id, Recording.recording_ref, Recording.attempts)
+            .where(
+                col(Recording.provider_id) == provider_id,
+                col(Recording.processing_status) == PENDING,
+                col(Recording.recording_ref).is_not(None),
+                col(Recording.id) > after,
+            )
+            .order_by(col(Recording.id))
+            .limit(PENDING_BATCH)
+        )
+        async with self._db.session() as session:
+            rows = (await session.exec(query)).all()
+        return [_Pending(rec_id, ref or "", attempts) for rec_id, ref, attempts in rows]
+
+    async def _download(self, run: _Pull, item: _Pending) -> None:
+        async with run.slots, self._downloads:
+            try:
+                on_retry = functools.partial(self._log_retry, run, "download")
+                fetch = functools.partial(self._fetch, run.connector, item.ref)
+                blob, content_type = await retrying(
+                    fetch, self._retry, retryable=download_retryable, on_retry=on_retry
+                )
+            except Exception as error:
+                failure = recording_failure(error)
+                if failure is None:
+                    raise
+                await self._record_attempt(run, item, *failure)
+                return
+        await self._mark_stored(run, item, blob, content_type)
+
+    async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
+        """One download, streamed into the blob store; the blob is only there if complete."""
+        async with connector.open_recording(ref) as stream:
+            blob = await self._blobs.put(
+                stream.chunks, expected_size=stream.length, max_size=self._sync.max_recording_bytes
+            )
+            content_type = stream.content_type
+        if blob.size == 0:
+            raise EmptyRecording()
+        return blob, content_type
+
+    async def _mark_stored(self, run: _Pull, item: _Pending, blob: BlobInfo, content_type: str) -> None:
+        values = {
+            "sha256": blob.sha256,
+            "size": blob.size,
+            "content_type": (content_type or "application/octet-stream")[:100],
+            "processing_status": STORED,
+            "last_error": None,
+            "updated_at": utcnow(),
+        }
+        if await self._update_pending(item.id, values):
+            run.progress.job.recordings_stored += 1
+            run.progress.job.bytes_stored += blob.size
+        await run.progress.tick()
+
+    async def _record_attempt(self, run: _Pull, item: _Pending, message: str, final: bool) -> None:
+        """Count a failed download; after `recording_attempts` of them the recording is failed."""
+        attempts = item.attempts + 1
+        gave_up = final or attempts >= self._sync.recording_attempts
+        values = {
+            "attempts": attempts,
+            "last_error": message[:200],
+            "processing_status": FAILED if gave_up else PENDING,
+            "updated_at": utcnow(),
+        }
+        await self._update_pending(item.id, values)
+        run.progress.job.failures += 1
+        log.warning(
+            "recording download failed",
+            extra={
+                **run.context,
+                "recording_id": item.id,
+                "attempts": attempts,
+                "gave_up": gave_up,
+                "error": message,
+            },
+        )
+        await run.progress.tick()
+
+    async def _update_pending(self, recording_id: str, values: Mapping[str, object]) -> bool:
+        """Update a recording that is still pending (not deleted or stored meanwhile)."""
+        async with self._db.session() as session:
+            result = await session.exec(
+                update(Recording)
+                .where(col(Recording.id) == recording_id, col(Recording.processing_status) == PENDING)
+                .values(values)
+            )
+            await session.commit()
+        return bool(result.rowcount == 1)
+
+    @staticmethod
+    def _log_retry(run: _Pull, operation: str, error: BaseException, retry: int, wait: float) -> None:
+        reason = error.message if isinstance(error, ConnectorError) else type(error).__name__
+        log.info(
+            "retrying",
+            extra={
+                **run.context,
+                "operation": operation,
+                "retry": retry,
+                "wait_seconds": round(wait, 3),
+                "error": reason,
+            },
+        )

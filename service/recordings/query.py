@@ -1,0 +1,106 @@
+"""The recordings list query: validated once, from the mirrored API's parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from service.errors import InvalidArgument
+from service.kinds import KINDS
+
+TAGS = ("normal", "short", "wrong_or_spam", "no_answer", "other")
+SORTS = {"callAt": "call_at", "duration": "duration_seconds", "score": "score"}
+MAX_LIMIT, DEFAULT_LIMIT = 200, 20
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingQuery:
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+    direction: str | None = None
+    source: str | None = None
+    provider_id: str | None = None
+    call_from: datetime | None = None
+    call_to: datetime | None = None  # exclusive
+    customer_phone: str | None = None
+    customer_phone_normalized: str | None = None
+    search: str | None = None
+    tag: str | None = None  # a tag, or "none" for untagged
+    score_min: float | None = None
+    score_max: float | None = None
+    sort_column: str = "call_at"
+    descending: bool = True
+
+
+def _instant(value: str, field: str, tz: ZoneInfo, *, end: bool) -> datetime:
+    """ISO 8601 instant, or a date meaning that whole day in the business's time zone."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime.combine(day, time(), tz)
+            return start + timedelta(days=1) if end else start
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgument(field, "must be an ISO 8601 date or date-time") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    # The upper bound is kept exclusive: an instant given as "to" is itself included.
+    return parsed + timedelta(microseconds=1) if end else parsed
+
+
+def build_query(
+    *,
+    limit: int | None,
+    offset: int,
+    direction: str,
+    source_provider: str,
+    provider_id: str,
+    call_date_from: str,
+    call_date_to: str,
+    customer_phone: str,
+    customer_phone_normalized: str,
+    search: str,
+    tag: str,
+    score_min: float | None,
+    score_max: float | None,
+    sort_by: str,
+    sort_dir: str,
+    tz: ZoneInfo,
+) -> RecordingQuery:
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise InvalidArgument("offset", "must not be negative")
+    if direction and direction not in ("in", "out"):
+        raise InvalidArgument("direction", "must be in or out")
+    if source_provider and source_provider not in (*KINDS, "upload"):
+        raise InvalidArgument("sourceProvider", f"must be one of {', '.join((*sorted(KINDS), 'upload'))}")
+    if tag and tag not in (*TAGS, "none"):
+        raise InvalidArgument("tag", f"must be one of {', '.join((*TAGS, 'none'))}")
+    if sort_by and sort_by not in SORTS:
+        raise InvalidArgument("sortBy", "must be callAt, duration or score")
+    if sort_dir and sort_dir not in ("asc", "desc"):
+        raise InvalidArgument("sortDir", "must be asc or desc")
+    if score_min is not None and score_max is not None and score_min > score_max:
+        raise InvalidArgument("scoreMin", "must not be above scoreMax")
+    call_from = _instant(call_date_from, "callDateFrom", tz, end=False) if call_date_from else None
+    call_to = _instant(call_date_to, "callDateTo", tz, end=True) if call_date_to else None
+    if call_from and call_to and call_from > call_to:
+        raise InvalidArgument("callDateFrom", "must not be after callDateTo")
+    return RecordingQuery(
+        limit=limit or DEFAULT_LIMIT,
+        offset=offset,
+        direction=direction or None,
+        source=source_provider or None,
+        provider_id=provider_id or None,
+        call_from=call_from,
+        call_to=call_to,
+        customer_phone=customer_phone.strip() or None,
+        customer_phone_normalized=customer_phone_normalized.strip() or None,
+        search=search.strip() or None,
+        tag=tag or None,
+        score_min=score_min,
+        score_max=score_max,
+        sort_column=SORTS[sort_by or "callAt"],
+        descending=(sort_dir or "desc") == "desc",
+    )

@@ -1,0 +1,50 @@
+"""Per-business retention: recordings of calls older than the business's period go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from service.recordings.store import RecordingStore
+from service.storage.db import Database
+from service.storage.models import BusinessSettings, utcnow
+
+log = logging.getLogger("callvault.retention")
+
+
+async def set_retention(db: Database, business_id: str, days: int | None) -> None:
+    if days is not None and days < 1:
+        raise ValueError("retention must be at least 1 day (or off)")
+    async with db.session() as session:
+        row = await session.get(BusinessSettings, business_id) or BusinessSettings(business_id=business_id)
+        row.retention_days = days
+        session.add(row)
+        await session.commit()
+
+
+async def purge_expired(db: Database, recordings: RecordingStore) -> int:
+    async with db.session() as session:
+        query = select(BusinessSettings).where(col(BusinessSettings.retention_days).is_not(None))
+        policies = list((await session.exec(query)).all())
+    purged = 0
+    for policy in policies:
+        assert policy.retention_days is not None
+        count = await recordings.purge_older_than(
+            policy.business_id, utcnow() - timedelta(days=policy.retention_days)
+        )
+        if count:
+            log.info("retention purge", extra={"business_id": policy.business_id, "recordings": count})
+        purged += count
+    return purged
+
+
+async def run_retention(db: Database, recordings: RecordingStore, every_seconds: float = 3600.0) -> None:
+    while True:
+        try:
+            await purge_expired(db, recordings)
+        except Exception:
+            log.exception("retention purge failed; will retry")
+        await asyncio.sleep(every_seconds)

@@ -1,0 +1,324 @@
+"""Recordings of a business: list, read, register uploads, store uploaded audio, delete.
+Audio never passes through memory whole: it streams to and from the blob store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.blobs.base import BlobStore, BlobTooLarge, BlobVerificationFailed, is_sha256
+from service.errors import (
+    AudioNotStored,
+    AudioRejected,
+    AudioTooLarge,
+    InvalidArgument,
+    RangeNotSatisfiable,
+    RecordingNotFound,
+)
+from service.ids import uuid7
+from service.recordings.phones import normalize
+from service.recordings.query import TAGS, RecordingQuery
+from service.storage.db import Database
+from service.storage.models import Recording, utcnow
+
+UPLOAD = "upload"
+MAX_DATA_ID = 200
+
+
+@dataclass(frozen=True, slots=True)
+class NewUpload:
+    data_id: str
+    call_at: datetime
+    direction: str
+    customer_phone: str = ""
+    callcenter_number: str = ""
+    callcenter_name: str = ""
+    tag: str | None = None
+    score: float | None = None
+    note: str = ""
+    content_type: str = "audio/wav"
+    duration_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+    size: int
+
+    @property
+    def partial(self) -> bool:
+        return self.start > 0 or self.end < self.size
+
+
+def parse_range(header: str | None, size: int) -> ByteRange:
+    """One RFC 9110 byte range ("bytes=0-99", "bytes=100-", "bytes=-500"); anything else
+    (several ranges, other units) is ignored and the whole body is sent, as servers may."""
+    whole = ByteRange(0, size, size)
+    if not header or not header.strip().lower().startswith("bytes=") or "," in header:
+        return whole
+    first, _, last = header.strip()[6:].partition("-")
+    try:
+        if first == "":
+            suffix = int(last)
+            start, end = max(size - suffix, 0), size
+            if suffix <= 0:
+                raise RangeNotSatisfiable(size)
+        else:
+            start = int(first)
+            end = min(int(last) + 1, size) if last else size
+            if int(last or size) < start:
+                return whole
+    except ValueError:
+        return whole
+    if start >= size:
+        raise RangeNotSatisfiable(size)
+    return ByteRange(start, end, size)
+
+
+def check_upload(upload: NewUpload) -> None:
+    if not upload.data_id.strip():
+        raise InvalidArgument("dataId", "is required")
+    if len(upload.data_id) > MAX_DATA_ID:
+        raise InvalidArgument("dataId", f"must be at most {MAX_DATA_ID} characters")
+    if upload.direction not in ("in", "out"):
+        raise InvalidArgument("direction", "must be in or out")
+    if upload.tag is not None and upload.tag not in TAGS:
+        raise InvalidArgument("tag", f"must be one of {', '.join(TAGS)}")
+    if upload.score is not None and not 0 <= upload.score <= 100:
+        raise InvalidArgument("score", "must be between 0 and 100")
+    if upload.duration_seconds < 0:
+        raise InvalidArgument("durationSeconds", "must not be negative")
+    if "/" not in upload.content_type or len(upload.content_type) > 100:
+        raise InvalidArgument("contentType", "must be a media type like audio/wav")
+    if len(upload.note) > 2000:
+        raise InvalidArgument("note", "must be at most 2000 characters")
+
+
+class RecordingStore:
+    def __init__(self, db: Database, blobs: BlobStore, *, phone_region: str, max_bytes: int) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._region = phone_region
+        self._max_bytes = max_bytes
+
+    async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
+        filters = self._filters(business_id, query)
+        column = getattr(Recording, query.sort_column)
+        order = [column.desc() if query.descending else column.asc(), col(Recording.id).desc()]
+        if query.sort_column == "score":
+            order.insert(0, col(Recording.score).is_(None))  # unscored last either way
+        async with self._db.session() as session:
+            rows = await session.exec(
+                select(Recording).where(*filters).order_by(*order).offset(query.offset).limit(query.limit)
+            )
+            total = await session.exec(select(func.count()).select_from(Recording).where(*filters))
+            return list(rows.all()), int(total.one())
+
+    @staticmethod
+    def _filters(business_id: str, q: RecordingQuery) -> list[Any]:
+        where: list[Any] = [col(Recording.business_id) == business_id]
+        if q.direction:
+            where.append(col(Recording.direction) == q.direction)
+        if q.source:
+            where.append(col(Recording.source) == q.source)
+        if q.provider_id:
+            where.append(col(Recording.provider_id) == q.provider_id)
+        if q.call_from:
+            where.append(col(Recording.call_at) >= q.call_from)
+        if q.call_to:
+            where.append(col(Recording.call_at) < q.call_to)
+        if q.customer_phone:
+            where.append(col(Recording.customer_phone) == q.customer_phone)
+        if q.customer_phone_normalized:
+            where.append(col(Recording.customer_phone_normalized) == q.customer_phone_normalized)
+        if q.tag == "none":
+            where.append(col(Recording.tag).is_(None))
+        elif q.tag:
+            where.append(col(Recording.tag) == q.tag)
+        if q.score_min is not None:
+            where.append(col(Recording.score) >= q.score_min)
+        if q.score_max is not None:
+            where.append(col(Recording.score) <= q.score_max)
+        if q.search:
+            pattern = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                or_(
+                    *(
+                        col(c).ilike(pattern, escape="\\")
+                        for c in (
+                            Recording.customer_phone,
+                            Recording.customer_phone_normalized,
+                            Recording.caller,
+                            Recording.callee,
+                            Recording.callcenter_name,
+                            Recording.note,
+                            Recording.external_id,
+                        )
+                    )
+                )
+            )
+        return where
+
+    async def get(self, business_id: str, recording_id: str) -> Recording:
+        async with self._db.session() as session:
+            return await self._row(session, business_id, recording_id)
+
+    async def register_upload(self, business_id: str, upload: NewUpload) -> tuple[Recording, bool]:
+        """Idempotent on dataId: a second registration answers the first recording."""
+        check_upload(upload)
+        phone = upload.customer_phone.strip()
+        row = Recording(
+            id=uuid7(),
+            business_id=business_id,
+            origin=UPLOAD,
+            source=UPLOAD,
+            external_id=upload.data_id,
+            call_at=upload.call_at,
+            duration_seconds=upload.duration_seconds,
+            direction=upload.direction,
+            customer_phone=phone,
+            customer_phone_normalized=normalize(phone, self._region),
+            caller=phone if upload.direction == "in" else upload.callcenter_number,
+            callee=upload.callcenter_number if upload.direction == "in" else phone,
+            callcenter_number=upload.callcenter_number,
+            callcenter_name=upload.callcenter_name,
+            tag=upload.tag,
+            score=upload.score,
+            note=upload.note,
+            content_type=upload.content_type,
+            processing_status="pending",
+        )
+        async with self._db.session() as session:
+            existing = await self._by_data_id(session, business_id, upload.data_id)
+            if existing is not None:
+                return existing, False
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:  # a concurrent registration of the same dataId won
+                await session.rollback()
+                existing = await self._by_data_id(session, business_id, upload.data_id)
+                if existing is None:
+                    raise
+                return existing, False
+        return row, True
+
+    async def store_upload(
+        self,
+        business_id: str,
+        recording_id: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        expected_sha256: str | None = None,
+    ) -> Recording:
+        """Stream the audio into the blob store; the row points at it only once it is
+        complete and verified. Uploading again replaces the audio."""
+        async with self._db.session() as session:
+            row = await self._row(session, business_id, recording_id)
+        if row.origin != UPLOAD:
+            raise InvalidArgument("id", "only uploaded recordings take audio uploads")
+        if expected_sha256 is not None and not is_sha256(expected_sha256):
+            raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
+        try:
+            blob = await self._blobs.put(chunks, expected_sha256=expected_sha256, max_size=self._max_bytes)
+        except BlobVerificationFailed:
+            raise AudioRejected("the audio does not match its sha256", field="sha256") from None
+        except BlobTooLarge:
+            raise AudioTooLarge(f"the audio is over {self._max_bytes} bytes", field="chunk") from None
+        if blob.size == 0:
+            raise AudioRejected("the audio is empty", field="chunk")
+        async with self._db.session() as session:
+            row = await self._row(session, business_id, recording_id)
+            previous = row.sha256
+            row.sha256, row.size = blob.sha256, blob.size
+            row.content_type = content_type or row.content_type
+            row.processing_status, row.last_error, row.updated_at = "stored", None, utcnow()
+            session.add(row)
+            await session.commit()
+        if previous and previous != blob.sha256:
+            await self._release_blob(previous)
+        return row
+
+    async def open_audio(
+        self, business_id: str, recording_id: str, range_header: str | None, offset: int = 0, length: int = 0
+    ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
+        row = await self.get(business_id, recording_id)
+        if row.processing_status != "stored" or row.sha256 is None or row.size is None:
+            raise AudioNotStored(row.processing_status)
+        if range_header:
+            span = parse_range(range_header, row.size)
+        else:
+            if offset < 0 or length < 0 or (offset >= row.size and row.size > 0):
+                raise RangeNotSatisfiable(row.size)
+            span = ByteRange(offset, min(row.size, offset + length) if length else row.size, row.size)
+        chunks = await self._blobs.open(row.sha256, start=span.start, end=span.end)
+        return row, span, chunks
+
+    async def delete(self, business_id: str, recording_id: str) -> None:
+        async with self._db.session() as session:
+            row = await self._row(session, business_id, recording_id)
+            sha = row.sha256
+            await session.delete(row)
+            await session.commit()
+        if sha:
+            await self._release_blob(sha)
+
+    async def delete_many(self, business_id: str, recording_ids: list[str]) -> None:
+        for recording_id in recording_ids:
+            with contextlib.suppress(RecordingNotFound):
+                await self.delete(business_id, recording_id)
+
+    async def purge_older_than(self, business_id: str, cutoff: datetime, *, batch: int = 500) -> int:
+        """Retention: delete the business's recordings of calls before `cutoff`."""
+        purged = 0
+        while True:
+            async with self._db.session() as session:
+                query = select(Recording.id).where(
+                    col(Recording.business_id) == business_id, col(Recording.call_at) < cutoff
+                )
+                ids = list((await session.exec(query.limit(batch))).all())
+            if not ids:
+                return purged
+            await self.delete_many(business_id, ids)
+            purged += len(ids)
+
+    async def _release_blob(self, sha256: str) -> None:
+        """Delete a blob once no recording of any business refers to it any more."""
+        async with self._db.session() as session:
+            users = await session.exec(
+                select(func.count()).select_from(Recording).where(col(Recording.sha256) == sha256)
+            )
+            if int(users.one()) == 0:
+                await self._blobs.delete(sha256)
+
+    @staticmethod
+    async def _row(session: AsyncSession, business_id: str, recording_id: str) -> Recording:
+        row = (
+            await session.exec(
+                select(Recording).where(
+                    col(Recording.id) == recording_id, col(Recording.business_id) == business_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise RecordingNotFound()
+        return row
+
+    @staticmethod
+    async def _by_data_id(session: AsyncSession, business_id: str, data_id: str) -> Recording | None:
+        query = select(Recording).where(
+            col(Recording.business_id) == business_id,
+            col(Recording.origin) == UPLOAD,
+            col(Recording.external_id) == data_id,
+        )
+        return (await session.exec(query)).first()
