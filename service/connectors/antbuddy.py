@@ -25,13 +25,11 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import math
 import mimetypes
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,11 +43,19 @@ from service.connectors.base import (
     ConnectorError,
     Direction,
     Outcome,
-    RateLimited,
     RecordingNotFound,
     UnexpectedAnswer,
 )
-from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+from service.connectors.common import finite_float, first_sighting, object_list, required_text, utc, windows
+from service.connectors.http import (
+    NetworkPolicy,
+    audio_stream,
+    build_client,
+    connector_errors,
+    media_type,
+    raise_for_status,
+    read_json,
+)
 
 DEFAULT_BASE_URL = "https://openapi.antbuddy.com"
 HISTORIES = "/oapi/v1/call/histories"
@@ -78,8 +84,8 @@ class AntBuddyConnector:
         base_url = config.get("baseUrl") or DEFAULT_BASE_URL
         if not isinstance(base_url, str):
             raise ValueError("baseUrl is malformed")
-        self._app_id = _text(config, "appId")
-        self._secret = _text(config, "appSecret")
+        self._app_id = required_text(config, "appId")
+        self._secret = required_text(config, "appSecret")
         self._policy = policy
         self._client = build_client(policy, base_url=base_url.strip().rstrip("/"))
 
@@ -90,13 +96,13 @@ class AntBuddyConnector:
 
     async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
         """Calls started in [since, until): window by window (oldest first), page by page."""
-        since, until = _utc(since), _utc(until)
+        # Naive means UTC here, as this connector always read it; the others refuse naive times.
+        since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)
         seen: set[str] = set()
-        for first, end in _windows(since, until, WINDOW):
+        for first, end in windows(since, until, WINDOW):
             async for row in self._window_rows(first, end):
                 record = _record(row)
-                if first <= record.started_at < end and record.external_id not in seen:
-                    seen.add(record.external_id)
+                if first_sighting(record, first, end, seen):
                     yield record
 
     @asynccontextmanager
@@ -105,18 +111,12 @@ class AntBuddyConnector:
         if not _MEDIA.fullmatch(ref):
             raise RecordingNotFound()
         url = await self._media_url(ref)
-        try:
+        with connector_errors():
             async with self._client.stream("GET", url) as response:
                 # A refusal here is the storage host's (say, a signed URL that lapsed), not our key's.
                 _raise_for_status(response, missing=RecordingNotFound, denied=UnexpectedAnswer)
-                content_type = _audio_type(response, ref)
-                chunks = _chunks(response)
-                try:
-                    yield AudioStream(content_type, _length(response), chunks)
-                finally:
-                    await chunks.aclose()
-        except httpx.HTTPError as exc:
-            raise error_for(exc) from exc
+                async with audio_stream(response, _audio_type(response, ref)) as audio:
+                    yield audio
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -134,7 +134,7 @@ class AntBuddyConnector:
 
     async def _history_page(
         self, first: datetime, end: datetime, *, page: int, limit: int
-    ) -> list[Mapping[str, Any]]:
+    ) -> list[dict[str, Any]]:
         params = {
             "appId": self._app_id,
             "created_from": _stamp(first),
@@ -143,23 +143,19 @@ class AntBuddyConnector:
             "page": str(page),
         }
         params["hash"] = self._sign(params.values())  # insertion order is the documented order
-        try:
+        with connector_errors():
             async with self._client.stream("GET", HISTORIES, params=params) as response:
                 _raise_for_status(response)
                 body = await read_json(response, self._policy)
-        except httpx.HTTPError as exc:
-            raise error_for(exc) from exc
         return _rows(body)
 
     async def _media_url(self, media: str) -> str:
         params = {"appId": self._app_id, "media": media}
         params["hash"] = self._sign(params.values())
-        try:
+        with connector_errors():
             async with self._client.stream("GET", PLAY_RECORDING, params=params) as response:
                 _raise_for_status(response, missing=RecordingNotFound)
                 body = await _read_small(response)
-        except httpx.HTTPError as exc:
-            raise error_for(exc) from exc
         return _absolute(self._client.base_url, _url_in(body))
 
     def _sign(self, values: Iterable[str]) -> str:
@@ -191,7 +187,7 @@ def external_id(row: Mapping[str, Any]) -> str:
 
 
 def _record(row: Mapping[str, Any]) -> CallRecord:
-    stamp = _float(row.get("unix_timestamp"))
+    stamp = finite_float(row.get("unix_timestamp"))
     if stamp is None or not 0 <= stamp < 1e14:
         raise UnexpectedAnswer()
     seconds = stamp / 1000 if stamp > 1e11 else stamp  # tolerate milliseconds
@@ -199,7 +195,7 @@ def _record(row: Mapping[str, Any]) -> CallRecord:
     return CallRecord(
         external_id=external_id(row),
         started_at=datetime.fromtimestamp(seconds, UTC),
-        duration_seconds=_float(row.get("duration_seconds")) or 0.0,
+        duration_seconds=finite_float(row.get("duration_seconds")) or 0.0,
         caller=_number(row.get("caller")),
         callee=_number(row.get("callee")),
         direction=_direction(row),
@@ -231,11 +227,8 @@ def _number(party: Any) -> str:
     return ""
 
 
-def _rows(body: Any) -> list[Mapping[str, Any]]:
-    rows = body.get("data") if isinstance(body, dict) else body
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UnexpectedAnswer()
-    return rows
+def _rows(body: Any) -> list[dict[str, Any]]:
+    return object_list(body.get("data") if isinstance(body, dict) else body)
 
 
 def _url_in(body: bytes) -> str:
@@ -267,7 +260,7 @@ def _absolute(base: httpx.URL, url: str) -> str:
 
 def _audio_type(response: httpx.Response, media: str) -> str:
     """The audio's type; storage often says octet-stream, so the file name decides then."""
-    declared = _media_type(response)
+    declared = media_type(response)
     if declared.startswith("audio/"):
         return declared
     if declared.startswith(("application/json", "text/")):
@@ -279,27 +272,9 @@ def _audio_type(response: httpx.Response, media: str) -> str:
 # -- helpers (pure) -------------------------------------------------------------------
 
 
-def _text(config: Mapping[str, Any], key: str) -> str:
-    value = config.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{key} is required")
-    return value.strip()
-
-
-def _utc(moment: datetime) -> datetime:
-    """Naive datetimes are taken as UTC, the only zone callvault stores."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _stamp(moment: datetime) -> str:
     """The documented form, 2018-02-07T02:19:33.000Z."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _windows(since: datetime, until: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    while since < until:
-        yield since, min(since + size, until)
-        since += size
 
 
 def _raise_for_status(
@@ -308,42 +283,13 @@ def _raise_for_status(
     missing: type[ConnectorError] = UnexpectedAnswer,
     denied: type[ConnectorError] = AuthenticationFailed,
 ) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status in (400, 401, 403):
+    """AntBuddy's own meanings first (400 is an unknown appId or a wrong hash, see the module
+    docstring; 410 a file gone), then the shared mapping."""
+    if response.status_code in (400, 401, 403):
         raise denied()
-    if status in (429, 503):
-        raise RateLimited(retry_after=_retry_after(response))
-    if status in (404, 410):
+    if response.status_code == 410:
         raise missing()
-    raise UnexpectedAnswer()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds from now, whether given as seconds or as an HTTP date."""
-    value = str(response.headers.get("retry-after", "")).strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (_utc(when) - datetime.now(UTC)).total_seconds())
-
-
-def _length(response: httpx.Response) -> int | None:
-    value = str(response.headers.get("content-length", ""))
-    return int(value) if value.isdigit() else None
-
-
-def _media_type(response: httpx.Response) -> str:
-    """The Content-Type without parameters, lower-case; empty when absent."""
-    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+    raise_for_status(response, not_found=missing)
 
 
 async def _read_small(response: httpx.Response) -> bytes:
@@ -353,19 +299,3 @@ async def _read_small(response: httpx.Response) -> bytes:
         if len(body) > MAX_URL_ANSWER:
             raise UnexpectedAnswer("answer too large")
     return bytes(body)
-
-
-async def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The body as it arrives; a broken transfer surfaces as a ConnectorError."""
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError as exc:
-        raise error_for(exc) from exc
-
-
-def _float(value: Any) -> float | None:
-    """A finite JSON number, else None (bools are not numbers here)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

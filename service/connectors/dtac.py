@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,16 +31,31 @@ import httpx
 
 from service.connectors.base import (
     AudioStream,
-    AuthenticationFailed,
     CallRecord,
-    ConnectorError,
     Direction,
     Outcome,
-    RateLimited,
     RecordingNotFound,
     UnexpectedAnswer,
 )
-from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+from service.connectors.common import (
+    ceil_second,
+    first_sighting,
+    floor_second,
+    halves,
+    json_object,
+    object_list,
+    utc,
+    windows,
+)
+from service.connectors.http import (
+    NetworkPolicy,
+    audio_stream,
+    build_client,
+    checked_json,
+    connector_errors,
+    raise_for_status,
+    send_streamed,
+)
 
 DEFAULT_BASE_URL = "https://onecallvoicerecord.dtac.co.th"
 LOGIN_PATH = "/orktrack/rest/user/login"
@@ -71,11 +85,11 @@ class DtacConnector:
 
     async def check(self) -> None:
         self._token = None  # prove the credentials, not a cached token
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = floor_second(datetime.now(UTC))
         await self._get_json(_list_url(now - timedelta(seconds=1), now, page_size=1))
 
     async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
-        for start, end in _windows(_utc(since), _utc(until), self.window):
+        for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record
 
@@ -86,9 +100,9 @@ class DtacConnector:
             raise RecordingNotFound()
         response = await self._send(url)
         try:
-            _raise_for_status(response, not_found=RecordingNotFound)
-            content_type = response.headers.get("content-type", "audio/wav")
-            yield AudioStream(content_type, _length(response), _chunks(response))
+            raise_for_status(response, not_found=RecordingNotFound)
+            async with audio_stream(response, response.headers.get("content-type", "audio/wav")) as audio:
+                yield audio
         finally:
             await response.aclose()
 
@@ -100,17 +114,15 @@ class DtacConnector:
     async def _walk(self, start: datetime, end: datetime) -> AsyncIterator[CallRecord]:
         """Calls in [start, end): split when the server caps the range, else follow pages."""
         page = await self._get_json(_list_url(start, end, page_size=self.page_size))
-        if page.get("limitReached") is True and end - start >= timedelta(seconds=2):
-            middle = _floor(start + (end - start) / 2)
-            for half in ((start, middle), (middle, end)):
-                async for record in self._walk(*half):
+        if page.get("limitReached") is True and (parts := halves(start, end)):
+            for part in parts:
+                async for record in self._walk(*part):
                     yield record
             return
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             for record in map(_record, _objects(page)):
-                if start <= record.started_at < end and record.external_id not in seen:
-                    seen.add(record.external_id)
+                if first_sighting(record, start, end, seen):
                     yield record
             next_uri = page.get("nextPageUri")
             if not next_uri:
@@ -132,24 +144,14 @@ class DtacConnector:
     # -- requests ------------------------------------------------------------------------
 
     async def _get_json(self, url: httpx.URL | str) -> dict[str, Any]:
-        response = await self._send(url)
-        try:
-            _raise_for_status(response)
-            body = await read_json(response, self._policy)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
-        finally:
-            await response.aclose()
-        if not isinstance(body, dict):
-            raise UnexpectedAnswer()
-        return body
+        return json_object(await checked_json(await self._send(url), self._policy))
 
     async def _send(self, url: httpx.URL | str) -> httpx.Response:
         """A streamed authorised GET; a 401/403 logs in again once and tries again."""
         for attempt in range(2):
             token = await self._access_token()
             request = self._build("GET", url, headers={"Authorization": token})
-            response = await _stream(self._client, request)
+            response = await send_streamed(self._client, request)
             if response.status_code not in (401, 403) or attempt:
                 return response
             await response.aclose()
@@ -165,14 +167,7 @@ class DtacConnector:
 
     async def _login(self) -> str:
         request = self._build("POST", LOGIN_PATH, params=LOGIN_QUERY, headers={"Authorization": self._basic})
-        response = await _stream(self._client, request)
-        try:
-            _raise_for_status(response)
-            body = await read_json(response, self._policy)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
-        finally:
-            await response.aclose()
+        body = await checked_json(await send_streamed(self._client, request), self._policy)
         token = body.get("accesstoken") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not token.isprintable():
             raise UnexpectedAnswer()
@@ -186,18 +181,16 @@ class DtacConnector:
         params: dict[str, str] | None = None,
         headers: dict[str, str],
     ) -> httpx.Request:
-        try:
+        with connector_errors():
             return self._client.build_request(method, url, params=params, headers=headers)
-        except httpx.InvalidURL as exc:
-            raise error_for(exc) from None
 
 
 def _list_url(start: datetime, end: datetime, *, page_size: int) -> str:
     """First page of a range; the end rounds up so the asked range covers [start, end)."""
     query = {
         "range": "custom",
-        "startdate": _floor(start).strftime(_STAMP),
-        "enddate": _ceil(end).strftime(_STAMP),
+        "startdate": floor_second(start).strftime(_STAMP),
+        "enddate": ceil_second(end).strftime(_STAMP),
         "page": "1",
         "pagesize": str(page_size),
     }
@@ -205,10 +198,7 @@ def _list_url(start: datetime, end: datetime, *, page_size: int) -> str:
 
 
 def _objects(page: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = page.get("objects", [])
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UnexpectedAnswer()
-    return rows
+    return object_list(page.get("objects", []))
 
 
 def _record(row: dict[str, Any]) -> CallRecord:
@@ -245,83 +235,5 @@ def _absolute_url(ref: str) -> httpx.URL | None:
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """As written, stricter than the redirect check in http.py: a spelled-out default port differs."""
     return url.scheme, url.host, url.port
-
-
-def _windows(since: datetime, until: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    start = since
-    while start < until:
-        end = min(start + size, until)
-        yield start, end
-        start = end
-
-
-def _floor(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
-
-
-def _ceil(moment: datetime) -> datetime:
-    floored = _floor(moment)
-    return floored if floored == moment else floored + timedelta(seconds=1)
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
-    return moment.astimezone(UTC)
-
-
-# -- shared HTTP helpers (the same shape in each connector) -------------------------------
-
-
-async def _stream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    try:
-        return await client.send(request, stream=True)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise error_for(exc) from None
-
-
-def _raise_for_status(
-    response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer
-) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status in (401, 403):
-        raise AuthenticationFailed()
-    if status == 404:
-        raise not_found()
-    if status in (429, 503):
-        raise RateLimited(retry_after=_retry_after(response.headers.get("retry-after")))
-    raise UnexpectedAnswer()
-
-
-def _retry_after(value: str | None, *, cap: float = 86_400.0) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None
-
-
-def _length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() and "content-encoding" not in response.headers else None
-
-
-async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives; a cut or short body raises a ConnectorError, never ends quietly."""
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise error_for(exc) from None

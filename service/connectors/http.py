@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
+import math
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpcore
@@ -21,7 +24,10 @@ import httpx
 
 from service.connectors.base import (
     AddressNotAllowed,
+    AudioStream,
+    AuthenticationFailed,
     ConnectorError,
+    RateLimited,
     TimedOut,
     TlsFailure,
     UnexpectedAnswer,
@@ -30,6 +36,7 @@ from service.connectors.base import (
 from service.netsafety import UnsafeAddress, check_url, resolve_checked
 
 MAX_REDIRECTS: Final = 3
+MAX_RETRY_AFTER: Final = 86_400.0  # a day: a provider's Retry-After cannot park a sync for longer
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +299,105 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+# -- answers: what every connector does with a response ---------------------------------
+
+
+@contextlib.contextmanager
+def connector_errors() -> Iterator[None]:
+    """Turns httpx failures raised inside into ``error_for``'s ConnectorError.
+
+    Chained to nothing: the httpx text can hold URLs with tokens, and tracebacks get logged.
+    """
+    try:
+        yield
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise error_for(exc) from None
+
+
+async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """``client.send(request, stream=True)``; the caller closes the response."""
+    with connector_errors():
+        return await client.send(request, stream=True)
+
+
+def raise_for_status(response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer) -> None:
+    """The ConnectorError a non-2xx answer means, for providers that use status codes plainly.
+
+    A provider whose codes mean more (say, 400 for bad credentials) checks those first.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        raise AuthenticationFailed()
+    if status == 404:
+        raise not_found()
+    if status in (429, 503):
+        raise RateLimited(retry_after=retry_after(response.headers.get("retry-after")))
+    raise UnexpectedAnswer()
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), within
+    [0, ``MAX_RETRY_AFTER``]; None when absent, unreadable or not finite."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+
+
+async def checked_json(response: httpx.Response, policy: NetworkPolicy) -> Any:
+    """``read_json`` of a 2xx answer (``raise_for_status`` otherwise); closes the response."""
+    try:
+        with connector_errors():
+            raise_for_status(response)
+            return await read_json(response, policy)
+    finally:
+        await response.aclose()
+
+
+def media_type(response: httpx.Response) -> str:
+    """The Content-Type without parameters, lower-case; empty when absent."""
+    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+
+
+def content_length(response: httpx.Response) -> int | None:
+    """The declared body length; None when absent, malformed, or when httpx decodes a
+    Content-Encoding, since what arrives then is not what was declared."""
+    raw = response.headers.get("content-length", "")
+    if not (raw.isascii() and raw.isdigit()) or "content-encoding" in response.headers:
+        return None
+    return int(raw)
+
+
+async def body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives; a cut or short body raises a ConnectorError, never ends quietly."""
+    with connector_errors():
+        async for chunk in response.aiter_bytes():
+            yield chunk
+
+
+@contextlib.asynccontextmanager
+async def audio_stream(response: httpx.Response, content_type: str) -> AsyncIterator[AudioStream]:
+    """The (status-checked) response's body as an AudioStream.
+
+    The chunk generator is closed on exit, so a reader that stops early does not leave it
+    to the garbage collector; the response itself is the caller's to close.
+    """
+    chunks = body_chunks(response)
+    try:
+        yield AudioStream(content_type, content_length(response), chunks)
+    finally:
+        await chunks.aclose()

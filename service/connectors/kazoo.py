@@ -20,11 +20,10 @@ month-prefixed CouchDB id such as ``202405-3f2a...``): one recording per row, st
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,14 +34,21 @@ from service.connectors.base import (
     AudioStream,
     AuthenticationFailed,
     CallRecord,
-    ConnectorError,
     Direction,
     Outcome,
-    RateLimited,
     RecordingNotFound,
     UnexpectedAnswer,
 )
-from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+from service.connectors.common import finite_float, required_text, utc, windows
+from service.connectors.http import (
+    NetworkPolicy,
+    audio_stream,
+    build_client,
+    connector_errors,
+    media_type,
+    raise_for_status,
+    read_json,
+)
 
 GREGORIAN_OFFSET = 62_167_219_200  # seconds from 0000-01-01 to 1970-01-01, Erlang's calendar
 TOKEN_LIFETIME = 3600.0
@@ -66,11 +72,11 @@ class KazooConnector:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        base_url = _text(config, "baseUrl").rstrip("/").removesuffix("/v2")
-        account_id = _text(config, "accountId")
+        base_url = required_text(config, "baseUrl").rstrip("/").removesuffix("/v2")
+        account_id = required_text(config, "accountId")
         if not _ID.fullmatch(account_id):
             raise ValueError("accountId is malformed")
-        self._api_key = _text(config, "apiKey")
+        self._api_key = required_text(config, "apiKey")
         self._policy = policy
         self._clock = clock
         self._client = build_client(policy, base_url=base_url)
@@ -86,12 +92,13 @@ class KazooConnector:
 
     async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
         """Recordings whose call started in [since, until), oldest creation window first."""
-        since, until = _utc(since), _utc(until)
+        # Naive means UTC here, as this connector always read it; the others refuse naive times.
+        since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)
         if until <= since:
             return
         low = math.floor(since.timestamp()) + GREGORIAN_OFFSET
         high = math.ceil((until + CREATED_SLACK).timestamp()) + GREGORIAN_OFFSET
-        for first, end in _windows(low, high, WINDOW_SECONDS):
+        for first, end in windows(low, high, WINDOW_SECONDS):
             async for row in self._rows(first, end - 1):
                 record = _record(row)
                 if since <= record.started_at < until:
@@ -104,15 +111,12 @@ class KazooConnector:
             raise RecordingNotFound()
         path = f"{self._account_path}/recordings/{ref}"
         async with self._authorized(path, headers={"Accept": _AUDIO_ACCEPT}) as response:
-            _raise_for_status(response, missing=RecordingNotFound)
-            content_type = _media_type(response)
+            raise_for_status(response, not_found=RecordingNotFound)
+            content_type = media_type(response)
             if not content_type.startswith("audio/"):
                 raise UnexpectedAnswer()
-            chunks = _chunks(response)
-            try:
-                yield AudioStream(content_type, _length(response), chunks)
-            finally:
-                await chunks.aclose()
+            async with audio_stream(response, content_type) as audio:
+                yield audio
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -147,7 +151,7 @@ class KazooConnector:
 
     async def _get_envelope(self, path: str, params: Mapping[str, str | int]) -> Mapping[str, Any]:
         async with self._authorized(path, params=params) as response:
-            _raise_for_status(response)
+            raise_for_status(response)
             body = await read_json(response, self._policy)
         return _success(body)
 
@@ -163,7 +167,7 @@ class KazooConnector:
     ) -> AsyncIterator[httpx.Response]:
         """A streamed GET with a live token; on a 401, one new token and one retry."""
         token = await self._current_token()
-        try:
+        with connector_errors():
             async with AsyncExitStack() as stack:
                 response = await self._open(stack, path, token, params, headers)
                 if response.status_code == 401:
@@ -173,8 +177,6 @@ class KazooConnector:
                     if response.status_code == 401:
                         raise AuthenticationFailed()
                 yield response
-        except httpx.HTTPError as exc:
-            raise error_for(exc) from exc
 
     async def _open(
         self,
@@ -206,14 +208,12 @@ class KazooConnector:
         """PUT /v2/api_auth; call with the auth lock held."""
         self._token = None
         payload = {"data": {"api_key": self._api_key}}
-        try:
+        with connector_errors():
             async with self._client.stream("PUT", "/v2/api_auth", json=payload) as response:
                 if response.status_code in (400, 401, 403):  # the key was refused
                     raise AuthenticationFailed()
-                _raise_for_status(response)
+                raise_for_status(response)
                 body = await read_json(response, self._policy)
-        except httpx.HTTPError as exc:
-            raise error_for(exc) from exc
         token = _success(body).get("auth_token")
         if not isinstance(token, str) or not token:
             raise UnexpectedAnswer()
@@ -224,88 +224,21 @@ class KazooConnector:
 # -- helpers (pure) -------------------------------------------------------------------
 
 
-def _text(config: Mapping[str, Any], key: str) -> str:
-    value = config.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{key} is required")
-    return value.strip()
-
-
-def _utc(moment: datetime) -> datetime:
-    """Naive datetimes are taken as UTC, the only zone callvault stores."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _windows(low: int, high: int, size: int) -> Iterator[tuple[int, int]]:
-    """[low, high) cut into consecutive [first, end) pieces no longer than size."""
-    while low < high:
-        yield low, min(low + size, high)
-        low += size
-
-
 def _success(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, dict) or body.get("status") != "success":
         raise UnexpectedAnswer()
     return body
 
 
-def _raise_for_status(response: httpx.Response, *, missing: type[ConnectorError] = UnexpectedAnswer) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status in (401, 403):
-        raise AuthenticationFailed()
-    if status in (429, 503):
-        raise RateLimited(retry_after=_retry_after(response))
-    if status == 404:
-        raise missing()
-    raise UnexpectedAnswer()
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After as seconds from now, whether given as seconds or as an HTTP date."""
-    value = str(response.headers.get("retry-after", "")).strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (_utc(when) - datetime.now(UTC)).total_seconds())
-
-
-def _length(response: httpx.Response) -> int | None:
-    value = str(response.headers.get("content-length", ""))
-    return int(value) if value.isdigit() else None
-
-
-def _media_type(response: httpx.Response) -> str:
-    """The Content-Type without parameters, lower-case; empty when absent."""
-    return str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
-
-
-async def _chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The body as it arrives; a broken transfer surfaces as a ConnectorError."""
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except httpx.HTTPError as exc:
-        raise error_for(exc) from exc
-
-
 def _record(row: Mapping[str, Any]) -> CallRecord:
     """One recording document as a CallRecord; rows without id or start cannot be placed."""
     rec_id = row.get("id", row.get("_id"))
-    start = _float(row.get("start"))
+    start = finite_float(row.get("start"))
     if not isinstance(rec_id, str) or not _ID.fullmatch(rec_id) or start is None:
         raise UnexpectedAnswer()
     if not GREGORIAN_OFFSET <= start < GREGORIAN_OFFSET + 1e10:
         raise UnexpectedAnswer()
-    seconds = (_float(row.get("duration_ms")) or 0.0) / 1000
+    seconds = (finite_float(row.get("duration_ms")) or 0.0) / 1000
     return CallRecord(
         external_id=rec_id,
         started_at=datetime.fromtimestamp(start - GREGORIAN_OFFSET, UTC),
@@ -327,10 +260,3 @@ def _party(row: Mapping[str, Any], number_key: str, sip_key: str) -> str:
         return str(number)
     sip = row.get(sip_key)
     return sip.split("@", 1)[0] if isinstance(sip, str) else ""
-
-
-def _float(value: Any) -> float | None:
-    """A finite JSON number, else None (bools are not numbers here)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

@@ -21,10 +21,9 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import base64
-import email.utils
 import math
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -38,11 +37,29 @@ from service.connectors.base import (
     ConnectorError,
     Direction,
     Outcome,
-    RateLimited,
     RecordingNotFound,
     UnexpectedAnswer,
 )
-from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+from service.connectors.common import (
+    ceil_second,
+    first_sighting,
+    floor_second,
+    halves,
+    json_object,
+    object_list,
+    utc,
+    windows,
+)
+from service.connectors.http import (
+    NetworkPolicy,
+    audio_stream,
+    build_client,
+    checked_json,
+    connector_errors,
+    raise_for_status,
+    read_json,
+    send_streamed,
+)
 
 PBX_TZ = timezone(timedelta(hours=7), "Asia/Bangkok")
 NUM_RECORDS = 500
@@ -74,11 +91,11 @@ class PromptCallConnector:
         self._client.headers["Authorization"] = f"Basic {token}"
 
     async def check(self) -> None:
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = floor_second(datetime.now(UTC))
         await self._cdrs(now - timedelta(minutes=1), now, limit=1)
 
     async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
-        for start, end in _windows(_utc(since), _utc(until), self.window):
+        for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record
 
@@ -88,12 +105,13 @@ class PromptCallConnector:
             raise RecordingNotFound()
         response = await self._send("/pbxws.php/recapi", {"uniqueid": ref})
         try:
-            _raise_for_status(response, not_found=RecordingNotFound)
+            raise_for_status(response, not_found=RecordingNotFound)
             content_type = response.headers.get("content-type", "application/octet-stream")
             if "json" in content_type or content_type.startswith("text/"):
                 _raise_failure(await self._read_json(response), not_found=RecordingNotFound)
                 raise UnexpectedAnswer()
-            yield AudioStream(content_type, _length(response), _chunks(response))
+            async with audio_stream(response, content_type) as audio:
+                yield audio
         finally:
             await response.aclose()
 
@@ -105,54 +123,36 @@ class PromptCallConnector:
     async def _walk(self, start: datetime, end: datetime) -> AsyncIterator[CallRecord]:
         """Calls in [start, end); a full answer may be cut, so its range is split."""
         rows = await self._cdrs(start, end, limit=self.num_records)
-        if len(rows) >= self.num_records and end - start >= timedelta(seconds=2):
-            middle = (start + (end - start) / 2).replace(microsecond=0)
-            for half in ((start, middle), (middle, end)):
-                async for record in self._walk(*half):
+        if len(rows) >= self.num_records and (parts := halves(start, end)):
+            for part in parts:
+                async for record in self._walk(*part):
                     yield record
             return
         seen: set[str] = set()
         for record in sorted(map(_record, rows), key=lambda r: r.started_at):
-            if start <= record.started_at < end and record.external_id not in seen:
-                seen.add(record.external_id)
+            if first_sighting(record, start, end, seen):
                 yield record
 
     async def _cdrs(self, start: datetime, end: datetime, *, limit: int) -> list[dict[str, Any]]:
         query = {
             "numRecords": str(limit),
-            "startTime": _pbx_time(_floor(start)),
-            "endTime": _pbx_time(_ceil(end)),
+            "startTime": _pbx_time(floor_second(start)),
+            "endTime": _pbx_time(ceil_second(end)),
         }
-        response = await self._send("/pbxws.php/cdrapi", query)
-        try:
-            _raise_for_status(response)
-            body = await self._read_json(response)
-        finally:
-            await response.aclose()
+        body = json_object(await checked_json(await self._send("/pbxws.php/cdrapi", query), self._policy))
         _raise_failure(body)
-        rows = body.get("value") or []
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise UnexpectedAnswer()
-        return rows
+        return object_list(body.get("value") or [])
 
     # -- requests ------------------------------------------------------------------------
 
     async def _send(self, path: str, params: dict[str, str]) -> httpx.Response:
-        try:
-            return await self._client.send(
-                self._client.build_request("GET", path, params=params), stream=True
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
+        with connector_errors():
+            request = self._client.build_request("GET", path, params=params)
+        return await send_streamed(self._client, request)
 
     async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = await read_json(response, self._policy)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
-        if not isinstance(body, dict):
-            raise UnexpectedAnswer()
-        return body
+        with connector_errors():
+            return json_object(await read_json(response, self._policy))
 
 
 def _raise_failure(body: dict[str, Any], *, not_found: type[ConnectorError] = UnexpectedAnswer) -> None:
@@ -204,75 +204,3 @@ def _is_extension(number: str) -> bool:
 
 def _pbx_time(moment: datetime) -> str:
     return moment.astimezone(PBX_TZ).strftime(_TIME)
-
-
-def _windows(since: datetime, until: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    start = since
-    while start < until:
-        end = min(start + size, until)
-        yield start, end
-        start = end
-
-
-def _floor(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
-
-
-def _ceil(moment: datetime) -> datetime:
-    floored = _floor(moment)
-    return floored if floored == moment else floored + timedelta(seconds=1)
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
-    return moment.astimezone(UTC)
-
-
-# -- shared HTTP helpers (the same shape in each connector) -------------------------------
-
-
-def _raise_for_status(
-    response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer
-) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status in (401, 403):
-        raise AuthenticationFailed()
-    if status == 404:
-        raise not_found()
-    if status in (429, 503):
-        raise RateLimited(retry_after=_retry_after(response.headers.get("retry-after")))
-    raise UnexpectedAnswer()
-
-
-def _retry_after(value: str | None, *, cap: float = 86_400.0) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None
-
-
-def _length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() and "content-encoding" not in response.headers else None
-
-
-async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives; a cut or short body raises a ConnectorError, never ends quietly."""
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise error_for(exc) from None

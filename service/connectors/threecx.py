@@ -17,8 +17,6 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -32,14 +30,20 @@ from service.connectors.base import (
     AudioStream,
     AuthenticationFailed,
     CallRecord,
-    ConnectorError,
     Direction,
     Outcome,
-    RateLimited,
     RecordingNotFound,
     UnexpectedAnswer,
 )
-from service.connectors.http import NetworkPolicy, build_client, error_for, read_json
+from service.connectors.common import object_list, utc
+from service.connectors.http import (
+    NetworkPolicy,
+    audio_stream,
+    build_client,
+    checked_json,
+    raise_for_status,
+    send_streamed,
+)
 
 PAGE_SIZE = 100  # the most 3CX accepts for $top
 TOKEN_MARGIN = 10.0  # renew this long before expiry (at most a quarter of the lifetime)
@@ -65,7 +69,7 @@ class ThreeCXConnector:
         await self._get_json("/xapi/v1/Defs", {"$select": "Id"})
 
     async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
-        since, until = _utc(since), _utc(until)
+        since, until = utc(since), utc(until)
         cursor = 0
         while since < until:
             rows = _rows(await self._get_json("/xapi/v1/Recordings", _page_query(cursor, since, until)))
@@ -85,9 +89,9 @@ class ThreeCXConnector:
             raise RecordingNotFound()
         response = await self._send(f"/xapi/v1/Recordings/Pbx.DownloadRecording(recId={int(ref)})")
         try:
-            _raise_for_status(response, not_found=RecordingNotFound)
-            content_type = response.headers.get("content-type", "audio/x-wav")
-            yield AudioStream(content_type, _length(response), _chunks(response))
+            raise_for_status(response, not_found=RecordingNotFound)
+            async with audio_stream(response, response.headers.get("content-type", "audio/x-wav")) as audio:
+                yield audio
         finally:
             await response.aclose()
 
@@ -97,21 +101,14 @@ class ThreeCXConnector:
     # -- requests ------------------------------------------------------------------------
 
     async def _get_json(self, path: str, params: dict[str, str]) -> Any:
-        response = await self._send(path, params)
-        try:
-            _raise_for_status(response)
-            return await read_json(response, self._policy)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
-        finally:
-            await response.aclose()
+        return await checked_json(await self._send(path, params), self._policy)
 
     async def _send(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
         """A streamed authorised GET; a 401 renews the token once and tries again."""
         for attempt in range(2):
             token = await self._access_token()
             headers = {"Authorization": f"Bearer {token}"}
-            response = await _stream(
+            response = await send_streamed(
                 self._client, self._client.build_request("GET", path, params=params, headers=headers)
             )
             if response.status_code != 401 or attempt:
@@ -152,16 +149,11 @@ class ThreeCXConnector:
         return _token_of(body.get("Token"))
 
     async def _login(self, path: str, request: httpx.Request) -> Any:
-        response = await _stream(self._client, request)
-        try:
-            if response.status_code in (400, 401, 403):
-                raise AuthenticationFailed()
-            _raise_for_status(response)
-            return await read_json(response, self._policy)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise error_for(exc) from None
-        finally:
+        response = await send_streamed(self._client, request)
+        if response.status_code in (400, 401, 403):  # the login endpoints' word for bad credentials
             await response.aclose()
+            raise AuthenticationFailed()
+        return await checked_json(response, self._policy)
 
 
 def _page_query(cursor: int, since: datetime, until: datetime) -> dict[str, str]:
@@ -183,10 +175,7 @@ def _token_of(body: Any) -> tuple[str, float]:
 
 
 def _rows(body: Any) -> list[dict[str, Any]]:
-    rows = body.get("value") if isinstance(body, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise UnexpectedAnswer()
-    return rows
+    return object_list(body.get("value") if isinstance(body, dict) else None)
 
 
 def _record(row: dict[str, Any]) -> CallRecord:
@@ -219,66 +208,4 @@ def _direction(call_type: str) -> Direction:
 def _parse_time(raw: str) -> datetime:
     """ISO 8601 as 3CX writes it (up to 7 fractional digits, ``Z``) -> aware UTC."""
     parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", raw.replace("Z", "+00:00")))
-    return _utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("a timezone-aware datetime is required")
-    return moment.astimezone(UTC)
-
-
-# -- shared HTTP helpers (the same shape in each connector) -------------------------------
-
-
-async def _stream(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    try:
-        return await client.send(request, stream=True)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise error_for(exc) from None
-
-
-def _raise_for_status(
-    response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer
-) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    if status in (401, 403):
-        raise AuthenticationFailed()
-    if status == 404:
-        raise not_found()
-    if status in (429, 503):
-        raise RateLimited(retry_after=_retry_after(response.headers.get("retry-after")))
-    raise UnexpectedAnswer()
-
-
-def _retry_after(value: str | None, *, cap: float = 86_400.0) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap) if math.isfinite(seconds) else None
-
-
-def _length(response: httpx.Response) -> int | None:
-    raw = response.headers.get("content-length")
-    return int(raw) if raw and raw.isdigit() and "content-encoding" not in response.headers else None
-
-
-async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as it arrives; a cut or short body raises a ConnectorError, never ends quietly."""
-    try:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise error_for(exc) from None
+    return utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
