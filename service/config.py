@@ -102,6 +102,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     blob_dir: Path | None = None
     phone_region: str = "TH"
+    rate_limit_per_minute: int = 600
     timezone: str = "Asia/Bangkok"
 
     @property
@@ -142,6 +143,7 @@ class Settings:
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
             blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
+            rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),

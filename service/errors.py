@@ -104,6 +104,15 @@ class Unavailable(DomainError):
     code = "unavailable"
 
 
+class RateLimited(DomainError):
+    category = Category.RESOURCE_EXHAUSTED
+    code = "rate_limited"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(f"over {limit} requests per minute for this key; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 class RecordingNotFound(NotFound):
     code = "recording_not_found"
 

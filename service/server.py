@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import __version__
+from service import __version__, metrics
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
@@ -35,6 +35,7 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, TlsSettings
 from service.keys import load_keyring
 from service.providers.store import ProviderStore
+from service.ratelimit import RateLimiter
 from service.recordings.jobs import SyncJobs
 from service.recordings.puller import Puller
 from service.recordings.retention import run_retention
@@ -60,7 +61,7 @@ class Service:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.keyring = keyring or load_keyring(settings)
-        self.auth = CallAuth(Authenticator(self.db))
+        self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
         self.blobs = LocalBlobStore(settings.resolved_blob_dir)
         self.recordings = RecordingStore(
@@ -164,10 +165,15 @@ class Server:
         async def openapi(_: Request) -> Response:
             return JSONResponse(document)
 
+        async def prometheus(_: Request) -> Response:
+            body, content_type = metrics.exposition()
+            return Response(body, media_type=content_type)
+
         extra = [
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
         ]
         return build_app(bindings, extra)
 
@@ -221,7 +227,14 @@ class Server:
         )
 
     async def _check_health(self) -> None:
-        ready = await self.service.db.ping()
+        database = await self.service.db.ping()
+        metrics.DATABASE_UP.set(1 if database else 0)
+        if not database:
+            metrics.DATABASE_ERRORS.inc()
+        blobs = await self.service.blobs.ping()
+        if not blobs:
+            metrics.BLOB_ERRORS.labels("ping").inc()
+        ready = database and blobs
         if ready != self._ready:
             log.log(
                 logging.INFO if ready else logging.WARNING,

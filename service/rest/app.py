@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from service.errors import DomainError, MalformedRequest, UnsupportedMediaType
+from service.errors import DomainError, MalformedRequest, RateLimited, UnsupportedMediaType
 from service.rest.bindings import Binding
 from service.rest.context import RestAbort, RestContext
 from service.rest.render import parse_into, query_to_dict, to_json
-from service.transport.calls import CallRecord, current_call, log_call
+from service.transport.calls import CallRecord, current_call, log_call, request_id
 from service.transport.status import HTTP_FOR_GRPC, HTTP_STATUS
 
 log = logging.getLogger("callvault.rest")
@@ -125,14 +125,35 @@ async def _respond(binding: Binding, request: Request, context: RestContext) -> 
     return JSONResponse(to_json(result), status_code=status, headers=context.response_headers)
 
 
+def _call_headers(call: CallRecord, error: DomainError | None) -> dict[str, str]:
+    headers = {"x-request-id": call.request_id}
+    if call.rate is not None:
+        headers.update(
+            {
+                "RateLimit-Limit": str(call.rate.limit),
+                "RateLimit-Remaining": str(call.rate.remaining),
+                "RateLimit-Reset": str(call.rate.reset_seconds),
+            }
+        )
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(error.retry_after)
+    return headers
+
+
 def endpoint_for(binding: Binding) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        call = CallRecord(method=binding.full_method, transport="rest")
+        call = CallRecord(
+            method=binding.full_method,
+            transport="rest",
+            request_id=request_id(request.headers.get("x-request-id")),
+        )
+        error: DomainError | None = None
         token = current_call.set(call)
         try:
             context = RestContext(request.headers.items())
             response = await _respond(binding, request, context)
         except DomainError as exc:
+            error = exc
             response = error_response(HTTP_STATUS[exc.category], exc.code, exc.message)
         except RestAbort as exc:
             response = error_response(HTTP_FOR_GRPC.get(exc.code, 500), exc.code.name.lower(), exc.details)
@@ -141,6 +162,7 @@ def endpoint_for(binding: Binding) -> Endpoint:
             response = error_response(500, "internal", "internal error")
         finally:
             current_call.reset(token)
+        response.headers.update(_call_headers(call, error))
         log_call(call, str(response.status_code))
         return response
 

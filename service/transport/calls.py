@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from service import metrics
 from service.auth import Authenticator, Principal, Scope
-from service.errors import DomainError
+from service.errors import DomainError, RateLimited
+from service.ratelimit import Decision, RateLimiter
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
 
 log = logging.getLogger("callvault.calls")
@@ -29,29 +33,43 @@ class MetadataContext(Protocol):
     def time_remaining(self) -> float | None: ...
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id(incoming: str | None) -> str:
+    """The caller's x-request-id when it is a sane token, else a new one."""
+    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
 @dataclass(slots=True)
 class CallRecord:
     method: str
     transport: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.perf_counter)
     business_id: str | None = None
     key_id: str | None = None
+    rate: Decision | None = None
 
 
 current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("current_call", default=None)
 
 
 def log_call(call: CallRecord, status: str, **extra: Any) -> None:
-    duration_ms = round((time.perf_counter() - call.started) * 1000, 2)
+    """The one line per call, and the call metrics."""
+    seconds = time.perf_counter() - call.started
+    metrics.CALLS.labels(call.method, call.transport, status).inc()
+    metrics.CALL_SECONDS.labels(call.method, call.transport).observe(seconds)
     log.info(
         "call",
         extra={
             "rpc_method": call.method,
             "transport": call.transport,
+            "request_id": call.request_id,
             "business_id": call.business_id,
             "key_id": call.key_id,
             "status": status,
-            "duration_ms": duration_ms,
+            "duration_ms": round(seconds * 1000, 2),
             **extra,
         },
     )
@@ -65,16 +83,25 @@ def metadata_value(context: MetadataContext, name: str) -> str | None:
 
 
 class CallAuth:
-    """Authenticates a call and picks its business; one place for both transports."""
+    """Authenticates a call, applies the key's rate limit and picks its business; one
+    place for both transports."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: RateLimiter) -> None:
         self.authenticator = authenticator
+        self.limiter = limiter
 
     async def principal(self, context: MetadataContext) -> Principal:
         principal = await self.authenticator.principal(metadata_value(context, "authorization"))
         call = current_call.get()
         if call is not None:
             call.key_id = principal.key_id
+        if self.limiter.enabled:
+            decision = self.limiter.take(principal.key_id)
+            if call is not None:
+                call.rate = decision
+            if not decision.allowed:
+                metrics.RATE_LIMITED.labels(call.transport if call else "unknown").inc()
+                raise RateLimited(decision.limit, decision.retry_after)
         return principal
 
     async def business(self, context: MetadataContext, *scopes: Scope) -> str:
@@ -108,6 +135,10 @@ def rich_status(error: DomainError) -> grpc.Status:
             )
         )
     ]
+    if isinstance(error, RateLimited):
+        details.append(
+            _pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=error.retry_after)))
+        )
     if error.field:
         details.append(
             _pack(

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc.aio import AbortError
 
 from service.errors import DomainError
-from service.transport.calls import CallRecord, current_call, internal_status, log_call, rich_status
+from service.transport.calls import (
+    CallRecord,
+    current_call,
+    internal_status,
+    log_call,
+    metadata_value,
+    request_id,
+    rich_status,
+)
 
 log = logging.getLogger("callvault.grpc")
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _begin(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> CallRecord:
+    call = CallRecord(
+        method=method, transport="grpc", request_id=request_id(metadata_value(context, "x-request-id"))
+    )
+    context.set_trailing_metadata(_call_metadata(call))
+    return call
+
+
+def _call_metadata(call: CallRecord) -> tuple[tuple[str, str], ...]:
+    return (("x-request-id", call.request_id),)
 
 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], call: CallRecord, exc: Exception) -> None:
@@ -23,7 +51,8 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], call: CallRecord, e
         log.exception("unhandled error in %s", call.method)
         status = internal_status()
         log_call(call, status.code.name, error="internal")
-    await context.abort_with_status(status)
+    trailing = (*status.trailing_metadata, *_call_metadata(call))
+    await context.abort_with_status(_Status(status.code, status.details, trailing))
 
 
 def _status_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -33,7 +62,7 @@ def _status_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 
 def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = CallRecord(method=method, transport="grpc")
+        call = _begin(method, context)
         token = current_call.set(call)
         try:
             response = await fn(request, context)
@@ -52,7 +81,7 @@ def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[...,
 
 def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        call = CallRecord(method=method, transport="grpc")
+        call = _begin(method, context)
         token = current_call.set(call)
         try:
             async for item in fn(request, context):

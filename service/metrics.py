@@ -1,0 +1,38 @@
+"""Prometheus metrics: what operators graph and alert on. One module owns every metric."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+CALLS = Counter(
+    "callvault_calls_total", "Calls by method, transport and status", ["method", "transport", "status"]
+)
+CALL_SECONDS = Histogram(
+    "callvault_call_duration_seconds",
+    "Call latency by method and transport",
+    ["method", "transport"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECORDINGS_STORED = Counter(
+    "callvault_recordings_stored_total", "Recordings stored, per provider", ["provider_id"]
+)
+RECORDING_BYTES = Counter(
+    "callvault_recording_bytes_total", "Recording bytes stored, per provider", ["provider_id"]
+)
+RECORDING_FAILURES = Counter(
+    "callvault_recording_failures_total", "Recording downloads that failed, per provider", ["provider_id"]
+)
+PULL_LAG = Gauge(
+    "callvault_pull_lag_seconds", "Now minus the provider's cursor after its last pull", ["provider_id"]
+)
+PULLS = Counter("callvault_pulls_total", "Pulls by provider and end state", ["provider_id", "state"])
+BLOB_ERRORS = Counter("callvault_blob_errors_total", "Blob store operations that failed", ["operation"])
+DATABASE_UP = Gauge("callvault_database_up", "1 while the database answers the health probe")
+DATABASE_ERRORS = Counter("callvault_database_errors_total", "Health probes the database failed")
+RATE_LIMITED = Counter(
+    "callvault_rate_limited_total", "Calls refused by the per-key rate limit", ["transport"]
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
