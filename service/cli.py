@@ -19,6 +19,7 @@ from service.keys import MissingMasterKeys, load_keyring
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
 from service.storage.migrate import upgrade
+from service.workers import run_workers
 
 
 def _settings() -> Settings:
@@ -44,12 +45,21 @@ async def _serve(settings: Settings) -> None:
     await server.stop()
 
 
+def serve_one(settings: Settings) -> None:
+    logs.configure(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     logs.configure(settings.log_level)
     if not args.no_migrate:
         upgrade(settings.resolved_database_url)
-    asyncio.run(_serve(settings))
+    if settings.workers <= 1:
+        asyncio.run(_serve(settings))
+        return
+    load_keyring(settings)  # once, here: a dev key file is made before the workers race to
+    raise SystemExit(run_workers(settings, serve_one))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -103,6 +103,7 @@ class Settings:
     blob_dir: Path | None = None
     phone_region: str = "TH"
     rate_limit_per_minute: int = 600
+    workers: int = 1
     timezone: str = "Asia/Bangkok"
 
     @property
@@ -144,6 +145,7 @@ class Settings:
             blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
             rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
+            workers=_int(env, "CALLVAULT_WORKERS", 1),
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 CALLS = Counter(
     "callvault_calls_total", "Calls by method, transport and status", ["method", "transport", "status"]
@@ -27,7 +37,9 @@ PULL_LAG = Gauge(
 )
 PULLS = Counter("callvault_pulls_total", "Pulls by provider and end state", ["provider_id", "state"])
 BLOB_ERRORS = Counter("callvault_blob_errors_total", "Blob store operations that failed", ["operation"])
-DATABASE_UP = Gauge("callvault_database_up", "1 while the database answers the health probe")
+DATABASE_UP = Gauge(
+    "callvault_database_up", "1 while the database answers the health probe", multiprocess_mode="min"
+)
 DATABASE_ERRORS = Counter("callvault_database_errors_total", "Health probes the database failed")
 RATE_LIMITED = Counter(
     "callvault_rate_limited_total", "Calls refused by the per-key rate limit", ["transport"]
@@ -35,4 +47,9 @@ RATE_LIMITED = Counter(
 
 
 def exposition() -> tuple[bytes, str]:
+    """This process's metrics, or every worker's when they share a metrics folder."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -120,10 +120,12 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.setblocking(False)
@@ -137,7 +139,10 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
             interceptors=[CallInterceptor()],
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+            options=[
+                ("grpc.so_reuseport", 1 if service.settings.workers > 1 else 0),
+                ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ],
         )
         self.grpc_port = 0
         self.http_port = 0
@@ -194,7 +199,7 @@ class Server:
             raise OSError(f"cannot listen for gRPC on {self.settings.grpc_host}:{self.settings.grpc_port}")
         await self.grpc.start()
 
-        sock = _listen(self.settings.http_host, self.settings.http_port)
+        sock = _listen(self.settings.http_host, self.settings.http_port, shared=self.settings.workers > 1)
         self.http_port = sock.getsockname()[1]
         tls = self.settings.tls
         config = uvicorn.Config(
