@@ -43,7 +43,7 @@ class SyncSettings:
 
     enabled: bool = True
     tick_seconds: float = 5.0
-    default_interval_minutes: int = 15
+    default_interval_minutes: float = 15.0
     initial_lookback_days: int = 30
     # Listing restarts this far before the cursor: providers report late calls, and
     # upserts are idempotent, so the overlap costs nothing but finds them.
@@ -155,7 +155,8 @@ class Settings:
             sync=SyncSettings(
                 enabled=_flag(env, "CALLVAULT_SYNC_ENABLED", True),
                 tick_seconds=_float(env, "CALLVAULT_SYNC_TICK_SECONDS", 5.0),
-                default_interval_minutes=_int(env, "CALLVAULT_SYNC_INTERVAL_MINUTES", 15),
+                default_interval_minutes=_float(env, "CALLVAULT_SYNC_INTERVAL_MINUTES", 15.0),
+                lease_seconds=_float(env, "CALLVAULT_SYNC_LEASE_SECONDS", 120.0),
                 initial_lookback_days=_int(env, "CALLVAULT_SYNC_LOOKBACK_DAYS", 30),
                 concurrency=_int(env, "CALLVAULT_SYNC_CONCURRENCY", 8),
                 per_provider_concurrency=_int(env, "CALLVAULT_SYNC_PER_PROVIDER_CONCURRENCY", 2),

@@ -51,6 +51,8 @@ DELETED = "provider deleted"
 INACTIVE = "provider inactive"
 LEASE_LOST = "lease lost to another process"
 INTERNAL = "internal error"
+# Failures that say nothing about the provider's health, so they leave its sync state alone.
+NOT_THE_PROVIDERS = frozenset({DELETED, INACTIVE, LEASE_LOST})
 UPSERT_BATCH = 100  # calls per upsert statement (and transaction)
 PENDING_BATCH = 200  # pending recordings read at a time
 FAILURE_BACKOFF_SECONDS = 60.0  # a failing provider waits 1, 2, 4... minutes, up to its interval
@@ -99,7 +101,7 @@ def default_owner() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def interval_of(provider: Provider, default_minutes: int) -> timedelta:
+def interval_of(provider: Provider, default_minutes: float) -> timedelta:
     minutes = provider.settings.get("pollIntervalMinutes")
     if isinstance(minutes, int) and not isinstance(minutes, bool) and minutes > 0:
         return timedelta(minutes=minutes)
@@ -155,6 +157,8 @@ def download_retryable(error: BaseException) -> bool:
 
 
 class Puller:
+    """Schedules and runs pulls for this process; see the module docstring for a pull's steps."""
+
     def __init__(
         self,
         db: Database,
@@ -375,7 +379,7 @@ class Puller:
             if message is None:
                 log.error("pull failed unexpectedly", extra=context, exc_info=root_cause(error))
                 message = INTERNAL
-            if message != DELETED:
+            if message not in NOT_THE_PROVIDERS:
                 await self._record_failure(provider, message)
             job = await progress.finish(jobs.FAILED, message)
             log.warning("pull failed", extra={**context, "error": message, **self._counts(job)})
@@ -406,9 +410,13 @@ class Puller:
         while True:
             await asyncio.sleep(self._lease.seconds / 3)
             if not await self._lease.renew(provider_id):
-                async with self._db.session() as session:
-                    gone = await self._provider(session, provider_id) is None
-                raise ProviderGone() if gone else PullFailed(LEASE_LOST)
+                raise await self._why_lease_lost(provider_id)
+
+    async def _why_lease_lost(self, provider_id: str) -> Exception:
+        """Our lease or sync row vanished: the provider was deleted, or another process took over."""
+        async with self._db.session() as session:
+            gone = await self._provider(session, provider_id) is None
+        return ProviderGone() if gone else PullFailed(LEASE_LOST)
 
     async def _pull_provider(self, provider: Provider, progress: jobs.Progress) -> None:
         if not provider.is_active:
@@ -435,8 +443,7 @@ class Puller:
             "last_success_at": now,
             "next_run_at": now + interval_of(provider, self._sync.default_interval_minutes),
         }
-        if not await self._update_state(provider.id, values):
-            raise ProviderGone()
+        await self._update_state(provider.id, values)
 
     async def _record_failure(self, provider: Provider, message: str) -> None:
         async with self._db.session() as session:
@@ -448,15 +455,23 @@ class Puller:
             "consecutive_failures": failures,
             "next_run_at": utcnow() + wait,
         }
-        await self._update_state(provider.id, values)
+        with contextlib.suppress(ProviderGone, PullFailed):  # deleted or taken over: nothing to mark
+            await self._update_state(provider.id, values)
 
-    async def _update_state(self, provider_id: str, values: Mapping[str, object]) -> bool:
+    async def _update_state(self, provider_id: str, values: Mapping[str, object]) -> None:
+        """Write the provider's sync state, only while we hold its lease: a process that lost
+        it must not move the cursor or overwrite the new holder's state."""
         async with self._db.session() as session:
             result = await session.exec(
-                update(ProviderSync).where(col(ProviderSync.provider_id) == provider_id).values(values)
+                update(ProviderSync)
+                .where(
+                    col(ProviderSync.provider_id) == provider_id, col(ProviderSync.lease_owner) == self.owner
+                )
+                .values(values)
             )
             await session.commit()
-        return bool(result.rowcount == 1)
+        if result.rowcount != 1:
+            raise await self._why_lease_lost(provider_id)
 
     @staticmethod
     async def _provider(session: AsyncSession, provider_id: str) -> Provider | None:
@@ -470,8 +485,7 @@ class Puller:
         since, until = await self._window(run.provider.id)
         on_retry = functools.partial(self._log_retry, run, "listing")
         await retrying(lambda: self._list_once(run, since, until), self._retry, on_retry=on_retry)
-        if not await self._update_state(run.provider.id, {"cursor": until}):
-            raise ProviderGone()
+        await self._update_state(run.provider.id, {"cursor": until})
         await run.progress.save()
 
     async def _window(self, provider_id: str) -> tuple[datetime, datetime]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.dtac import FakeDtac
-from tests.fakes.httpserver import FakeServer
+from tests.fakes.httpserver import Blob, FakeServer
 from tests.fakes.kazoo import FakeKazoo
 from tests.fakes.promptcall import FakePromptCall
 from tests.fakes.threecx import FakeThreeCX
@@ -24,6 +25,8 @@ class KindProfile:
     # What GET shows, besides id/kind/name/isActive (from the fake and the config).
     read: Callable[[Any], dict[str, Any]]
     preview: Callable[[Any], str]
+    # Adds a recorded call that started at the given instant; answers its audio.
+    record: Callable[[Any, datetime], Blob]
 
     def secrets(self, fake: Any) -> list[str]:
         from service.kinds import KINDS
@@ -43,19 +46,16 @@ PROFILES = [
         secret_field="password",
         read=lambda f: {"baseUrl": f.base_url, "username": f.client_id},
         preview=lambda f: f"{f.client_id} @ {_host(f)}",
+        record=lambda f, at: f.add_call(at, size=48_000).audio,
     ),
     KindProfile(
         kind="dtac",
         fake=FakeDtac,
-        config=lambda f: {
-            "baseUrl": f.base_url,
-            "username": f.username,
-            "password": f.password,
-            "pollIntervalMinutes": 30,
-        },
+        config=lambda f: {"baseUrl": f.base_url, "username": f.username, "password": f.password},
         secret_field="password",
         read=lambda f: {"baseUrl": f.base_url, "username": f.username},
         preview=lambda f: f"{f.username} @ {_host(f)}",
+        record=lambda f, at: f.add_call(at, size=48_000).audio,
     ),
     KindProfile(
         kind="promptcall",
@@ -64,6 +64,7 @@ PROFILES = [
         secret_field="apiSecret",
         read=lambda f: {"baseUrl": f.base_url},
         preview=lambda f: _host(f),
+        record=lambda f, at: f.add_call(at, size=48_000).audio,
     ),
     KindProfile(
         kind="kazoo",
@@ -80,6 +81,7 @@ PROFILES = [
             "config": {"accountId": f.account_id, "websocketUrl": "wss://ws.example.com"},
         },
         preview=lambda f: f"{f.account_id} @ {_host(f)}",
+        record=lambda f, at: f.add_recording(at, audio_size=48_000).audio,
     ),
     KindProfile(
         kind="antbuddy",
@@ -88,5 +90,6 @@ PROFILES = [
         secret_field="appSecret",
         read=lambda f: {"baseUrl": f.base_url, "config": {"appId": f.app_id}},
         preview=lambda f: f"{f.app_id} @ {_host(f)}",
+        record=lambda f, at: f.media[f.add_call(at, audio_size=48_000)["recording"]],
     ),
 ]

@@ -16,7 +16,7 @@ import httpx
 
 from service.admin import Admin
 from service.auth import Scope
-from service.config import Settings
+from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.sealing import Keyring, generate_key
 from service.server import Server, Service
@@ -35,6 +35,9 @@ def server_settings(data_dir: Path, database_url: str) -> Settings:
         grace_seconds=2.0,
         health_interval_seconds=0.2,
         network=NetworkPolicy(allow_private=True, connect_timeout=1.0, read_timeout=1.0, total_timeout=5.0),
+        # The shared test server never pulls in the background: its providers point at
+        # hosts that do not exist. Sync tests start servers of their own.
+        sync=SyncSettings(enabled=False),
     )
 
 
