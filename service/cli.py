@@ -16,6 +16,7 @@ from service.admin import Admin, AdminError, keys_in_use, reseal_all
 from service.auth import Scope
 from service.config import Settings
 from service.keys import MissingMasterKeys, load_keyring
+from service.recordings.retention import set_retention
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
 from service.storage.migrate import upgrade
@@ -85,6 +86,16 @@ def cmd_account_create(args: argparse.Namespace) -> None:
 
 def cmd_business_create(args: argparse.Namespace) -> None:
     print(_admin(lambda a: a.create_business(args.account, args.name, args.slug)))
+
+
+def cmd_business_retention(args: argparse.Namespace) -> None:
+    days = None if args.days == "off" else int(args.days)
+
+    async def run(admin: Admin) -> None:
+        await set_retention(admin.db, args.business, days)
+
+    _admin(run)
+    print(f"retention for {args.business}: {'off' if days is None else f'{days} days'}")
 
 
 def cmd_key_create(args: argparse.Namespace) -> None:
@@ -203,6 +214,10 @@ def parser() -> argparse.ArgumentParser:
     bc.add_argument("--name", required=True)
     bc.add_argument("--slug")
     bc.set_defaults(fn=cmd_business_create)
+    br = businesses.add_parser("retention", help="delete recordings of calls older than N days (or off)")
+    br.add_argument("--business", required=True)
+    br.add_argument("--days", required=True, help="a whole number of days, or off")
+    br.set_defaults(fn=cmd_business_retention)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = keys.add_parser("create", help="make a key and print it once")

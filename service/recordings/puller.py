@@ -7,7 +7,7 @@ A pull of one provider, under its lease:
    of the window, since upserts are idempotent and an async iterator cannot be resumed;
 2. move the cursor to `now`, only once every listed call is upserted;
 3. stream every pending recording of the provider (this pull's and earlier ones') into the
-   blob store while hashing it, and only then mark the row stored.
+   blob store while hashing it, and only then mark the row stored (download.py).
 
 So a crash anywhere resumes from the cursor with nothing lost and nothing twice: rows are
 unique by (business, provider, external id), blobs are content-addressed, and a row is
@@ -28,22 +28,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
+from sqlalchemy.exc import StatementError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.blobs.base import BlobError, BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
+from service.blobs.base import BlobError, BlobStore
 from service.config import Settings
-from service.connectors.base import CallRecord, Connector, ConnectorError, RecordingNotFound
+from service.connectors.base import CallRecord, Connector, ConnectorError
 from service.errors import KindNotSupported, ProviderNotFound
 from service.ids import uuid7
 from service.providers.store import ProviderStore
 from service.recordings import progress as jobs
-from service.recordings.ingest import FAILED, PENDING, STORED, Origin, is_storable, unique_rows, upsert
+from service.recordings.download import Downloader, retry_logger
+from service.recordings.ingest import Origin, is_storable, unique_rows, upsert
 from service.recordings.lease import Lease, ProviderGone, ensure_state
-from service.recordings.retry import RetryPolicy, is_retryable, retrying
+from service.recordings.retry import RetryPolicy, retrying
 from service.sealing import SealingError
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc, utcnow
+from service.storage.models import Provider, ProviderSync, SyncJob, as_utc, utcnow
 
 log = logging.getLogger("callvault.sync")
 
@@ -54,7 +56,6 @@ INTERNAL = "internal error"
 # Failures that say nothing about the provider's health, so they leave its sync state alone.
 NOT_THE_PROVIDERS = frozenset({DELETED, INACTIVE, LEASE_LOST})
 UPSERT_BATCH = 100  # calls per upsert statement (and transaction)
-PENDING_BATCH = 200  # pending recordings read at a time
 FAILURE_BACKOFF_SECONDS = 60.0  # a failing provider waits 1, 2, 4... minutes, up to its interval
 
 
@@ -70,17 +71,6 @@ class PullFailed(Exception):
         self.message = message
 
 
-class EmptyRecording(Exception):
-    """The provider sent no bytes: nothing to store, and a zero-byte "recording" helps nobody."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    id: str
-    ref: str
-    attempts: int
-
-
 @dataclass(frozen=True, slots=True)
 class _Pull:
     """One pull in progress: what every step of it needs."""
@@ -89,7 +79,6 @@ class _Pull:
     origin: Origin
     connector: Connector
     progress: jobs.Progress
-    slots: asyncio.Semaphore  # this provider's share of the downloads
 
     @property
     def context(self) -> dict[str, object]:
@@ -137,25 +126,6 @@ def failure_message(error: BaseException) -> str | None:
     return None
 
 
-def recording_failure(error: BaseException) -> tuple[str, bool] | None:
-    """(message, final) when `error` is this recording's problem; None when it is the
-    provider's (bad credentials, refused address) and the whole pull must stop."""
-    if isinstance(error, ConnectorError):
-        return (error.message, False) if error.retryable or isinstance(error, RecordingNotFound) else None
-    if isinstance(error, BlobVerificationFailed):
-        return "incomplete download", False
-    if isinstance(error, BlobTooLarge):
-        return "recording too large", True
-    if isinstance(error, EmptyRecording):
-        return "empty recording", False
-    return None
-
-
-def download_retryable(error: BaseException) -> bool:
-    """A body cut short can surface as a short blob rather than a connector error."""
-    return is_retryable(error) or isinstance(error, BlobVerificationFailed)
-
-
 class Puller:
     """Schedules and runs pulls for this process; see the module docstring for a pull's steps."""
 
@@ -170,12 +140,11 @@ class Puller:
     ) -> None:
         self._db = db
         self._providers = providers
-        self._blobs = blobs
         self._settings = settings
         self._sync = settings.sync
         self._retry = RetryPolicy.from_settings(settings.sync)
         self._lease = Lease(db, owner or default_owner(), settings.sync.lease_seconds)
-        self._downloads = asyncio.Semaphore(settings.sync.concurrency)
+        self._downloader = Downloader(db, blobs, settings.sync, self._retry)
         self._wakeup = asyncio.Event()
         self._pulls: dict[str, asyncio.Task[None]] = {}
         self._runner: asyncio.Task[None] | None = None
@@ -377,7 +346,7 @@ class Puller:
         except Exception as error:
             message = failure_message(error)
             if message is None:
-                log.error("pull failed unexpectedly", extra=context, exc_info=root_cause(error))
+                self._log_unexpected(error, context)
                 message = INTERNAL
             if message not in NOT_THE_PROVIDERS:
                 await self._record_failure(provider, message)
@@ -387,6 +356,16 @@ class Puller:
         job = await progress.finish(jobs.SUCCEEDED)
         log.info("pull finished", extra={**context, **self._counts(job)})
         return job
+
+    @staticmethod
+    def _log_unexpected(error: BaseException, context: Mapping[str, object]) -> None:
+        """A bug or an outage: the traceback helps, except for SQL errors, whose text carries
+        the statement's parameters (recording refs among them)."""
+        cause = root_cause(error)
+        if isinstance(cause, StatementError):
+            log.error("pull failed on the database", extra={**context, "error_type": type(cause).__name__})
+        else:
+            log.error("pull failed unexpectedly", extra=context, exc_info=cause)
 
     @staticmethod
     def _counts(job: SyncJob) -> dict[str, object]:
@@ -428,10 +407,8 @@ class Puller:
             raise PullFailed("invalid provider configuration") from None
         try:
             origin = Origin(provider.business_id, provider.id, provider.kind, self._settings.phone_region)
-            slots = asyncio.Semaphore(self._sync.per_provider_concurrency)
-            run = _Pull(provider, origin, connector, progress, slots)
-            await self._list_calls(run)
-            await self._download_pending(run)
+            await self._list_calls(_Pull(provider, origin, connector, progress))
+            await self._downloader.download_pending(provider.id, connector, progress)
         finally:
             await connector.aclose()
 
@@ -483,7 +460,7 @@ class Puller:
         """List and upsert the window, restarting the listing on a retryable failure, then
         move the cursor: only now is every call before `until` known to be in Recording."""
         since, until = await self._window(run.provider.id)
-        on_retry = functools.partial(self._log_retry, run, "listing")
+        on_retry = retry_logger(run.context, "listing")
         await retrying(lambda: self._list_once(run, since, until), self._retry, on_retry=on_retry)
         await self._update_state(run.provider.id, {"cursor": until})
         await run.progress.save()
@@ -529,121 +506,3 @@ class Puller:
         query = select(Provider.id).where(col(Provider.id) == provider_id).with_for_update(read=True)
         if (await session.exec(query)).first() is None:
             raise ProviderGone()
-
-    # -- downloads --------------------------------------------------------------------
-
-    async def _download_pending(self, run: _Pull) -> None:
-        """Every pending recording of the provider, a batch at a time; a provider-level error
-        (bad credentials) stops the batch, a recording's own failure only that recording."""
-        after = ""
-        while batch := await self._pending(run.provider.id, after):
-            async with asyncio.TaskGroup() as group:
-                for item in batch:
-                    group.create_task(self._download(run, item))
-            after = batch[-1].id
-
-    async def _pending(self, provider_id: str, after: str) -> list[_Pending]:
-        query = (
-            select(Recording.id, Recording.recording_ref, Recording.attempts)
-            .where(
-                col(Recording.provider_id) == provider_id,
-                col(Recording.processing_status) == PENDING,
-                col(Recording.recording_ref).is_not(None),
-                col(Recording.id) > after,
-            )
-            .order_by(col(Recording.id))
-            .limit(PENDING_BATCH)
-        )
-        async with self._db.session() as session:
-            rows = (await session.exec(query)).all()
-        return [_Pending(rec_id, ref or "", attempts) for rec_id, ref, attempts in rows]
-
-    async def _download(self, run: _Pull, item: _Pending) -> None:
-        async with run.slots, self._downloads:
-            try:
-                on_retry = functools.partial(self._log_retry, run, "download")
-                fetch = functools.partial(self._fetch, run.connector, item.ref)
-                blob, content_type = await retrying(
-                    fetch, self._retry, retryable=download_retryable, on_retry=on_retry
-                )
-            except Exception as error:
-                failure = recording_failure(error)
-                if failure is None:
-                    raise
-                await self._record_attempt(run, item, *failure)
-                return
-        await self._mark_stored(run, item, blob, content_type)
-
-    async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
-        """One download, streamed into the blob store; the blob is only there if complete."""
-        async with connector.open_recording(ref) as stream:
-            blob = await self._blobs.put(
-                stream.chunks, expected_size=stream.length, max_size=self._sync.max_recording_bytes
-            )
-            content_type = stream.content_type
-        if blob.size == 0:
-            raise EmptyRecording()
-        return blob, content_type
-
-    async def _mark_stored(self, run: _Pull, item: _Pending, blob: BlobInfo, content_type: str) -> None:
-        values = {
-            "sha256": blob.sha256,
-            "size": blob.size,
-            "content_type": (content_type or "application/octet-stream")[:100],
-            "processing_status": STORED,
-            "last_error": None,
-            "updated_at": utcnow(),
-        }
-        if await self._update_pending(item.id, values):
-            run.progress.job.recordings_stored += 1
-            run.progress.job.bytes_stored += blob.size
-        await run.progress.tick()
-
-    async def _record_attempt(self, run: _Pull, item: _Pending, message: str, final: bool) -> None:
-        """Count a failed download; after `recording_attempts` of them the recording is failed."""
-        attempts = item.attempts + 1
-        gave_up = final or attempts >= self._sync.recording_attempts
-        values = {
-            "attempts": attempts,
-            "last_error": message[:200],
-            "processing_status": FAILED if gave_up else PENDING,
-            "updated_at": utcnow(),
-        }
-        await self._update_pending(item.id, values)
-        run.progress.job.failures += 1
-        log.warning(
-            "recording download failed",
-            extra={
-                **run.context,
-                "recording_id": item.id,
-                "attempts": attempts,
-                "gave_up": gave_up,
-                "error": message,
-            },
-        )
-        await run.progress.tick()
-
-    async def _update_pending(self, recording_id: str, values: Mapping[str, object]) -> bool:
-        """Update a recording that is still pending (not deleted or stored meanwhile)."""
-        async with self._db.session() as session:
-            result = await session.exec(
-                update(Recording)
-                .where(col(Recording.id) == recording_id, col(Recording.processing_status) == PENDING)
-                .values(values)
-            )
-            await session.commit()
-        return bool(result.rowcount == 1)
-
-    @staticmethod
-    def _log_retry(run: _Pull, operation: str, error: BaseException, retry: int, wait: float) -> None:
-        reason = error.message if isinstance(error, ConnectorError) else type(error).__name__
-        log.info(
-            "retrying",
-            extra={
-                **run.context,
-                "operation": operation,
-                "retry": retry,
-                "wait_seconds": round(wait, 3),
-                "error": reason,
-            },
-        )

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from service.recordings.store import RecordingStore
 from service.storage.db import Database
-from service.storage.models import BusinessSettings, utcnow
+from service.storage.models import Business, BusinessSettings, utcnow
 
 log = logging.getLogger("callvault.retention")
 
@@ -19,6 +19,8 @@ async def set_retention(db: Database, business_id: str, days: int | None) -> Non
     if days is not None and days < 1:
         raise ValueError("retention must be at least 1 day (or off)")
     async with db.session() as session:
+        if await session.get(Business, business_id) is None:
+            raise ValueError(f"no business {business_id}")
         row = await session.get(BusinessSettings, business_id) or BusinessSettings(business_id=business_id)
         row.retention_days = days
         session.add(row)

@@ -1,0 +1,194 @@
+"""Pending recordings of a provider, streamed into the blob store.
+
+A recording becomes "stored" only after its blob is complete and verified (the blob store
+checks the announced length while hashing), so a crash or a cut transfer never leaves a
+row pointing at partial audio. One recording's failure is counted on that recording and
+the rest go on; after `recording_attempts` failed pulls it is given up as "failed".
+Errors that no recording can get past (bad credentials) stop the whole batch instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
+from service.config import SyncSettings
+from service.connectors.base import Connector, ConnectorError, RecordingNotFound
+from service.recordings.ingest import FAILED, PENDING, STORED
+from service.recordings.progress import Progress
+from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
+from service.storage.db import Database
+from service.storage.models import Recording, utcnow
+
+log = logging.getLogger("callvault.sync")
+
+PENDING_BATCH = 200  # pending recordings read (and downloads started) at a time
+
+
+class EmptyRecording(Exception):
+    """The provider sent no bytes: nothing to store, and a zero-byte "recording" helps nobody."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: str
+    ref: str
+    attempts: int
+
+
+def recording_failure(error: BaseException) -> tuple[str, bool] | None:
+    """(message, final) when `error` is this recording's problem; None when it is the
+    provider's (bad credentials, refused address) and the whole pull must stop."""
+    if isinstance(error, ConnectorError):
+        return (error.message, False) if error.retryable or isinstance(error, RecordingNotFound) else None
+    if isinstance(error, BlobVerificationFailed):
+        return "incomplete download", False
+    if isinstance(error, BlobTooLarge):
+        return "recording too large", True
+    if isinstance(error, EmptyRecording):
+        return "empty recording", False
+    return None
+
+
+def download_retryable(error: BaseException) -> bool:
+    """A body cut short can surface as a short blob rather than a connector error."""
+    return is_retryable(error) or isinstance(error, BlobVerificationFailed)
+
+
+def retry_logger(context: Mapping[str, object], operation: str) -> OnRetry:
+    """Log each retry with the error's fixed message only (never a URL or a ref)."""
+
+    def note(error: BaseException, retry: int, wait: float) -> None:
+        reason = error.message if isinstance(error, ConnectorError) else type(error).__name__
+        extra = {**context, "operation": operation, "retry": retry, "wait_seconds": round(wait, 3)}
+        log.info("retrying", extra={**extra, "error": reason})
+
+    return note
+
+
+class Downloader:
+    """Downloads for every provider of this process, `concurrency` at a time in all."""
+
+    def __init__(self, db: Database, blobs: BlobStore, sync: SyncSettings, retry: RetryPolicy) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._sync = sync
+        self._retry = retry
+        self._slots = asyncio.Semaphore(sync.concurrency)
+
+    async def download_pending(self, provider_id: str, connector: Connector, progress: Progress) -> None:
+        """Every pending recording of the provider (this pull's and earlier ones'), a batch at
+        a time, at most `per_provider_concurrency` at once."""
+        own_slots = asyncio.Semaphore(self._sync.per_provider_concurrency)
+        run = _Run(connector, progress, own_slots)
+        after = ""
+        while batch := await self._pending(provider_id, after):
+            async with asyncio.TaskGroup() as group:
+                for item in batch:
+                    group.create_task(self._download(run, item))
+            after = batch[-1].id
+
+    async def _pending(self, provider_id: str, after: str) -> list[Pending]:
+        query = (
+            select(Recording.id, Recording.recording_ref, Recording.attempts)
+            .where(
+                col(Recording.provider_id) == provider_id,
+                col(Recording.processing_status) == PENDING,
+                col(Recording.recording_ref).is_not(None),
+                col(Recording.id) > after,
+            )
+            .order_by(col(Recording.id))
+            .limit(PENDING_BATCH)
+        )
+        async with self._db.session() as session:
+            rows = (await session.exec(query)).all()
+        return [Pending(rec_id, ref or "", attempts) for rec_id, ref, attempts in rows]
+
+    async def _download(self, run: _Run, item: Pending) -> None:
+        # The provider's own slot first, so waiting for it holds none of the shared ones.
+        async with run.slots, self._slots:
+            try:
+                fetch = functools.partial(self._fetch, run.connector, item.ref)
+                on_retry = retry_logger(run.context, "download")
+                blob, content_type = await retrying(
+                    fetch, self._retry, retryable=download_retryable, on_retry=on_retry
+                )
+            except Exception as error:
+                failure = recording_failure(error)
+                if failure is None:
+                    raise
+                await self._record_attempt(run, item, *failure)
+                return
+        await self._mark_stored(run, item, blob, content_type)
+
+    async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
+        """One download, streamed into the blob store; the blob is only there if complete."""
+        async with connector.open_recording(ref) as stream:
+            blob = await self._blobs.put(
+                stream.chunks, expected_size=stream.length, max_size=self._sync.max_recording_bytes
+            )
+            content_type = stream.content_type
+        if blob.size == 0:
+            raise EmptyRecording()
+        return blob, content_type
+
+    async def _mark_stored(self, run: _Run, item: Pending, blob: BlobInfo, content_type: str) -> None:
+        values = {
+            "sha256": blob.sha256,
+            "size": blob.size,
+            "content_type": (content_type or "application/octet-stream")[:100],
+            "processing_status": STORED,
+            "last_error": None,
+            "updated_at": utcnow(),
+        }
+        if await self._update_pending(item.id, values):
+            run.progress.job.recordings_stored += 1
+            run.progress.job.bytes_stored += blob.size
+        await run.progress.tick()
+
+    async def _record_attempt(self, run: _Run, item: Pending, message: str, final: bool) -> None:
+        """Count a failed download; after `recording_attempts` of them the recording is failed."""
+        attempts = item.attempts + 1
+        gave_up = final or attempts >= self._sync.recording_attempts
+        values = {
+            "attempts": attempts,
+            "last_error": message[:200],
+            "processing_status": FAILED if gave_up else PENDING,
+            "updated_at": utcnow(),
+        }
+        await self._update_pending(item.id, values)
+        run.progress.job.failures += 1
+        extra = {**run.context, "recording_id": item.id, "attempts": attempts, "gave_up": gave_up}
+        log.warning("recording download failed", extra={**extra, "error": message})
+        await run.progress.tick()
+
+    async def _update_pending(self, recording_id: str, values: Mapping[str, object]) -> bool:
+        """Update a recording that is still pending (not deleted or stored meanwhile)."""
+        async with self._db.session() as session:
+            result = await session.exec(
+                update(Recording)
+                .where(col(Recording.id) == recording_id, col(Recording.processing_status) == PENDING)
+                .values(values)
+            )
+            await session.commit()
+        return bool(result.rowcount == 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One provider's downloads in one pull."""
+
+    connector: Connector
+    progress: Progress
+    slots: asyncio.Semaphore
+
+    @property
+    def context(self) -> dict[str, object]:
+        return {"provider_id": self.progress.job.provider_id, "job_id": self.progress.job.id}

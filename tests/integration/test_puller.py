@@ -1,0 +1,564 @@
+"""The puller against real fake providers over loopback, a real blob store and a real database.
+
+Every test checks the two promises that matter: each call lands exactly once, and a
+recording is "stored" only when its blob is complete and byte-identical to the provider's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlmodel import col, func, select
+
+from service.admin import Admin
+from service.blobs.local import LocalBlobStore
+from service.config import Settings, SyncSettings
+from service.connectors.http import NetworkPolicy
+from service.errors import ProviderNotFound
+from service.providers.store import ProviderStore
+from service.recordings.lease import Lease
+from service.recordings.progress import start_job
+from service.recordings.puller import ProviderBusy, Puller, failure_backoff, interval_of
+from service.sealing import Keyring, generate_key
+from service.storage.db import Database
+from service.storage.migrate import upgrade
+from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc
+from tests.fakes.antbuddy import FakeAntBuddy
+from tests.fakes.httpserver import Fault, Request
+from tests.fakes.kazoo import FakeKazoo, FakeRecording
+
+POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
+SYNC = replace(
+    SyncSettings(),
+    tick_seconds=0.05,
+    initial_lookback_days=3,
+    retry_attempts=4,
+    retry_base_seconds=0.01,
+    retry_cap_seconds=0.2,
+    recording_attempts=2,
+    lease_seconds=1.5,
+    concurrency=4,
+    per_provider_concurrency=2,
+)
+NOW = datetime.now(UTC)
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@dataclass
+class Env:
+    db: Database
+    providers: ProviderStore
+    blobs: LocalBlobStore
+    blob_dir: Path
+    settings: Settings
+    business_id: str
+
+    def puller(self, *, owner: str | None = None, **sync: Any) -> Puller:
+        settings = replace(self.settings, sync=replace(self.settings.sync, **sync))
+        return Puller(self.db, self.providers, self.blobs, settings, owner=owner)
+
+    async def kazoo(self, fake: FakeKazoo, *, api_key: str | None = None, active: bool = True) -> str:
+        config = {"baseUrl": fake.base_url, "accountId": fake.account_id, "apiKey": api_key or fake.api_key}
+        return await self.providers.create(
+            self.business_id, kind="kazoo", name="Kazoo PBX", config=config, is_active=active
+        )
+
+    async def rows(self, provider_id: str) -> list[Recording]:
+        async with self.db.session() as session:
+            query = select(Recording).where(col(Recording.origin) == provider_id).order_by(col(Recording.id))
+            return list((await session.exec(query)).all())
+
+    async def state(self, provider_id: str) -> ProviderSync:
+        async with self.db.session() as session:
+            state = await session.get(ProviderSync, provider_id, populate_existing=True)
+        assert state is not None
+        return state
+
+    async def job(self, job_id: str) -> SyncJob:
+        async with self.db.session() as session:
+            job = await session.get(SyncJob, job_id, populate_existing=True)
+        assert job is not None
+        return job
+
+    async def jobs(self, provider_id: str) -> list[SyncJob]:
+        async with self.db.session() as session:
+            query = select(SyncJob).where(col(SyncJob.provider_id) == provider_id).order_by(col(SyncJob.id))
+            return list((await session.exec(query)).all())
+
+    async def blob_sha256(self, sha: str) -> str:
+        digest = hashlib.sha256()
+        async for chunk in await self.blobs.open(sha):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def temp_files(self) -> list[Path]:
+        return list((self.blob_dir / "tmp").iterdir())
+
+
+@pytest.fixture(params=["sqlite"])
+async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
+    make_url = cast(Callable[[str], str], request.getfixturevalue("database_url_factory"))
+    url = make_url(request.param)
+    upgrade(url)
+    db = Database(url)
+    admin = Admin(db)
+    account = await admin.create_account("Acme")
+    business = await admin.create_business(account, "Acme", slug=f"acme-{uuid.uuid4().hex[:12]}")
+    providers = ProviderStore(db, Keyring({1: generate_key()}, primary_id=1), POLICY)
+    blob_dir = tmp_path / "blobs"
+    settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC, blob_dir=blob_dir)
+    yield Env(db, providers, LocalBlobStore(blob_dir), blob_dir, settings, business)
+    await db.dispose()
+
+
+@pytest.fixture
+def kazoo() -> Iterator[FakeKazoo]:
+    with FakeKazoo(max_page_size=3) as fake:
+        yield fake
+        assert fake.handler_errors == []
+
+
+def audio_requests(fake: FakeKazoo) -> list[Request]:
+    prefix = f"/v2/accounts/{fake.account_id}/recordings/"
+    return [r for r in fake.requests if r.path.startswith(prefix) and "audio" in r.headers.get("accept", "")]
+
+
+def add_calls(fake: FakeKazoo, hours: list[float], *, audio_size: int = 4096) -> list[FakeRecording]:
+    return [
+        fake.add_recording(NOW - timedelta(hours=h), audio_size=audio_size + i, caller=f"08123456{i:02d}")
+        for i, h in enumerate(hours)
+    ]
+
+
+async def assert_stored_once(env: Env, provider_id: str, expected: list[FakeRecording]) -> None:
+    """Exactly one row per call, each stored, its blob present, complete and byte-identical."""
+    rows = await env.rows(provider_id)
+    assert sorted(r.external_id for r in rows) == sorted(rec.id for rec in expected)
+    by_id = {rec.id: rec for rec in expected}
+    for row in rows:
+        rec = by_id[row.external_id]
+        assert row.processing_status == "stored", (row.external_id, row.last_error)
+        assert row.sha256 == rec.audio.sha256() and row.size == rec.audio.size
+        info = await env.blobs.stat(row.sha256)
+        assert info is not None and info.size == row.size
+        assert await env.blob_sha256(row.sha256) == row.sha256
+    await eventually(lambda: not env.temp_files())
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every log record with its extra fields, as text."""
+    return "\n".join(repr(vars(record)) for record in caplog.records)
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+# -- the happy path --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_pulls_store_every_recording_once_and_find_only_new_calls(
+    env: Env, kazoo: FakeKazoo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="callvault")
+    calls = add_calls(kazoo, [50, 30, 20, 10, 5, 3, 1])
+    outbound = kazoo.add_recording(
+        NOW - timedelta(hours=2), direction="outbound", caller="1001", callee="0898765432"
+    )
+    calls.append(outbound)
+    provider_id = await env.kazoo(kazoo)
+    puller = env.puller()
+
+    job = await puller.pull(provider_id)
+
+    assert job.state == "succeeded" and job.trigger == "schedule" and job.error is None
+    assert job.started_at is not None and job.finished_at is not None
+    assert (job.calls_seen, job.recordings_stored, job.failures) == (8, 8, 0)
+    assert job.bytes_stored == sum(c.audio.size for c in calls)
+    stored = await env.job(job.id)  # what readers of the table see
+    assert (stored.state, stored.calls_seen, stored.recordings_stored, stored.bytes_stored) == (
+        "succeeded",
+        8,
+        8,
+        job.bytes_stored,
+    )
+    await assert_stored_once(env, provider_id, calls)
+    assert len(audio_requests(kazoo)) == 8
+
+    rows = {r.external_id: r for r in await env.rows(provider_id)}
+    inbound = rows[calls[0].id]
+    assert (inbound.direction, inbound.source, inbound.provider_id) == ("in", "kazoo", provider_id)
+    assert (inbound.customer_phone, inbound.customer_phone_normalized) == ("0812345600", "+66812345600")
+    assert inbound.callcenter_number == "1001"
+    assert as_utc(inbound.call_at) == datetime.fromtimestamp(
+        int((NOW - timedelta(hours=50)).timestamp()), UTC
+    )
+    out = rows[outbound.id]
+    assert (out.direction, out.customer_phone, out.customer_phone_normalized) == (
+        "out",
+        "0898765432",
+        "+66898765432",
+    )
+    assert (out.callcenter_number, out.content_type) == ("1001", "audio/mpeg")
+
+    state = await env.state(provider_id)
+    assert state.cursor is not None and as_utc(state.cursor) >= NOW
+    assert state.last_error is None and state.last_success_at is not None
+    assert state.next_run_at is not None
+    interval = as_utc(state.next_run_at) - as_utc(state.last_success_at)
+    assert interval == timedelta(minutes=SYNC.default_interval_minutes)
+    assert state.lease_owner is None and state.lease_until is None
+
+    # A second pull: nothing new, nothing downloaded again.
+    kazoo.clear_requests()
+    again = await puller.pull(provider_id)
+    assert again.state == "succeeded" and again.recordings_stored == 0
+    assert audio_requests(kazoo) == []
+    assert len(await env.rows(provider_id)) == 8
+
+    # Calls that appear at the provider later land on the next pull, and only they download.
+    late = [kazoo.add_recording(datetime.now(UTC) - timedelta(minutes=m), audio_size=999 + m) for m in (3, 1)]
+    kazoo.clear_requests()
+    third = await puller.pull(provider_id)
+    assert (third.state, third.recordings_stored, third.calls_seen) == ("succeeded", 2, 2)
+    assert len(audio_requests(kazoo)) == 2
+    await assert_stored_once(env, provider_id, calls + late)
+    text = logged(caplog)
+    assert "pull finished" in text and kazoo.api_key not in text
+    assert not any(rec.id in text for rec in calls + late)  # recording refs stay out of logs
+
+
+async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> None:
+    with FakeAntBuddy() as fake:
+        with_audio = fake.add_call(NOW - timedelta(hours=5), caller="0811111111", direction="to_ab")
+        fake.add_call(NOW - timedelta(hours=4), recording=False)
+        config = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
+        )
+        job = await env.puller().pull(provider_id)
+        assert fake.handler_errors == []
+
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 2, 1)
+    rows = await env.rows(provider_id)
+    statuses = sorted(r.processing_status for r in rows)
+    assert statuses == ["no_audio", "stored"]
+    stored = next(r for r in rows if r.processing_status == "stored")
+    assert stored.sha256 == fake.media[with_audio["recording"]].sha256()
+    assert stored.source == "antbuddy" and stored.customer_phone_normalized == "+66811111111"
+    await eventually(lambda: not env.temp_files())
+
+
+# -- faults ----------------------------------------------------------------------------
+
+FAULTS = {
+    "listing 500 twice": (Fault.status(500), "list", 2),
+    "listing rate limited": (Fault.rate_limited(retry_after=0.1), "list", 1),
+    "download 500 twice": (Fault.status(500), "audio", 2),
+    "download rate limited": (Fault.rate_limited(retry_after=0.1), "audio", 2),
+    "download reset mid-body": (Fault.reset(after=5000), "audio", 3),
+    "download truncated": (Fault.truncate(after=5000), "audio", 3),
+    "download slow": (Fault.slow(delay=0.2, trickle=0.002), "audio", None),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+async def test_faults_end_with_every_recording_stored_once(
+    env: Env, kazoo: FakeKazoo, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="callvault.sync")
+    fault, where, times = FAULTS[name]
+    calls = add_calls(kazoo, [30, 20, 10, 2], audio_size=20_000)
+    provider_id = await env.kazoo(kazoo)
+    listing = f"/v2/accounts/{kazoo.account_id}/recordings"
+    kazoo.faults.add(fault, path=listing if where == "list" else listing + "/", times=times)
+
+    job = await env.puller().pull(provider_id)
+
+    assert job.state == "succeeded", job.error
+    assert (job.recordings_stored, job.failures) == (4, 0)
+    await assert_stored_once(env, provider_id, calls)
+    # Only this provider's records: a server started by other tests may log from its own thread.
+    mine = [r for r in caplog.records if getattr(r, "provider_id", None) == provider_id]
+    retries = [r for r in mine if r.getMessage() == "retrying"]
+    operation = "listing" if where == "list" else "download"
+    # Each fault cost exactly one retry of its operation; a slow answer within the timeouts none.
+    assert [getattr(r, "operation", None) for r in retries] == [operation] * (times or 0)
+
+
+async def test_a_listing_that_fails_midway_restarts_from_the_window_start(env: Env) -> None:
+    with FakeAntBuddy() as fake:
+        for i in range(130):
+            fake.add_call(NOW - timedelta(hours=30, minutes=-i), caller=f"0812{i:06d}", recording=i < 2)
+        pages: list[int] = []
+
+        def fail_the_next_page(server: FakeAntBuddy) -> None:
+            pages.append(1)
+            if len(pages) == 1:  # after page 1 is answered, page 2 fails once
+                server.faults.add(Fault.status(500), path="/oapi/v1/call/histories")
+
+        fake.on_history = fail_the_next_page
+        config = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
+        )
+        job = await env.puller().pull(provider_id)
+        pages_asked = [r.query["page"] for r in fake.history_requests()]
+        assert fake.handler_errors == []
+
+    assert pages_asked == ["1", "2", "1", "2"]
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 130, 2)
+    rows = await env.rows(provider_id)
+    assert len(rows) == len({r.external_id for r in rows}) == 130
+
+
+async def test_a_recording_that_always_fails_ends_failed_and_the_rest_are_stored(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    good = add_calls(kazoo, [10, 8, 6])
+    [bad] = add_calls(kazoo, [7])
+    kazoo.faults.add(
+        Fault.status(500), path=f"/v2/accounts/{kazoo.account_id}/recordings/{bad.id}", times=None
+    )
+    provider_id = await env.kazoo(kazoo)
+    puller = env.puller()
+
+    first = await puller.pull(provider_id)
+    assert (first.state, first.recordings_stored, first.failures) == ("succeeded", 3, 1)
+    [row] = [r for r in await env.rows(provider_id) if r.external_id == bad.id]
+    assert (row.processing_status, row.attempts, row.last_error) == (
+        "pending",
+        1,
+        "unexpected answer from provider",
+    )
+
+    second = await puller.pull(provider_id)  # pending recordings of earlier pulls are tried again
+    assert (second.state, second.recordings_stored, second.failures) == ("succeeded", 0, 1)
+    [row] = [r for r in await env.rows(provider_id) if r.external_id == bad.id]
+    assert (row.processing_status, row.attempts, row.sha256) == ("failed", 2, None)
+
+    kazoo.clear_requests()
+    third = await puller.pull(provider_id)
+    assert third.failures == 0 and audio_requests(kazoo) == []  # given up: not tried again
+    stored = [r for r in await env.rows(provider_id) if r.external_id != bad.id]
+    assert sorted(r.external_id for r in stored) == sorted(c.id for c in good)
+    assert all(r.processing_status == "stored" for r in stored)
+    await eventually(lambda: not env.temp_files())
+
+
+async def test_bad_credentials_fail_the_pull_without_retrying(
+    env: Env, kazoo: FakeKazoo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="callvault")
+    calls = add_calls(kazoo, [3])
+    provider_id = await env.kazoo(kazoo, api_key="not-the-key")
+    puller = env.puller()
+
+    job = await puller.pull(provider_id)
+
+    assert (job.state, job.error) == ("failed", "authentication failed")
+    assert (await env.job(job.id)).error == "authentication failed"
+    assert kazoo.auth_calls() == 1  # not retried
+    state = await env.state(provider_id)
+    assert (state.last_error, state.consecutive_failures, state.cursor) == ("authentication failed", 1, None)
+    assert state.next_run_at is not None
+    wait = as_utc(state.next_run_at) - datetime.now(UTC)
+    assert timedelta(0) < wait <= timedelta(minutes=SYNC.default_interval_minutes)
+    assert state.lease_owner is None
+    assert await env.rows(provider_id) == []
+    assert "not-the-key" not in logged(caplog) and "authentication failed" in logged(caplog)
+    details = await env.providers.get(env.business_id, provider_id)
+    assert details.last_sync_error == "authentication failed"
+
+    await env.providers.update(
+        env.business_id, provider_id, name=None, config={"apiKey": kazoo.api_key}, is_active=None
+    )
+    fixed = await puller.pull(provider_id)
+    assert fixed.state == "succeeded"
+    state = await env.state(provider_id)
+    assert (state.last_error, state.consecutive_failures) == (None, 0)
+    await assert_stored_once(env, provider_id, calls)
+
+
+# -- leases, crashes, deletion ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_two_processes_never_pull_the_same_provider_at_once(env: Env, kazoo: FakeKazoo) -> None:
+    calls = add_calls(kazoo, [9, 7, 5, 3])
+    kazoo.faults.add(Fault.slow(delay=0.1), path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
+    provider_id = await env.kazoo(kazoo)
+    first, second = env.puller(owner="process-a"), env.puller(owner="process-b")
+
+    results = await asyncio.gather(first.pull(provider_id), second.pull(provider_id), return_exceptions=True)
+
+    busy = [r for r in results if isinstance(r, ProviderBusy)]
+    jobs = [r for r in results if isinstance(r, SyncJob)]
+    assert len(busy) == 1 and len(jobs) == 1, results
+    assert jobs[0].state == "succeeded" and jobs[0].recordings_stored == 4
+    assert len(audio_requests(kazoo)) == 4
+    assert len(await env.jobs(provider_id)) == 1
+    await assert_stored_once(env, provider_id, calls)
+    assert (await env.state(provider_id)).lease_owner is None
+
+
+async def test_a_crashed_holder_is_taken_over_once_its_lease_lapses(env: Env, kazoo: FakeKazoo) -> None:
+    calls = add_calls(kazoo, [4, 2])
+    provider_id = await env.kazoo(kazoo)
+    puller = env.puller(owner="survivor")
+    await puller.pull(provider_id)  # creates the sync row; the crashed process comes next
+    kazoo.clear_requests()
+    crashed = Lease(env.db, "crashed", seconds=0.5)
+    assert await crashed.claim(provider_id)
+    stale = await start_job(env.db, provider_id, env.business_id, None)
+    assert stale is not None
+
+    with pytest.raises(ProviderBusy):
+        await puller.pull(provider_id)
+    await asyncio.sleep(0.6)
+    job = await puller.pull(provider_id)
+
+    assert job.state == "succeeded"
+    left = await env.job(stale.id)
+    assert (left.state, left.error) == ("failed", "interrupted")
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def test_an_interrupted_pull_resumes_with_nothing_lost_or_doubled(env: Env, kazoo: FakeKazoo) -> None:
+    calls = add_calls(kazoo, [20, 15, 10, 6, 3, 1], audio_size=30_000)
+    slow = Fault.slow(delay=0.05, trickle=0.01)
+    kazoo.faults.add(slow, path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
+    provider_id = await env.kazoo(kazoo)
+    puller = env.puller()
+
+    task = asyncio.create_task(puller.pull(provider_id))
+    await eventually(lambda: len(audio_requests(kazoo)) >= 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [interrupted] = await env.jobs(provider_id)
+    assert (interrupted.state, interrupted.error) == ("failed", "interrupted")
+    assert (await env.state(provider_id)).lease_owner is None  # released, not left to lapse
+    assert any(r.processing_status == "pending" for r in await env.rows(provider_id))
+
+    kazoo.faults.clear()
+    job = await env.puller().pull(provider_id)
+    assert job.state == "succeeded"
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def test_a_provider_deleted_mid_pull_ends_the_job_failed(env: Env, kazoo: FakeKazoo) -> None:
+    add_calls(kazoo, [8, 6, 4, 2])
+    kazoo.faults.add(Fault.slow(delay=0.3), path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
+    provider_id = await env.kazoo(kazoo)
+    task = asyncio.create_task(env.puller().pull(provider_id))
+    await eventually(lambda: len(audio_requests(kazoo)) >= 1)
+
+    await env.providers.delete(env.business_id, provider_id)
+    job = await asyncio.wait_for(task, timeout=10)
+
+    assert (job.state, job.error) == ("failed", "provider deleted")
+    assert (await env.job(job.id)).state == "failed"
+    with pytest.raises(ProviderNotFound):
+        await env.puller().pull(provider_id)
+
+
+# -- scheduling and on-demand ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_request_sync_wakes_the_loop_which_finishes_the_job(env: Env, kazoo: FakeKazoo) -> None:
+    calls = add_calls(kazoo, [6, 3])
+    provider_id = await env.kazoo(kazoo)
+    inactive_id = await env.kazoo(kazoo, active=False)
+    broken_id = await env.kazoo(kazoo, api_key="wrong-key")
+    puller = env.puller(tick_seconds=30.0)  # only wake() can make it act again soon
+    loop = asyncio.create_task(puller.run())
+    try:
+        # The first pass pulls every due provider on schedule, but not the inactive one.
+        await wait_for(lambda: _finished(env, provider_id, 1))
+        await wait_for(lambda: _finished(env, broken_id, 1))  # its failure does not stop the loop
+        [broken] = await env.jobs(broken_id)
+        assert (broken.state, broken.error) == ("failed", "authentication failed")
+        [scheduled] = await env.jobs(provider_id)
+        assert (scheduled.trigger, scheduled.state) == ("schedule", "succeeded")
+        await assert_stored_once(env, provider_id, calls)
+
+        late = kazoo.add_recording(datetime.now(UTC) - timedelta(minutes=2))
+        queued = await puller.request_sync(env.business_id, provider_id)
+        assert (queued.trigger, queued.state) == ("manual", "queued")
+        await wait_for(lambda: _finished(env, provider_id, 2), within=5)
+
+        manual = await env.job(queued.id)
+        assert (manual.state, manual.recordings_stored, manual.calls_seen) == ("succeeded", 1, 1)
+        assert manual.started_at is not None and manual.finished_at is not None
+        await assert_stored_once(env, provider_id, [*calls, late])
+        assert await env.jobs(inactive_id) == []
+    finally:
+        await puller.close()
+    assert loop.done()
+
+
+async def test_request_sync_answers_the_open_job_and_refuses_unknown_providers(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    provider_id = await env.kazoo(kazoo)
+    puller = env.puller()
+    first = await puller.request_sync(env.business_id, provider_id)
+    again = await puller.request_sync(env.business_id, provider_id)
+    assert again.id == first.id
+    assert (await env.state(provider_id)).next_run_at is not None
+
+    with pytest.raises(ProviderNotFound):
+        await puller.request_sync(env.business_id, "0192f0aa-0000-7000-8000-000000000000")
+    admin = Admin(env.db)
+    other = await admin.create_business(await admin.create_account("Other"), "Other", slug="other-co")
+    with pytest.raises(ProviderNotFound):
+        await puller.request_sync(other, provider_id)
+
+    job = await puller.pull(provider_id, first)  # what the loop does with the queued job
+    assert (job.id, job.state, job.trigger) == (first.id, "succeeded", "manual")
+    again = await puller.pull(provider_id, first)  # a job already run is not run twice
+    assert (again.id, again.state) == (first.id, "succeeded")
+    assert len(await env.jobs(provider_id)) == 1
+
+
+async def _finished(env: Env, provider_id: str, count: int) -> bool:
+    async with env.db.session() as session:
+        query = (
+            select(func.count())
+            .select_from(SyncJob)
+            .where(col(SyncJob.provider_id) == provider_id, col(SyncJob.state).in_(("succeeded", "failed")))
+        )
+        return int((await session.exec(query)).one()) >= count
+
+
+def test_interval_comes_from_the_provider_settings_and_backoff_is_capped_by_it() -> None:
+    dtac = Provider(id="p", business_id="b", kind="dtac", name="DTAC", settings={"pollIntervalMinutes": 30})
+    kazoo = Provider(id="q", business_id="b", kind="kazoo", name="Kazoo", settings={})
+    assert interval_of(dtac, 15) == timedelta(minutes=30)
+    assert interval_of(kazoo, 15) == timedelta(minutes=15)
+    waits = [failure_backoff(n, timedelta(minutes=5)) for n in range(1, 6)]
+    assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5)]
+    assert failure_backoff(10_000, timedelta(hours=1)) == timedelta(hours=1)
