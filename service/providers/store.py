@@ -21,7 +21,7 @@ from service.kinds.base import KEPT, ProviderKind, ReadAs
 from service.providers.connection import ConnectionChecker
 from service.sealing import Keyring, SealContext
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, utcnow
+from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, SyncJob, utcnow
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
 NAME_MIN, NAME_MAX = 2, 60
@@ -183,8 +183,19 @@ class ProviderStore:
             recordings = list(
                 (await session.exec(select(Recording.id).where(col(Recording.provider_id) == row.id))).all()
             )
+            # Audio not fetched yet can never be now: say so rather than leave it pending.
+            await session.exec(
+                update(Recording)
+                .where(col(Recording.provider_id) == row.id, col(Recording.processing_status) == "pending")
+                .values(processing_status="failed", last_error="provider deleted")
+            )
             await session.exec(
                 update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
+            )
+            await session.exec(
+                update(SyncJob)
+                .where(col(SyncJob.provider_id) == row.id, col(SyncJob.state) == "queued")
+                .values(state="failed", error="provider deleted", finished_at=utcnow())
             )
             await session.exec(delete(ProviderSync).where(col(ProviderSync.provider_id) == row.id))
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))

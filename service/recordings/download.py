@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from service import metrics
 from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
 from service.connectors.base import Connector, ConnectorError, RecordingNotFound
@@ -151,6 +152,8 @@ class Downloader:
         if await self._update_pending(item.id, values):
             run.progress.job.recordings_stored += 1
             run.progress.job.bytes_stored += blob.size
+            metrics.RECORDINGS_STORED.labels(run.progress.job.provider_id).inc()
+            metrics.RECORDING_BYTES.labels(run.progress.job.provider_id).inc(blob.size)
         await run.progress.tick()
 
     async def _record_attempt(self, run: _Run, item: Pending, message: str, final: bool) -> None:
@@ -165,6 +168,7 @@ class Downloader:
         }
         await self._update_pending(item.id, values)
         run.progress.job.failures += 1
+        metrics.RECORDING_FAILURES.labels(run.progress.job.provider_id).inc()
         extra = {**run.context, "recording_id": item.id, "attempts": attempts, "gave_up": gave_up}
         log.warning("recording download failed", extra={**extra, "error": message})
         await run.progress.tick()

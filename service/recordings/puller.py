@@ -32,6 +32,7 @@ from sqlalchemy.exc import StatementError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service import metrics
 from service.blobs.base import BlobError, BlobStore
 from service.config import Settings
 from service.connectors.base import CallRecord, Connector, ConnectorError
@@ -329,9 +330,19 @@ class Puller:
             if started is None:  # another process ran the queued job meanwhile
                 assert job is not None
                 return await jobs.reload(self._db, job)
-            return await self._run_job(provider, jobs.Progress(self._db, started))
+            finished = await self._run_job(provider, jobs.Progress(self._db, started))
         finally:
             await self._lease.release(provider.id)
+        await self._observe(provider.id, finished)
+        return finished
+
+    async def _observe(self, provider_id: str, job: SyncJob) -> None:
+        """Pull metrics: how it ended, and how far behind the provider's cursor is."""
+        metrics.PULLS.labels(provider_id, job.state).inc()
+        async with self._db.session() as session:
+            state = await session.get(ProviderSync, provider_id)
+        if state is not None and state.cursor is not None:
+            metrics.PULL_LAG.labels(provider_id).set((utcnow() - as_utc(state.cursor)).total_seconds())
 
     async def _run_job(self, provider: Provider, progress: jobs.Progress) -> SyncJob:
         context = {"provider_id": provider.id, "job_id": progress.job.id, "kind": provider.kind}

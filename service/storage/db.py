@@ -59,7 +59,8 @@ class Database:
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         ensure_sqlite_dir(self.url)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        # Statement parameters stay out of error messages: they can hold recording refs.
+        kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
         if not parsed.drivername.startswith("sqlite"):
             kwargs.update(pool_size=10, max_overflow=20)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)

@@ -156,7 +156,11 @@ class ProviderSync(SQLModel, table=True):
 
 
 class SyncJob(SQLModel, table=True):
-    __table_args__ = (Index("ix_syncjob_provider_state", "provider_id", "state"),)
+    # The scheduler looks for queued jobs on every tick.
+    __table_args__ = (
+        Index("ix_syncjob_provider_state", "provider_id", "state"),
+        Index("ix_syncjob_state", "state"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     business_id: str = Field(foreign_key="business.id", index=True, max_length=36)
