@@ -32,6 +32,8 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "CALLVAULT_GRPC_PORT": str(free_port()),
         "CALLVAULT_HTTP_PORT": str(free_port()),
         "CALLVAULT_GRACE_SECONDS": "3",
+        # The seed's provider points at pbx.example.com: nothing here may try to reach it.
+        "CALLVAULT_SYNC_ENABLED": "0",
     }
 
 
