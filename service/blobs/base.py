@@ -49,6 +49,15 @@ def check_sha256(value: str) -> str:
     return value
 
 
+def check_put(expected_sha256: str | None, expected_size: int | None, max_size: int | None) -> None:
+    """The arguments every backend's put() takes, refused before any byte is read."""
+    if expected_sha256 is not None:
+        check_sha256(expected_sha256)
+    for name, value in (("expected_size", expected_size), ("max_size", max_size)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must not be negative")
+
+
 def check_range(start: int, end: int | None, size: int) -> int:
     """Validate [start, end) against a blob of `size` bytes and return the exclusive end."""
     stop = size if end is None else end

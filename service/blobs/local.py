@@ -24,6 +24,7 @@ from service.blobs.base import (
     BlobNotFound,
     BlobTooLarge,
     BlobVerificationFailed,
+    check_put,
     check_range,
     check_sha256,
 )
@@ -68,11 +69,6 @@ def _unlink_quietly(path: str) -> None:
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
-
-
-def _check_size(name: str, value: int | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{name} must not be negative")
 
 
 class _Offloaded:
@@ -243,10 +239,7 @@ class LocalBlobStore:
         expected_size: int | None = None,
         max_size: int | None = None,
     ) -> BlobInfo:
-        if expected_sha256 is not None:
-            check_sha256(expected_sha256)
-        _check_size("expected_size", expected_size)
-        _check_size("max_size", max_size)
+        check_put(expected_sha256, expected_size, max_size)
         temp = _TempBlob(os.path.join(self._tmp, secrets.token_hex(16) + TEMP_SUFFIX))
         committed = False
         try:

@@ -34,6 +34,7 @@ from service.blobs.base import (
     BlobNotFound,
     BlobTooLarge,
     BlobVerificationFailed,
+    check_put,
     check_range,
     check_sha256,
 )
@@ -86,11 +87,6 @@ def _s3_errors(operation: str) -> Iterator[None]:
         raise BlobError(f"S3 {operation} failed: {_error_code(exc)}") from exc
     except _NETWORK_ERRORS as exc:
         raise BlobError(f"S3 {operation} failed: {type(exc).__name__}") from exc
-
-
-def _check_size(name: str, value: int | None) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{name} must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +246,7 @@ class S3BlobStore:
         expected_size: int | None = None,
         max_size: int | None = None,
     ) -> BlobInfo:
-        if expected_sha256 is not None:
-            check_sha256(expected_sha256)
-        _check_size("expected_size", expected_size)
-        _check_size("max_size", max_size)
+        check_put(expected_sha256, expected_size, max_size)
         # Knowing the address up front, the upload can target it directly: an
         # uncompleted multipart upload is invisible, and completion comes after verifying.
         expected_key = self.key_for(expected_sha256) if expected_sha256 else None
