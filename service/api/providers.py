@@ -48,6 +48,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             config=struct_to_dict(request.config),
             is_active=request.is_active if request.HasField("is_active") else None,
             validate=request.validate,
+            deadline=context.time_remaining(),
         )
         return pb.CreateProviderResponse(id=provider_id)
 
@@ -75,6 +76,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             is_active=request.is_active if request.HasField("is_active") else None,
             kind=request.kind if request.HasField("kind") else None,
             validate=request.validate,
+            deadline=context.time_remaining(),
         )
         return pb.UpdateProviderResponse(ok=True)
 
@@ -87,7 +89,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
 
     async def TestProvider(self, request: pb.TestProviderRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, SCOPE)
-        problem = await self._store.test(business, request.id)
+        problem = await self._store.test(business, request.id, deadline=context.time_remaining())
         return (
             pb.TestProviderResponse(ok=True)
             if problem is None

@@ -31,14 +31,22 @@ class ConnectionChecker:
     def __init__(self, policy: NetworkPolicy) -> None:
         self._policy = policy
 
-    async def problem(self, kind: ProviderKind, config: Mapping[str, Any]) -> str | None:
-        """None when the provider accepts the credentials, else a short, secret-free reason."""
+    async def problem(
+        self, kind: ProviderKind, config: Mapping[str, Any], *, deadline: float | None = None
+    ) -> str | None:
+        """None when the provider accepts the credentials, else a short, secret-free reason.
+        `deadline` is the caller's remaining time: the check gives up before the caller does."""
+        limit = (
+            self._policy.total_timeout
+            if deadline is None
+            else max(0.0, min(deadline, self._policy.total_timeout))
+        )
         try:
             connector = kind.connector(config, self._policy)
         except (ValueError, TypeError):
             return "invalid settings"
         try:
-            async with asyncio.timeout(self._policy.total_timeout):
+            async with asyncio.timeout(limit):
                 await connector.check()
         except ConnectorError as exc:
             return exc.message
@@ -54,7 +62,9 @@ class ConnectionChecker:
             await connector.aclose()
         return None
 
-    async def require(self, kind: ProviderKind, config: Mapping[str, Any]) -> None:
-        reason = await self.problem(kind, config)
+    async def require(
+        self, kind: ProviderKind, config: Mapping[str, Any], *, deadline: float | None = None
+    ) -> None:
+        reason = await self.problem(kind, config, deadline=deadline)
         if reason is not None:
             raise ConnectionTestFailed(reason)

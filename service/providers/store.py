@@ -93,13 +93,14 @@ class ProviderStore:
         config: Mapping[str, Any],
         is_active: bool | None,
         validate: bool = False,
+        deadline: float | None = None,
     ) -> str:
         """validate: refuse credentials the provider does not accept (checked before storing)."""
         spec = kind_of(kind)
         clean_name = check_name(name)
         clean = spec.validate(config, policy=self._policy)
         if validate:
-            await self._connections.require(spec, spec.with_defaults(clean))
+            await self._connections.require(spec, spec.with_defaults(clean), deadline=deadline)
         settings, secrets = spec.split(clean)
         provider = Provider(
             id=uuid7(),
@@ -142,13 +143,14 @@ class ProviderStore:
         is_active: bool | None,
         kind: str | None = None,
         validate: bool = False,
+        deadline: float | None = None,
     ) -> None:
         """Merge `config` into what is stored and re-validate the result. With validate, the
         merged credentials are tested first, outside any transaction (it may take seconds)."""
         if validate:
             kind_spec, current = await self.open_config(business_id, provider_id)
             checked = kind_spec.validate({**current, **(config or {})}, policy=self._policy)
-            await self._connections.require(kind_spec, kind_spec.with_defaults(checked))
+            await self._connections.require(kind_spec, kind_spec.with_defaults(checked), deadline=deadline)
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id, for_update=True)
             if kind is not None and kind != row.kind:
@@ -203,10 +205,10 @@ class ProviderStore:
             await session.commit()
         return recordings
 
-    async def test(self, business_id: str, provider_id: str) -> str | None:
+    async def test(self, business_id: str, provider_id: str, *, deadline: float | None = None) -> str | None:
         """The connection test with the stored credentials: None, or why it failed."""
         spec, config = await self.open_config(business_id, provider_id)
-        return await self._connections.problem(spec, config)
+        return await self._connections.problem(spec, config, deadline=deadline)
 
     async def open_config(self, business_id: str, provider_id: str) -> tuple[ProviderKind, dict[str, Any]]:
         """The whole config with secrets opened, for a connector. Never leaves the process."""
