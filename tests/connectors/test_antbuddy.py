@@ -1,78 +1,37 @@
-"""AntBuddyConnector against the fake open API over loopback."""
+"""AntBuddyConnector against the fake open API over loopback.
+
+What every connector must do (bad credentials, faults, streaming) is in test_contract.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
 from service.connectors.antbuddy import DEFAULT_BASE_URL, AntBuddyConnector, external_id
-from service.connectors.base import (
-    AuthenticationFailed,
-    ConnectorError,
-    Direction,
-    Outcome,
-    RateLimited,
-    RecordingNotFound,
-    TimedOut,
-    UnexpectedAnswer,
-    Unreachable,
-)
-from service.connectors.http import NetworkPolicy
+from service.connectors.base import AuthenticationFailed, Direction, Outcome, RateLimited, UnexpectedAnswer
+from tests.connectors.kinds import ANTBUDDY, AntBuddyKind
+from tests.connectors.support import POLICY, assert_secret_free, digest, ids
 from tests.fakes.antbuddy import FakeAntBuddy, sha256_hex
 from tests.fakes.httpserver import Fault
 
-POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=2.0)
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
-HISTORIES = "/oapi/v1/call/histories"
+HISTORIES = ANTBUDDY.HISTORIES
+make = ANTBUDDY.make
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeAntBuddy]:
-    with FakeAntBuddy() as server:
-        yield server
-        assert server.handler_errors == []
-
-
-def make(fake: FakeAntBuddy, *, policy: NetworkPolicy = POLICY, **config: str) -> AntBuddyConnector:
-    settings = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret, **config}
-    return AntBuddyConnector(settings, policy)
-
-
-@pytest.fixture
-async def antbuddy(fake: FakeAntBuddy) -> AsyncIterator[AntBuddyConnector]:
-    connector = make(fake)
-    yield connector
-    await connector.aclose()
-
-
-def assert_secret_free(exc: ConnectorError, fake: FakeAntBuddy) -> None:
-    text = f"{exc} {exc.message} {exc.args!r}"
-    assert fake.app_secret not in text
-    for request in fake.requests:
-        assert request.query.get("hash", "-") not in text
-    assert "?" not in text and "appId" not in text
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def ids(connector: AntBuddyConnector, since: datetime, until: datetime) -> list[str]:
-    return [record.external_id async for record in connector.list_calls(since, until)]
+def kind() -> AntBuddyKind:
+    return ANTBUDDY
 
 
 # -- check ------------------------------------------------------------------------------
 
 
-async def test_check_sends_one_signed_request(fake: FakeAntBuddy, antbuddy: AntBuddyConnector) -> None:
-    await antbuddy.check()
+async def test_check_sends_one_signed_request(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
+    await conn.check()
     [request] = fake.requests
     q = request.query
     assert list(q) == ["appId", "created_from", "created_to", "limit", "page", "hash"]
@@ -81,34 +40,6 @@ async def test_check_sends_one_signed_request(fake: FakeAntBuddy, antbuddy: AntB
     span = datetime.fromisoformat(q["created_to"]) - datetime.fromisoformat(q["created_from"])
     assert timedelta(0) < span <= timedelta(hours=1)
     assert q["created_to"].endswith("Z") and len(q["created_to"]) == len("2018-02-07T02:19:33.000Z")
-
-
-@pytest.mark.parametrize("wrong", [{"appSecret": "wrong-secret"}, {"appId": "someone-else"}])
-async def test_check_refuses_bad_credentials(fake: FakeAntBuddy, wrong: dict[str, str]) -> None:
-    settings = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret, **wrong}
-    connector = AntBuddyConnector(settings, POLICY)
-    with pytest.raises(AuthenticationFailed) as caught:
-        await connector.check()
-    await connector.aclose()
-    assert caught.value.message == AuthenticationFailed.message
-    assert_secret_free(caught.value, fake)
-    assert "wrong-secret" not in str(caught.value)
-
-
-async def test_check_unreachable_host() -> None:
-    config = {"baseUrl": f"http://127.0.0.1:{closed_port()}", "appId": "a", "appSecret": "s"}
-    connector = AntBuddyConnector(config, POLICY)
-    with pytest.raises(Unreachable):
-        await connector.check()
-    await connector.aclose()
-
-
-async def test_check_times_out_on_a_slow_answer(fake: FakeAntBuddy) -> None:
-    fake.faults.add(Fault.slow(delay=1.5), path=HISTORIES)
-    connector = make(fake, policy=NetworkPolicy(allow_private=True, connect_timeout=1.0, read_timeout=0.2))
-    with pytest.raises(TimedOut):
-        await connector.check()
-    await connector.aclose()
 
 
 def test_default_base_url() -> None:
@@ -122,7 +53,7 @@ def test_default_base_url() -> None:
 
 @pytest.mark.parametrize("envelope", ["list", "data"])
 async def test_listing_walks_every_window_and_page_once(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector, envelope: str
+    fake: FakeAntBuddy, conn: AntBuddyConnector, envelope: str
 ) -> None:
     fake.envelope = envelope
     since, until = T0, T0 + timedelta(days=70)
@@ -132,7 +63,7 @@ async def test_listing_walks_every_window_and_page_once(
     fake.add_call(until)  # the next listing's
     fake.add_call(since - timedelta(seconds=1))
 
-    got = await ids(antbuddy, since, until)
+    got = await ids(conn, since, until)
 
     expected = {external_id(row) for row in busy + later + edges}
     assert len(expected) == len(busy + later + edges)
@@ -150,7 +81,7 @@ async def test_listing_walks_every_window_and_page_once(
 
 
 async def test_rows_shifting_between_pages_are_yielded_once(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector
+    fake: FakeAntBuddy, conn: AntBuddyConnector
 ) -> None:
     rows = [fake.add_call(T0 + timedelta(minutes=i), caller=f"07{i:08d}") for i in range(150)]
 
@@ -159,12 +90,12 @@ async def test_rows_shifting_between_pages_are_yielded_once(
             server.add_call(T0 + timedelta(hours=20), caller="0123")
 
     fake.on_history = newer_call_arrives
-    got = await ids(antbuddy, T0, T0 + timedelta(days=1))
+    got = await ids(conn, T0, T0 + timedelta(days=1))
     assert len(got) == len(set(got))
     assert set(got) == {external_id(row) for row in rows}
 
 
-async def test_records_are_normalised(fake: FakeAntBuddy, antbuddy: AntBuddyConnector) -> None:
+async def test_records_are_normalised(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
     out = fake.add_call(
         T0 + timedelta(hours=1), direction="from_ab", status="BUSY", duration=0, did=None, recording=False
     )
@@ -175,7 +106,7 @@ async def test_records_are_normalised(fake: FakeAntBuddy, antbuddy: AntBuddyConn
         T0 + timedelta(hours=3), call_class="one_one", direction="from_ab", status="CANCELLED"
     )
     failed = fake.add_call(T0 + timedelta(hours=4), status="ERROR")
-    got = {r.external_id: r async for r in antbuddy.list_calls(T0, T0 + timedelta(days=1))}
+    got = {r.external_id: r async for r in conn.list_calls(T0, T0 + timedelta(days=1))}
 
     o, i, n, f = (got[external_id(row)] for row in (out, inbound, internal, failed))
     assert (o.direction, o.outcome, o.recording_ref) == (Direction.OUTBOUND, Outcome.BUSY, None)
@@ -201,25 +132,6 @@ def test_external_id_ignores_a_recording_filled_in_later() -> None:
     assert external_id(row) != external_id({**row, "unix_timestamp": 1519639918})
 
 
-@pytest.mark.parametrize("status", [429, 503])
-async def test_rate_limit_carries_retry_after(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector, status: int
-) -> None:
-    fake.add_call(T0 + timedelta(hours=1))
-    fake.faults.add(Fault.rate_limited(12, status=status), path=HISTORIES)
-    with pytest.raises(RateLimited) as caught:
-        await ids(antbuddy, T0, T0 + timedelta(days=1))
-    assert caught.value.retry_after == 12
-    assert_secret_free(caught.value, fake)
-
-
-async def test_server_error_is_an_unexpected_answer(fake: FakeAntBuddy, antbuddy: AntBuddyConnector) -> None:
-    fake.faults.add(Fault.status(500), path=HISTORIES)
-    with pytest.raises(UnexpectedAnswer) as caught:
-        await ids(antbuddy, T0, T0 + timedelta(days=1))
-    assert_secret_free(caught.value, fake)
-
-
 async def test_fake_enforces_hash_window_and_limit(fake: FakeAntBuddy) -> None:
     def signed(created_to: str, limit: str, secret: str = fake.app_secret) -> dict[str, str]:
         q = {"appId": fake.app_id, "created_from": "2024-03-01T00:00:00.000Z", "created_to": created_to}
@@ -239,51 +151,23 @@ async def test_fake_enforces_hash_window_and_limit(fake: FakeAntBuddy) -> None:
 
 @pytest.mark.parametrize("shape", ["text", "json_string", "json_url", "json_data"])
 async def test_recording_streams_byte_identical(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector, shape: str
+    fake: FakeAntBuddy, conn: AntBuddyConnector, shape: str
 ) -> None:
     fake.play_shape = shape
     row = fake.add_call(T0, audio_size=2 * 1024 * 1024 + 5)
     blob = fake.media[row["recording"]]
-    digest, pieces = hashlib.sha256(), 0
-    async with antbuddy.open_recording(row["recording"]) as audio:
-        assert audio.content_type == "audio/mpeg"
-        assert audio.length == blob.size
-        async for chunk in audio.chunks:
-            digest.update(chunk)
-            pieces += 1
-    assert digest.hexdigest() == blob.sha256()
-    assert pieces > 1
+    got = await digest(conn, row["recording"])
+    assert (got.sha256, got.length, got.content_type) == (blob.sha256(), blob.size, "audio/mpeg")
+    assert got.chunks > 1
     play = next(r for r in fake.requests if r.path.endswith("play_recording"))
     assert play.query["hash"] == sha256_hex(fake.app_id + row["recording"] + fake.app_secret)
 
 
-async def test_octet_stream_audio_is_typed_from_its_name(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector
-) -> None:
+async def test_octet_stream_audio_is_typed_from_its_name(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
     fake.media_type = "application/octet-stream"
     row = fake.add_call(T0)
-    async with antbuddy.open_recording(row["recording"]) as audio:
+    async with conn.open_recording(row["recording"]) as audio:
         assert audio.content_type == "audio/mpeg"
-
-
-@pytest.mark.parametrize("fault", [Fault.reset(after=70_000), Fault.truncate(after=70_000)])
-async def test_broken_transfer_raises(fake: FakeAntBuddy, antbuddy: AntBuddyConnector, fault: Fault) -> None:
-    row = fake.add_call(T0, audio_size=512 * 1024)
-    fake.faults.add(fault, path="/media/")
-    received = 0
-    with pytest.raises(ConnectorError) as caught:
-        async with antbuddy.open_recording(row["recording"]) as audio:
-            async for chunk in audio.chunks:
-                received += len(chunk)
-    assert received < 512 * 1024
-    assert_secret_free(caught.value, fake)
-
-
-async def test_unknown_recording(fake: FakeAntBuddy, antbuddy: AntBuddyConnector) -> None:
-    with pytest.raises(RecordingNotFound) as caught:
-        async with antbuddy.open_recording("call_recording_missing.mp3"):
-            pass
-    assert_secret_free(caught.value, fake)
 
 
 async def test_recording_with_wrong_secret(fake: FakeAntBuddy) -> None:
@@ -293,25 +177,25 @@ async def test_recording_with_wrong_secret(fake: FakeAntBuddy) -> None:
         async with connector.open_recording(row["recording"]):
             pass
     await connector.aclose()
-    assert_secret_free(caught.value, fake)
+    assert_secret_free(caught.value, ANTBUDDY.leaks(fake))
     assert not any(r.path.startswith("/media/") for r in fake.requests)
 
 
-async def test_rate_limited_play_recording(fake: FakeAntBuddy, antbuddy: AntBuddyConnector) -> None:
+async def test_rate_limited_play_recording(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
     row = fake.add_call(T0)
     fake.faults.add(Fault.rate_limited(4, status=503), path="/oapi/v1/call/play_recording")
     with pytest.raises(RateLimited) as caught:
-        async with antbuddy.open_recording(row["recording"]):
+        async with conn.open_recording(row["recording"]):
             pass
     assert caught.value.retry_after == 4
 
 
 async def test_refused_storage_url_is_not_an_authentication_failure(
-    fake: FakeAntBuddy, antbuddy: AntBuddyConnector
+    fake: FakeAntBuddy, conn: AntBuddyConnector
 ) -> None:
     row = fake.add_call(T0)
     fake.faults.add(Fault.status(403), path="/media/")
     with pytest.raises(UnexpectedAnswer) as caught:
-        async with antbuddy.open_recording(row["recording"]):
+        async with conn.open_recording(row["recording"]):
             pass
     assert caught.value.retryable

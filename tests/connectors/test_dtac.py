@@ -1,70 +1,28 @@
-"""DtacConnector against the fake OrkTrack server over loopback: login, windows, pages, audio."""
+"""DtacConnector against the fake OrkTrack server over loopback: login, windows, pages, audio.
+
+What every connector must do (bad credentials, faults, streaming) is in test_contract.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.connectors.base import (
-    AuthenticationFailed,
-    CallRecord,
-    ConnectorError,
-    Direction,
-    Outcome,
-    RateLimited,
-    RecordingNotFound,
-    TimedOut,
-    UnexpectedAnswer,
-    Unreachable,
-)
+from service.connectors.base import CallRecord, Direction, Outcome, UnexpectedAnswer
 from service.connectors.dtac import DEFAULT_BASE_URL, DtacConnector
-from service.connectors.http import NetworkPolicy
+from tests.connectors.kinds import DTAC, DtacKind
+from tests.connectors.support import POLICY, collect, digest
 from tests.fakes.dtac import FakeDtac
-from tests.fakes.httpserver import Blob, Fault
 
-POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0)
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
-LIST = "/orktrack/rest/recordings"
-
-
-class SmallPages(DtacConnector):
-    page_size = 7
+LIST = DTAC.LIST
+make = DTAC.make
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeDtac]:
-    with FakeDtac() as server:
-        yield server
-
-
-def make(
-    fake: FakeDtac, cls: type[DtacConnector] = DtacConnector, *, policy: NetworkPolicy = POLICY, **over: str
-) -> DtacConnector:
-    config = {"baseUrl": fake.base_url, "username": fake.username, "password": fake.password, **over}
-    return cls(config, policy)
-
-
-@pytest.fixture
-async def conn(fake: FakeDtac) -> AsyncIterator[DtacConnector]:
-    connector = make(fake, SmallPages)
-    yield connector
-    await connector.aclose()
-
-
-async def collect(connector: DtacConnector, since: datetime, until: datetime) -> list[CallRecord]:
-    return [record async for record in connector.list_calls(since, until)]
-
-
-async def digest(connector: DtacConnector, ref: str) -> tuple[str, int | None]:
-    sha = hashlib.sha256()
-    async with connector.open_recording(ref) as audio:
-        async for chunk in audio.chunks:
-            sha.update(chunk)
-    return sha.hexdigest(), audio.length
+def kind() -> DtacKind:
+    return DTAC  # its `conn` reads pages of 7
 
 
 def spread(fake: FakeDtac, count: int, start: datetime, step: timedelta) -> list[str]:
@@ -82,34 +40,6 @@ async def test_check_logs_in_and_sends_the_bare_token(fake: FakeDtac) -> None:
     assert login.method == "POST" and login.path == "/orktrack/rest/user/login"
     assert login.query["version"] == "orktrack" and login.headers["authorization"].startswith("Basic ")
     assert listing.path == LIST and fake.tokens.valid(listing.headers["authorization"])
-
-
-async def test_check_refuses_bad_credentials_without_leaking_them(fake: FakeDtac) -> None:
-    connector = make(fake, password="wrong-Pa55word-xyz")
-    with pytest.raises(AuthenticationFailed) as caught:
-        await connector.check()
-    await connector.aclose()
-    assert "wrong-Pa55word-xyz" not in str(caught.value)
-
-
-async def test_check_reports_a_closed_port_as_unreachable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    connector = DtacConnector(
-        {"baseUrl": f"http://127.0.0.1:{port}", "username": "u", "password": "p"}, POLICY
-    )
-    with pytest.raises(Unreachable):
-        await connector.check()
-    await connector.aclose()
-
-
-async def test_check_times_out_on_a_slow_login(fake: FakeDtac) -> None:
-    fake.faults.add(Fault.slow(delay=1.0), path="/orktrack/rest/user/login")
-    connector = make(fake, policy=NetworkPolicy(allow_private=True, read_timeout=0.2))
-    with pytest.raises(TimedOut):
-        await connector.check()
-    await connector.aclose()
 
 
 async def test_base_url_defaults_to_dtac() -> None:
@@ -196,29 +126,7 @@ async def test_over_wide_pages_are_refused_by_the_fake(fake: FakeDtac) -> None:
     await connector.aclose()
 
 
-async def test_rate_limit_carries_retry_after(fake: FakeDtac, conn: DtacConnector) -> None:
-    fake.faults.add(Fault.rate_limited(12), path=LIST)
-    with pytest.raises(RateLimited) as caught:
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert caught.value.retry_after == 12.0
-
-
-async def test_server_error_is_unexpected_answer(fake: FakeDtac, conn: DtacConnector) -> None:
-    fake.faults.add(Fault.status(502), path=LIST)
-    with pytest.raises(UnexpectedAnswer) as caught:
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert fake.password not in str(caught.value)
-
-
 # -- recordings ------------------------------------------------------------------------------
-
-
-async def test_recording_streams_byte_identical(fake: FakeDtac, conn: DtacConnector) -> None:
-    blob = Blob(seed=7, size=2 * 1024 * 1024 + 3)
-    fake.add_call(T0, audio=blob)
-    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
-    assert record.recording_ref is not None
-    assert await digest(conn, record.recording_ref) == (blob.sha256(), blob.size)
 
 
 async def test_recording_after_token_expiry_logs_in_again(fake: FakeDtac, conn: DtacConnector) -> None:
@@ -226,25 +134,4 @@ async def test_recording_after_token_expiry_logs_in_again(fake: FakeDtac, conn: 
     [record] = await collect(conn, T0, T0 + timedelta(hours=1))
     fake.expire_tokens()
     assert record.recording_ref is not None
-    assert (await digest(conn, record.recording_ref))[0] == call.audio.sha256()  # type: ignore[union-attr]
-
-
-@pytest.mark.parametrize("fault", [Fault.reset(after=50_000), Fault.truncate(after=50_000)])
-async def test_cut_recording_raises(fake: FakeDtac, conn: DtacConnector, fault: Fault) -> None:
-    fake.add_call(T0, size=300_000)
-    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
-    fake.faults.add(fault, path="/orktrack/rest/recordings/")
-    assert record.recording_ref is not None
-    with pytest.raises(ConnectorError):
-        await digest(conn, record.recording_ref)
-
-
-@pytest.mark.parametrize("ref", ["/orktrack/rest/recordings/1/audio", "ftp://host/x", "not a url"])
-async def test_malformed_ref_is_not_found(conn: DtacConnector, ref: str) -> None:
-    with pytest.raises(RecordingNotFound):
-        await digest(conn, ref)
-
-
-async def test_missing_recording_is_not_found(fake: FakeDtac, conn: DtacConnector) -> None:
-    with pytest.raises(RecordingNotFound):
-        await digest(conn, f"{fake.base_url}/orktrack/rest/recordings/424242/audio")
+    assert (await digest(conn, record.recording_ref)).sha256 == call.audio.sha256()  # type: ignore[union-attr]

@@ -1,36 +1,24 @@
-"""PromptCallConnector against the fake promptCall PBX over loopback: auth, windows, audio."""
+"""PromptCallConnector against the fake promptCall PBX over loopback: auth, windows, audio.
+
+What every connector must do (bad credentials, faults, streaming) is in test_contract.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from service.connectors.base import (
-    AuthenticationFailed,
-    CallRecord,
-    ConnectorError,
-    Direction,
-    Outcome,
-    RateLimited,
-    RecordingNotFound,
-    TimedOut,
-    UnexpectedAnswer,
-    Unreachable,
-)
-from service.connectors.http import NetworkPolicy
+from service.connectors.base import AuthenticationFailed, CallRecord, Direction, Outcome, UnexpectedAnswer
 from service.connectors.promptcall import PromptCallConnector
-from tests.fakes.httpserver import Blob, Fault
+from tests.connectors.kinds import PROMPTCALL, PromptCallKind
+from tests.connectors.support import collect, digest
 from tests.fakes.promptcall import FakePromptCall
 
-POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0)
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
-CDR = "/pbxws.php/cdrapi"
-REC = "/pbxws.php/recapi"
+CDR = PROMPTCALL.CDR
+make = PROMPTCALL.make
 
 
 class SmallAnswers(PromptCallConnector):
@@ -38,39 +26,8 @@ class SmallAnswers(PromptCallConnector):
 
 
 @pytest.fixture
-def fake() -> Iterator[FakePromptCall]:
-    with FakePromptCall() as server:
-        yield server
-
-
-def make(
-    fake: FakePromptCall,
-    cls: type[PromptCallConnector] = PromptCallConnector,
-    *,
-    policy: NetworkPolicy = POLICY,
-    **over: str,
-) -> PromptCallConnector:
-    config = {"baseUrl": fake.base_url, "apiKey": fake.api_key, "apiSecret": fake.api_secret, **over}
-    return cls(config, policy)
-
-
-@pytest.fixture
-async def conn(fake: FakePromptCall) -> AsyncIterator[PromptCallConnector]:
-    connector = make(fake)
-    yield connector
-    await connector.aclose()
-
-
-async def collect(connector: PromptCallConnector, since: datetime, until: datetime) -> list[CallRecord]:
-    return [record async for record in connector.list_calls(since, until)]
-
-
-async def digest(connector: PromptCallConnector, ref: str) -> tuple[str, int | None, str]:
-    sha = hashlib.sha256()
-    async with connector.open_recording(ref) as audio:
-        async for chunk in audio.chunks:
-            sha.update(chunk)
-    return sha.hexdigest(), audio.length, audio.content_type
+def kind() -> PromptCallKind:
+    return PROMPTCALL
 
 
 def spread(fake: FakePromptCall, count: int, start: datetime, step: timedelta) -> list[str]:
@@ -85,34 +42,6 @@ async def test_check_sends_the_basic_token(fake: FakePromptCall, conn: PromptCal
     [request] = fake.requests
     assert request.path == CDR and request.query["numRecords"] == "1"
     assert request.headers["authorization"] == f"Basic {fake.token()}"
-
-
-async def test_check_refuses_bad_credentials_without_leaking_them(fake: FakePromptCall) -> None:
-    connector = make(fake, apiSecret="wrong-Pa55word-xyz")
-    with pytest.raises(AuthenticationFailed) as caught:
-        await connector.check()
-    await connector.aclose()
-    assert "wrong-Pa55word-xyz" not in str(caught.value)
-    assert fake.api_key not in str(caught.value)
-
-
-async def test_check_reports_a_closed_port_as_unreachable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = {"baseUrl": f"http://127.0.0.1:{port}", "apiKey": "k", "apiSecret": "s"}
-    connector = PromptCallConnector(config, POLICY)
-    with pytest.raises(Unreachable):
-        await connector.check()
-    await connector.aclose()
-
-
-async def test_check_times_out_on_a_slow_answer(fake: FakePromptCall) -> None:
-    fake.faults.add(Fault.slow(delay=1.0), path=CDR)
-    connector = make(fake, policy=NetworkPolicy(allow_private=True, read_timeout=0.2))
-    with pytest.raises(TimedOut):
-        await connector.check()
-    await connector.aclose()
 
 
 @pytest.mark.parametrize("how", ["query", "json"])
@@ -206,44 +135,15 @@ async def test_revoked_key_mid_walk_is_authentication_failed(
     assert "pc-secret-value" not in str(caught.value)
 
 
-async def test_rate_limit_carries_retry_after(fake: FakePromptCall, conn: PromptCallConnector) -> None:
-    fake.faults.add(Fault.rate_limited(30), path=CDR)
-    with pytest.raises(RateLimited) as caught:
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert caught.value.retry_after == 30.0
-
-
-async def test_server_error_is_unexpected_answer(fake: FakePromptCall, conn: PromptCallConnector) -> None:
-    fake.faults.add(Fault.status(500), path=CDR)
-    with pytest.raises(UnexpectedAnswer):
-        await collect(conn, T0, T0 + timedelta(days=1))
-
-
 # -- recordings ------------------------------------------------------------------------------
 
 
-async def test_recording_streams_byte_identical(fake: FakePromptCall, conn: PromptCallConnector) -> None:
-    blob = Blob(seed=99, size=2 * 1024 * 1024 + 1)
-    cdr = fake.add_call(T0, audio=blob)
-    assert await digest(conn, cdr.uniqueid) == (blob.sha256(), blob.size, "application/octet-stream")
-    assert fake.requests[-1].query == {"uniqueid": cdr.uniqueid}
-
-
-@pytest.mark.parametrize("fault", [Fault.reset(after=40_000), Fault.truncate(after=40_000)])
-async def test_cut_recording_raises(fake: FakePromptCall, conn: PromptCallConnector, fault: Fault) -> None:
-    cdr = fake.add_call(T0, size=200_000)
-    fake.faults.add(fault, path=REC)
-    with pytest.raises(ConnectorError):
-        await digest(conn, cdr.uniqueid)
-
-
-@pytest.mark.parametrize("ref", ["1714521600.999", "../../etc/passwd", "a b", ""])
-async def test_unknown_or_malformed_ref_is_not_found(
-    fake: FakePromptCall, conn: PromptCallConnector, ref: str
+async def test_recording_is_asked_for_by_its_uniqueid(
+    fake: FakePromptCall, conn: PromptCallConnector
 ) -> None:
-    fake.add_call(T0)
-    with pytest.raises(RecordingNotFound):
-        await digest(conn, ref)
+    cdr = fake.add_call(T0)
+    await digest(conn, cdr.uniqueid)
+    assert fake.requests[-1].query == {"uniqueid": cdr.uniqueid}
 
 
 async def test_recording_with_revoked_key_is_authentication_failed(

@@ -1,68 +1,29 @@
-"""ThreeCXConnector against the fake 3CX over loopback: auth, paging, faults, streaming."""
+"""ThreeCXConnector against the fake 3CX over loopback: auth, paging, tokens.
+
+What every connector must do (bad credentials, faults, streaming) is in test_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from service.connectors.base import (
-    AuthenticationFailed,
-    CallRecord,
-    ConnectorError,
-    Direction,
-    Outcome,
-    RateLimited,
-    RecordingNotFound,
-    TimedOut,
-    UnexpectedAnswer,
-    Unreachable,
-)
-from service.connectors.http import NetworkPolicy
+from service.connectors.base import AuthenticationFailed, CallRecord, Direction, Outcome
 from service.connectors.threecx import ThreeCXConnector
-from tests.fakes.httpserver import Blob, Fault
+from tests.connectors.kinds import THREECX, ThreeCXKind
+from tests.connectors.support import collect
 from tests.fakes.threecx import FakeThreeCX
 
-POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=2.0, total_timeout=5.0)
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
+make = THREECX.make
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeThreeCX]:
-    with FakeThreeCX() as server:
-        yield server
-
-
-def make(
-    fake: FakeThreeCX, *, headless: bool = False, policy: NetworkPolicy = POLICY, **over: str
-) -> ThreeCXConnector:
-    user, secret = (fake.username, fake.password) if headless else (fake.client_id, fake.client_secret)
-    config = {"baseUrl": fake.base_url, "username": user, "password": secret, "headless": headless, **over}
-    return ThreeCXConnector(config, policy)
-
-
-@pytest.fixture
-async def conn(fake: FakeThreeCX) -> AsyncIterator[ThreeCXConnector]:
-    connector = make(fake)
-    yield connector
-    await connector.aclose()
-
-
-async def collect(connector: ThreeCXConnector, since: datetime, until: datetime) -> list[CallRecord]:
-    return [record async for record in connector.list_calls(since, until)]
-
-
-async def digest(connector: ThreeCXConnector, ref: str) -> tuple[str, int | None, str]:
-    sha = hashlib.sha256()
-    async with connector.open_recording(ref) as audio:
-        async for chunk in audio.chunks:
-            sha.update(chunk)
-    return sha.hexdigest(), audio.length, audio.content_type
+def kind() -> ThreeCXKind:
+    return THREECX
 
 
 # -- check ---------------------------------------------------------------------------------
@@ -76,36 +37,6 @@ async def test_check_passes_with_good_credentials(fake: FakeThreeCX, headless: b
     login = "/webclient/api/Login/GetAccessToken" if headless else "/connect/token"
     assert [r.path for r in fake.requests] == [login, "/xapi/v1/Defs"]
     assert fake.requests[1].headers["authorization"].startswith("Bearer ")
-
-
-@pytest.mark.parametrize("headless", [False, True])
-async def test_check_refuses_bad_credentials_without_leaking_them(fake: FakeThreeCX, headless: bool) -> None:
-    connector = make(fake, headless=headless, password="wrong-Pa55word-xyz")
-    with pytest.raises(AuthenticationFailed) as caught:
-        await connector.check()
-    await connector.aclose()
-    assert "wrong-Pa55word-xyz" not in str(caught.value)
-    assert str(caught.value) == "authentication failed"
-
-
-async def test_check_reports_a_closed_port_as_unreachable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    connector = ThreeCXConnector(
-        {"baseUrl": f"http://127.0.0.1:{port}", "username": "u", "password": "p"}, POLICY
-    )
-    with pytest.raises(Unreachable):
-        await connector.check()
-    await connector.aclose()
-
-
-async def test_check_times_out_on_a_slow_answer(fake: FakeThreeCX) -> None:
-    fake.faults.add(Fault.slow(delay=1.0), path="/xapi/v1/Defs")
-    connector = make(fake, policy=NetworkPolicy(allow_private=True, read_timeout=0.2))
-    with pytest.raises(TimedOut):
-        await connector.check()
-    await connector.aclose()
 
 
 # -- listing -------------------------------------------------------------------------------
@@ -190,26 +121,6 @@ async def test_rejected_credentials_mid_walk_are_authentication_failed(
             fake.expire_tokens()
 
 
-async def test_rate_limit_carries_retry_after(fake: FakeThreeCX, conn: ThreeCXConnector) -> None:
-    fake.faults.add(Fault.rate_limited(7), path="/xapi/v1/Recordings")
-    with pytest.raises(RateLimited) as caught:
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert caught.value.retry_after == 7.0
-
-
-async def test_503_is_rate_limited_too(fake: FakeThreeCX, conn: ThreeCXConnector) -> None:
-    fake.faults.add(Fault.rate_limited(3, status=503), path="/xapi/v1/Recordings")
-    with pytest.raises(RateLimited) as caught:
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert caught.value.retry_after == 3.0
-
-
-async def test_server_error_is_unexpected_answer(fake: FakeThreeCX, conn: ThreeCXConnector) -> None:
-    fake.faults.add(Fault.status(500), path="/xapi/v1/Recordings")
-    with pytest.raises(UnexpectedAnswer):
-        await collect(conn, T0, T0 + timedelta(days=1))
-
-
 async def test_fake_refuses_top_over_100(fake: FakeThreeCX) -> None:
     token = (await _raw_token(fake))["access_token"]
     async with httpx.AsyncClient(base_url=fake.base_url) as client:
@@ -228,30 +139,3 @@ async def _raw_token(fake: FakeThreeCX) -> dict[str, str]:
     async with httpx.AsyncClient(base_url=fake.base_url) as client:
         answer: dict[str, str] = (await client.post("/connect/token", data=form)).json()
     return answer
-
-
-# -- recordings ------------------------------------------------------------------------------
-
-
-async def test_recording_streams_byte_identical(fake: FakeThreeCX, conn: ThreeCXConnector) -> None:
-    blob = Blob(seed=42, size=3 * 1024 * 1024 + 17)
-    call = fake.add_call(T0, audio=blob)
-    sha, length, content_type = await digest(conn, str(call.id))
-    assert (sha, length, content_type) == (blob.sha256(), blob.size, "audio/x-wav")
-
-
-@pytest.mark.parametrize("fault", [Fault.reset(after=100_000), Fault.truncate(after=100_000)])
-async def test_cut_recording_raises(fake: FakeThreeCX, conn: ThreeCXConnector, fault: Fault) -> None:
-    call = fake.add_call(T0, size=500_000)
-    fake.faults.add(fault, path="/xapi/v1/Recordings/Pbx.DownloadRecording")
-    with pytest.raises(ConnectorError):
-        await digest(conn, str(call.id))
-
-
-@pytest.mark.parametrize("ref", ["999", "1) or (1", "-1", "\u0661"])
-async def test_unknown_or_malformed_ref_is_not_found(
-    fake: FakeThreeCX, conn: ThreeCXConnector, ref: str
-) -> None:
-    fake.add_call(T0)
-    with pytest.raises(RecordingNotFound):
-        await digest(conn, ref)
