@@ -44,8 +44,17 @@ lint: install
 	$(BIN)/ruff format --check service tests $(wildcard bench)
 	$(BIN)/mypy service tests $(wildcard bench)
 
-bench: install
-	$(BIN)/python -m bench
+## Benchmarks of the real server on loopback, each figure beside its limit measured in the same
+## run: `make bench` (about 10 minutes on 2 cores), `make bench BENCH_ARGS="--quick"` (a smoke run),
+## `make bench BENCH_ARGS="--only list"`.
+.PHONY: bench-tools
+bench-tools: install
+	@command -v h2load >/dev/null && command -v nghttp >/dev/null && command -v wrk >/dev/null || \
+		{ SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update && $$SUDO apt-get install -y nghttp2-client wrk; }
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
+
+bench: bench-tools
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
