@@ -70,7 +70,9 @@ class Service:
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
         )
-        self.puller = Puller(self.db, self.providers, self.blobs, settings)
+        self.puller = Puller(
+            self.db, self.providers, self.blobs, settings, on_change=self.recordings.counts.invalidate
+        )
         self.servicers: list[tuple[Any, object, Any]] = [
             (
                 providers_pb2.DESCRIPTOR.services_by_name["ProviderService"],
@@ -122,7 +124,9 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 def _listen(host: str, port: int, *, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns on TCP_NODELAY only for sockets that say so,
+    # and without it small answers wait for the client's delayed ACK (~40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if shared:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -138,7 +138,10 @@ class Puller:
         settings: Settings,
         *,
         owner: str | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
+        """on_change(business_id) is told when a pull changed a business's recordings."""
+        self._on_change = on_change
         self._db = db
         self._providers = providers
         self._settings = settings
@@ -333,11 +336,14 @@ class Puller:
             finished = await self._run_job(provider, jobs.Progress(self._db, started))
         finally:
             await self._lease.release(provider.id)
-        await self._observe(provider.id, finished)
+        await self._observe(provider, finished)
         return finished
 
-    async def _observe(self, provider_id: str, job: SyncJob) -> None:
+    async def _observe(self, provider: Provider, job: SyncJob) -> None:
         """Pull metrics: how it ended, and how far behind the provider's cursor is."""
+        provider_id = provider.id
+        if self._on_change is not None and (job.calls_seen or job.recordings_stored or job.failures):
+            self._on_change(provider.business_id)
         metrics.PULLS.labels(provider_id, job.state).inc()
         async with self._db.session() as session:
             state = await session.get(ProviderSync, provider_id)

@@ -4,6 +4,7 @@ Audio never passes through memory whole: it streams to and from the blob store."
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,12 +25,16 @@ from service.errors import (
     RecordingNotFound,
 )
 from service.ids import uuid7
+from service.recordings.counts import CountCache
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
 from service.storage.models import Recording, utcnow
 
 UPLOAD = "upload"
+# Big enough that per-chunk costs (a thread hop for the read, a gRPC message or an ASGI
+# send) stay small against the copying; small enough to keep memory flat.
+DOWNLOAD_CHUNK = 1024 * 1024
 MAX_DATA_ID = 200
 
 
@@ -104,11 +109,20 @@ def check_upload(upload: NewUpload) -> None:
 
 
 class RecordingStore:
-    def __init__(self, db: Database, blobs: BlobStore, *, phone_region: str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        phone_region: str,
+        max_bytes: int,
+        counts: CountCache | None = None,
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._region = phone_region
         self._max_bytes = max_bytes
+        self.counts = counts or CountCache()
 
     async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
         filters = self._filters(business_id, query)
@@ -116,12 +130,19 @@ class RecordingStore:
         order = [column.desc() if query.descending else column.asc(), col(Recording.id).desc()]
         if query.sort_column == "score":
             order.insert(0, col(Recording.score).is_(None))  # unscored last either way
+        # The total depends on the filters only, not on the page or the order.
+        count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
         async with self._db.session() as session:
             rows = await session.exec(
                 select(Recording).where(*filters).order_by(*order).offset(query.offset).limit(query.limit)
             )
-            total = await session.exec(select(func.count()).select_from(Recording).where(*filters))
-            return list(rows.all()), int(total.one())
+            total = self.counts.get(business_id, count_key)
+            if total is None:
+                total = int(
+                    (await session.exec(select(func.count()).select_from(Recording).where(*filters))).one()
+                )
+                self.counts.put(business_id, count_key, total)
+            return list(rows.all()), total
 
     @staticmethod
     def _filters(business_id: str, q: RecordingQuery) -> list[Any]:
@@ -204,6 +225,7 @@ class RecordingStore:
             session.add(row)
             try:
                 await session.commit()
+                self.counts.invalidate(business_id)
             except IntegrityError:  # a concurrent registration of the same dataId won
                 await session.rollback()
                 existing = await self._by_data_id(session, business_id, upload.data_id)
@@ -245,6 +267,7 @@ class RecordingStore:
             row.processing_status, row.last_error, row.updated_at = "stored", None, utcnow()
             session.add(row)
             await session.commit()
+        self.counts.invalidate(business_id)
         if previous and previous != blob.sha256:
             await self._release_blob(previous)
         return row
@@ -261,7 +284,7 @@ class RecordingStore:
             if offset < 0 or length < 0 or (offset >= row.size and row.size > 0):
                 raise RangeNotSatisfiable(row.size)
             span = ByteRange(offset, min(row.size, offset + length) if length else row.size, row.size)
-        chunks = await self._blobs.open(row.sha256, start=span.start, end=span.end)
+        chunks = await self._blobs.open(row.sha256, start=span.start, end=span.end, chunk_size=DOWNLOAD_CHUNK)
         return row, span, chunks
 
     async def delete(self, business_id: str, recording_id: str) -> None:
@@ -270,6 +293,7 @@ class RecordingStore:
             sha = row.sha256
             await session.delete(row)
             await session.commit()
+        self.counts.invalidate(business_id)
         if sha:
             await self._release_blob(sha)
 

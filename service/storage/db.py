@@ -60,9 +60,11 @@ class Database:
         parsed = make_url(self.url)
         ensure_sqlite_dir(self.url)
         # Statement parameters stay out of error messages: they can hold recording refs.
-        kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+        kwargs: dict[str, Any] = {"hide_parameters": True}
         if not parsed.drivername.startswith("sqlite"):
-            kwargs.update(pool_size=10, max_overflow=20)
+            # A network database drops idle connections; a local file does not, and the
+            # probe would cost a round trip to aiosqlite's thread on every checkout.
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         install_sqlite_pragmas(self.engine.sync_engine)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)

@@ -103,7 +103,8 @@ class Recording(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("business_id", "origin", "external_id"),
         Index("ix_recording_business_call_at", "business_id", "call_at", "id"),
-        Index("ix_recording_business_phone", "business_id", "customer_phone_normalized"),
+        # Equality on the phone, then already in callAt order: a filtered page reads only its rows.
+        Index("ix_recording_business_phone", "business_id", "customer_phone_normalized", "call_at", "id"),
         Index("ix_recording_provider_status", "provider_id", "processing_status"),
     )
 

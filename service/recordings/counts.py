@@ -1,0 +1,43 @@
+"""A short-lived cache of list totals. Counting a million rows costs ~70 ms on SQLite
+while the page itself costs ~1 ms; totals repeat across the pages of one listing.
+
+Writes in this process invalidate the business at once; other processes' writes show
+within `ttl` seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+
+class CountCache:
+    def __init__(
+        self, ttl: float = 5.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self._size = size
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, Hashable], tuple[float, int, int]] = OrderedDict()
+        self._generation: dict[str, int] = {}
+
+    def get(self, business_id: str, key: Hashable) -> int | None:
+        entry = self._entries.get((business_id, key))
+        if entry is None:
+            return None
+        stored_at, generation, total = entry
+        if self._clock() - stored_at > self.ttl or generation != self._generation.get(business_id, 0):
+            del self._entries[(business_id, key)]
+            return None
+        return total
+
+    def put(self, business_id: str, key: Hashable, total: int) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[(business_id, key)] = (self._clock(), self._generation.get(business_id, 0), total)
+        self._entries.move_to_end((business_id, key))
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def invalidate(self, business_id: str) -> None:
+        self._generation[business_id] = self._generation.get(business_id, 0) + 1

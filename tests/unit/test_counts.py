@@ -1,0 +1,40 @@
+"""The list-total cache: fresh for its TTL, dropped at once by a write, bounded in size."""
+
+from __future__ import annotations
+
+from service.recordings.counts import CountCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ttl_invalidation_and_bound() -> None:
+    clock = Clock()
+    cache = CountCache(ttl=5, size=2, clock=clock)
+    cache.put("b1", "all", 10)
+    assert cache.get("b1", "all") == 10
+    assert cache.get("b2", "all") is None  # businesses never share totals
+    clock.now += 5.1
+    assert cache.get("b1", "all") is None  # expired
+
+    cache.put("b1", "all", 11)
+    cache.invalidate("b2")
+    assert cache.get("b1", "all") == 11  # another business's write changes nothing here
+    cache.invalidate("b1")
+    assert cache.get("b1", "all") is None  # a write in this business drops it at once
+
+    cache.put("b1", "x", 1)
+    cache.put("b1", "y", 2)
+    cache.put("b1", "z", 3)
+    assert cache.get("b1", "x") is None and cache.get("b1", "z") == 3  # oldest evicted
+
+
+def test_zero_ttl_caches_nothing() -> None:
+    cache = CountCache(ttl=0)
+    cache.put("b", "k", 1)
+    assert cache.get("b", "k") is None
