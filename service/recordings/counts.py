@@ -2,7 +2,8 @@
 while the page itself costs ~1 ms; totals repeat across the pages of one listing.
 
 Writes in this process invalidate the business at once; other processes' writes show
-within `ttl` seconds."""
+within `ttl` seconds plus one recount (an expired total is served once more while it is
+counted again)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,17 @@ class CountCache:
         self._entries: OrderedDict[tuple[str, Hashable], tuple[float, int, int]] = OrderedDict()
         self._generation: dict[str, int] = {}
 
-    def get(self, business_id: str, key: Hashable) -> int | None:
+    def get(self, business_id: str, key: Hashable) -> tuple[int | None, bool]:
+        """(total, fresh): None when unknown or invalidated by a write here; not fresh when
+        older than the TTL (good to answer with while it is counted again)."""
         entry = self._entries.get((business_id, key))
         if entry is None:
-            return None
+            return None, False
         stored_at, generation, total = entry
-        if self._clock() - stored_at > self.ttl or generation != self._generation.get(business_id, 0):
+        if generation != self._generation.get(business_id, 0):
             del self._entries[(business_id, key)]
-            return None
-        return total
+            return None, False
+        return total, self._clock() - stored_at <= self.ttl
 
     def put(self, business_id: str, key: Hashable, total: int) -> None:
         if self.ttl <= 0:

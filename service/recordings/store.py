@@ -3,8 +3,10 @@ Audio never passes through memory whole: it streams to and from the blob store."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,10 +33,12 @@ from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
 from service.storage.models import Recording, utcnow
 
+log = logging.getLogger("callvault.recordings")
+
 UPLOAD = "upload"
 # Big enough that per-chunk costs (a thread hop for the read, a gRPC message or an ASGI
 # send) stay small against the copying; small enough to keep memory flat.
-DOWNLOAD_CHUNK = 1024 * 1024
+DOWNLOAD_CHUNK = 2 * 1024 * 1024
 MAX_DATA_ID = 200
 
 
@@ -123,6 +127,7 @@ class RecordingStore:
         self._region = phone_region
         self._max_bytes = max_bytes
         self.counts = counts or CountCache()
+        self._recounts: dict[tuple[str, RecordingQuery], asyncio.Task[int]] = {}
 
     async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
         filters = self._filters(business_id, query)
@@ -136,13 +141,35 @@ class RecordingStore:
             rows = await session.exec(
                 select(Recording).where(*filters).order_by(*order).offset(query.offset).limit(query.limit)
             )
-            total = self.counts.get(business_id, count_key)
-            if total is None:
-                total = int(
-                    (await session.exec(select(func.count()).select_from(Recording).where(*filters))).one()
-                )
-                self.counts.put(business_id, count_key, total)
-            return list(rows.all()), total
+            page = list(rows.all())
+        total, fresh = self.counts.get(business_id, count_key)
+        if total is None:
+            total = await self._count(business_id, count_key, filters)
+        elif not fresh:
+            self._recount_later(business_id, count_key, filters)
+        return page, total
+
+    async def _count(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> int:
+        async with self._db.session() as session:
+            total = int(
+                (await session.exec(select(func.count()).select_from(Recording).where(*filters))).one()
+            )
+        self.counts.put(business_id, key, total)
+        return total
+
+    def _recount_later(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> None:
+        """An expired total is served once more while one recount runs in the background,
+        so no caller waits for the COUNT except the first, or after this process wrote."""
+        if (business_id, key) in self._recounts:
+            return
+        task = asyncio.create_task(self._count(business_id, key, filters))
+        self._recounts[(business_id, key)] = task
+        task.add_done_callback(lambda done: self._forget_recount(business_id, key, done))
+
+    def _forget_recount(self, business_id: str, key: RecordingQuery, task: asyncio.Task[int]) -> None:
+        self._recounts.pop((business_id, key), None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background recount failed", extra={"business_id": business_id})
 
     @staticmethod
     def _filters(business_id: str, q: RecordingQuery) -> list[Any]:

@@ -33,15 +33,23 @@ def error_response(status: int, code: str, message_text: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message_text}, status_code=status)
 
 
+async def _bounded_body(request: Request) -> bytes:
+    """The body, refused as soon as it passes MAX_JSON_BODY: never buffered whole first."""
+    body = bytearray()
+    async for piece in request.stream():
+        body.extend(piece)
+        if len(body) > MAX_JSON_BODY:
+            raise MalformedRequest("request body is over 1 MiB")
+    return bytes(body)
+
+
 async def _read_json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await _bounded_body(request)
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("send the request body as Content-Type: application/json")
-    if len(raw) > MAX_JSON_BODY:
-        raise MalformedRequest("request body is over 1 MiB")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -121,7 +129,9 @@ async def _respond(binding: Binding, request: Request, context: RestContext) -> 
     result = await binding.handler(arg, context)
     status = _status(context)
     if isinstance(result, httpbody_pb2.HttpBody):
-        return Response(result.data, status_code=status, media_type=result.content_type)
+        return Response(
+            result.data, status_code=status, media_type=result.content_type, headers=context.response_headers
+        )
     return JSONResponse(to_json(result), status_code=status, headers=context.response_headers)
 
 

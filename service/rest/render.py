@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from callvault.v1 import options_pb2
-from google.protobuf import descriptor, json_format, message
+from google.protobuf import descriptor, descriptor_pool, json_format, message
 
 from service.errors import InvalidArgument, MalformedRequest
 from service.rest.bindings import MessageDescriptor
@@ -30,7 +31,24 @@ def to_json(msg: message.Message) -> dict[str, Any]:
     return data
 
 
+@functools.cache
+def _has_omissions(full_name: str) -> bool:
+    """Whether a message type, or one it contains, has a json_omit_empty field (once per type)."""
+    desc = descriptor_pool.Default().FindMessageTypeByName(full_name)
+    for field in desc.fields:
+        if field.GetOptions().Extensions[cast(Any, options_pb2.json_omit_empty)]:
+            return True
+        nested = field.message_type
+        if nested is None or not nested.full_name.startswith("callvault.") or nested.full_name == full_name:
+            continue
+        if _has_omissions(nested.full_name):
+            return True
+    return False
+
+
 def _omit_empty(desc: MessageDescriptor, data: dict[str, Any]) -> None:
+    if not _has_omissions(desc.full_name):
+        return
     for field in desc.fields:
         value = data.get(field.json_name)
         if value is None:

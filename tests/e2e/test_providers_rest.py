@@ -237,3 +237,15 @@ def test_openapi_document_comes_from_the_annotations(server: RunningServer) -> N
     create_schema = document["components"]["schemas"]["callvault.v1.CreateProviderRequest"]
     assert set(create_schema["properties"]) == {"kind", "name", "config", "isActive", "validate"}
     assert "/api/v1/providers/{id}/test" in document["paths"]
+
+
+def test_oversized_body_is_refused(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        huge = b'{"kind": "threecx", "name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        response = client.post(
+            "/api/v1/providers", content=huge, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400
+        assert response.json() == {"error": "invalid_request", "message": "request body is over 1 MiB"}
+        assert client.get("/api/v1/providers").json() == {"items": []}

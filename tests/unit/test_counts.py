@@ -17,24 +17,25 @@ def test_ttl_invalidation_and_bound() -> None:
     clock = Clock()
     cache = CountCache(ttl=5, size=2, clock=clock)
     cache.put("b1", "all", 10)
-    assert cache.get("b1", "all") == 10
-    assert cache.get("b2", "all") is None  # businesses never share totals
+    assert cache.get("b1", "all") == (10, True)
+    assert cache.get("b2", "all") == (None, False)  # businesses never share totals
     clock.now += 5.1
-    assert cache.get("b1", "all") is None  # expired
+    assert cache.get("b1", "all") == (10, False)  # expired: still an answer, to be recounted
 
     cache.put("b1", "all", 11)
+    assert cache.get("b1", "all") == (11, True)
     cache.invalidate("b2")
-    assert cache.get("b1", "all") == 11  # another business's write changes nothing here
+    assert cache.get("b1", "all") == (11, True)  # another business's write changes nothing here
     cache.invalidate("b1")
-    assert cache.get("b1", "all") is None  # a write in this business drops it at once
+    assert cache.get("b1", "all") == (None, False)  # a write in this business drops it at once
 
     cache.put("b1", "x", 1)
     cache.put("b1", "y", 2)
     cache.put("b1", "z", 3)
-    assert cache.get("b1", "x") is None and cache.get("b1", "z") == 3  # oldest evicted
+    assert cache.get("b1", "x") == (None, False) and cache.get("b1", "z") == (3, True)  # oldest evicted
 
 
 def test_zero_ttl_caches_nothing() -> None:
     cache = CountCache(ttl=0)
     cache.put("b", "k", 1)
-    assert cache.get("b", "k") is None
+    assert cache.get("b", "k") == (None, False)
