@@ -58,6 +58,7 @@ class FakeDtac(FakeServer):
         self.username, self.password = username, password
         self.max_pagesize, self.max_results = max_pagesize, max_results
         self.link_base: str | None = None  # where nextPageUri points; None: this server
+        self.media_base: str | None = None  # where recordingURL points; None: this server
         self.tokens = Tokens(token_lifetime)
         self.calls: dict[int, DtacCall] = {}
         self.route("POST", r"/orktrack/rest/user/login", self._login)
@@ -135,7 +136,8 @@ class FakeDtac(FakeServer):
         )
 
     def _row(self, call: DtacCall) -> dict[str, Any]:
-        url = f"{self.base_url}/orktrack/rest/recordings/{call.id}/audio" if call.audio else ""
+        base = self.media_base or self.base_url
+        url = f"{base}/orktrack/rest/recordings/{call.id}/audio" if call.audio else ""
         return {
             "type": "recordingDto",
             "id": call.id,

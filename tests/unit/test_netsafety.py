@@ -16,7 +16,7 @@ from service.netsafety import UnsafeAddress, check_ip, check_url, parse_host_lit
 
 # (address, words the refusal must contain)
 ALWAYS_REFUSED = [
-    ("0.0.0.0", "unspecified"),  # noqa: S104  # an address under test, not a bind
+    ("0.0.0.0", "unspecified"),  # an address under test, not a bind
     ("0.1.2.3", "unspecified"),
     ("::", "unspecified"),
     ("224.0.0.1", "multicast"),
