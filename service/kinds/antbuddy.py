@@ -1,7 +1,7 @@
 """AntBuddy cloud PBX (seed 003): appId and appSecret sign every request with sha256."""
 
-from service.connectors.antbuddy import DEFAULT_BASE_URL
-from service.kinds.base import ProviderKind, ReadAs, lazy_connector, secret, text, url
+from service.connectors.antbuddy import DEFAULT_BASE_URL, AntBuddyConnector
+from service.kinds.base import ProviderKind, ReadAs, secret, text, url
 
 KIND = ProviderKind(
     name="antbuddy",
@@ -10,6 +10,6 @@ KIND = ProviderKind(
         text("appId", read_as=ReadAs.CONFIG),
         secret("appSecret"),
     ),
-    connector=lazy_connector("service.connectors.antbuddy", "AntBuddyConnector"),
+    connector=AntBuddyConnector,
     preview_user="appId",
 )

@@ -4,7 +4,6 @@ are previewed and read back, and which connector speaks for it. Defined once per
 from __future__ import annotations
 
 import enum
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -174,13 +173,3 @@ def text(name: str, *, required: bool = True, read_as: ReadAs = ReadAs.HIDDEN) -
 
 def secret(name: str) -> FieldSpec:
     return FieldSpec(name, FieldType.STRING, required=True, secret=True)
-
-
-def lazy_connector(module: str, attribute: str) -> ConnectorFactory:
-    """Import a connector only when one is built, so reading kinds stays cheap."""
-
-    def build(config: Mapping[str, Any], policy: NetworkPolicy) -> Connector:
-        factory: ConnectorFactory = getattr(importlib.import_module(module), attribute)
-        return factory(config, policy)
-
-    return build

@@ -1,6 +1,7 @@
 """Kazoo (seed 002's profile): REST host, websocket host, account id and API key."""
 
-from service.kinds.base import ProviderKind, ReadAs, lazy_connector, secret, text, url
+from service.connectors.kazoo import KazooConnector
+from service.kinds.base import ProviderKind, ReadAs, secret, text, url
 
 KIND = ProviderKind(
     name="kazoo",
@@ -10,6 +11,6 @@ KIND = ProviderKind(
         text("accountId", read_as=ReadAs.CONFIG),
         secret("apiKey"),
     ),
-    connector=lazy_connector("service.connectors.kazoo", "KazooConnector"),
+    connector=KazooConnector,
     preview_user="accountId",
 )

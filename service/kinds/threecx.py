@@ -1,6 +1,7 @@
 """3CX PBX (seed 000): XAPI client credentials, or the web-client user login when headless."""
 
-from service.kinds.base import FieldSpec, FieldType, ProviderKind, ReadAs, lazy_connector, secret, text, url
+from service.connectors.threecx import ThreeCXConnector
+from service.kinds.base import FieldSpec, FieldType, ProviderKind, ReadAs, secret, text, url
 
 KIND = ProviderKind(
     name="threecx",
@@ -10,6 +11,6 @@ KIND = ProviderKind(
         secret("password"),
         FieldSpec("headless", FieldType.BOOL),
     ),
-    connector=lazy_connector("service.connectors.threecx", "ThreeCXConnector"),
+    connector=ThreeCXConnector,
     preview_user="username",
 )
