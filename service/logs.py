@@ -29,5 +29,14 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "uvicorn.error", "httpx", "httpcore", "alembic"):
+    # botocore logs request headers (the S3 access key id among them) at DEBUG.
+    for noisy in (
+        "uvicorn.access",
+        "uvicorn.error",
+        "httpx",
+        "httpcore",
+        "alembic",
+        "botocore",
+        "aiobotocore",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
