@@ -34,13 +34,13 @@ def slugify(name: str) -> str:
 
 class Admin:
     def __init__(self, db: Database) -> None:
-        self.db = db
+        self._db = db
 
     async def create_account(self, name: str) -> str:
         if not name.strip():
             raise AdminError("account name must not be empty")
         account = Account(id=uuid7(), name=name.strip())
-        async with self.db.session() as session:
+        async with self._db.session() as session:
             session.add(account)
             await session.commit()
         return account.id
@@ -49,7 +49,7 @@ class Admin:
         slug = slug or slugify(name)
         if not _SLUG.match(slug):
             raise AdminError("slug must be lower-case letters, digits and dashes")
-        async with self.db.session() as session:
+        async with self._db.session() as session:
             if await session.get(Account, account_id) is None:
                 raise AdminError(f"no account {account_id}")
             taken = (await session.exec(select(Business.id).where(col(Business.slug) == slug))).first()
@@ -66,7 +66,7 @@ class Admin:
         parsed = parse_scopes(scopes)
         if not parsed:
             raise AdminError(f"name at least one scope: {', '.join(s.value for s in Scope)}")
-        async with self.db.session() as session:
+        async with self._db.session() as session:
             if await session.get(Account, account_id) is None:
                 raise AdminError(f"no account {account_id}")
             if business_id is not None:
@@ -88,14 +88,14 @@ class Admin:
         return CreatedKey(id=key.id, plaintext=new.plaintext)
 
     async def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
-        async with self.db.session() as session:
+        async with self._db.session() as session:
             query = select(ApiKey).order_by(col(ApiKey.id))
             if account_id:
                 query = query.where(col(ApiKey.account_id) == account_id)
             return list((await session.exec(query)).all())
 
     async def revoke_key(self, key_id: str) -> None:
-        async with self.db.session() as session:
+        async with self._db.session() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
                 raise AdminError(f"no key {key_id}")

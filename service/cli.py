@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from service import logs
 from service.admin import Admin, AdminError, keys_in_use, reseal_all
@@ -21,6 +21,8 @@ from service.sealing import SealingError, add_key, create_key_file, load_key_fil
 from service.storage.db import Database
 from service.storage.migrate import upgrade
 from service.workers import run_workers
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -69,15 +71,21 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print("database is at the latest schema")
 
 
-def _admin(fn: Callable[[Admin], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
+def _with_db(fn: Callable[[Database], Awaitable[T]]) -> T:
+    """Run one database task for a command, and close the database after it."""
+
+    async def run() -> T:
         db = Database(_settings().resolved_database_url)
         try:
-            return await fn(Admin(db))
+            return await fn(db)
         finally:
             await db.dispose()
 
     return asyncio.run(run())
+
+
+def _admin(fn: Callable[[Admin], Awaitable[T]]) -> T:
+    return _with_db(lambda db: fn(Admin(db)))
 
 
 def cmd_account_create(args: argparse.Namespace) -> None:
@@ -88,13 +96,18 @@ def cmd_business_create(args: argparse.Namespace) -> None:
     print(_admin(lambda a: a.create_business(args.account, args.name, args.slug)))
 
 
+def retention_days(text: str) -> int | None:
+    if text == "off":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError("a whole number of days, or off")
+    return int(text)
+
+
 def cmd_business_retention(args: argparse.Namespace) -> None:
-    days = None if args.days == "off" else int(args.days)
+    days = args.days
 
-    async def run(admin: Admin) -> None:
-        await set_retention(admin.db, args.business, days)
-
-    _admin(run)
+    _with_db(lambda db: set_retention(db, args.business, days))
     print(f"retention for {args.business}: {'off' if days is None else f'{days} days'}")
 
 
@@ -161,28 +174,15 @@ def cmd_master_reseal(args: argparse.Namespace) -> None:
     settings = _settings()
     keyring = load_keyring(settings, create_in_dev=False)
 
-    async def run() -> int:
-        db = Database(settings.resolved_database_url)
-        try:
-            return await reseal_all(db, keyring)
-        finally:
-            await db.dispose()
-
-    print(f"re-sealed {asyncio.run(run())} secrets under key {keyring.primary_id}")
+    resealed = _with_db(lambda db: reseal_all(db, keyring))
+    print(f"re-sealed {resealed} secrets under key {keyring.primary_id}")
 
 
 def cmd_master_retire(args: argparse.Namespace) -> None:
     settings = _settings()
     path = _key_file(settings)
 
-    async def in_use() -> set[int]:
-        db = Database(settings.resolved_database_url)
-        try:
-            return await keys_in_use(db)
-        finally:
-            await db.dispose()
-
-    if args.key_id in asyncio.run(in_use()):
+    if args.key_id in _with_db(keys_in_use):
         raise SystemExit(
             f"key {args.key_id} still seals stored secrets: run `callvault master-keys reseal` first"
         )
@@ -216,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     bc.set_defaults(fn=cmd_business_create)
     br = businesses.add_parser("retention", help="delete recordings of calls older than N days (or off)")
     br.add_argument("--business", required=True)
-    br.add_argument("--days", required=True, help="a whole number of days, or off")
+    br.add_argument("--days", required=True, type=retention_days, help="a whole number of days, or off")
     br.set_defaults(fn=cmd_business_retention)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)

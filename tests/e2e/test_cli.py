@@ -131,3 +131,15 @@ def test_production_start_without_keys_refuses(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "no master keys" in result.stderr and "CALLVAULT_MASTER_KEYS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_retention_command(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    business = json.loads(run(env, "bootstrap", "--name", "Keep Co").stdout)["businessId"]
+    assert "90 days" in run(env, "businesses", "retention", "--business", business, "--days", "90").stdout
+    assert ": off" in run(env, "businesses", "retention", "--business", business, "--days", "off").stdout
+    for days, message in (("soon", "a whole number of days, or off"), ("0", "at least 1 day")):
+        refused = run(env, "businesses", "retention", "--business", business, "--days", days, check=False)
+        assert refused.returncode != 0 and message in refused.stderr and "Traceback" not in refused.stderr
+    missing = run(env, "businesses", "retention", "--business", "nope", "--days", "7", check=False)
+    assert missing.returncode != 0 and "no business nope" in missing.stderr
