@@ -59,6 +59,12 @@ async def _read_json_body(request: Request) -> dict[str, Any]:
     return data
 
 
+def _path_fields(binding: Binding, request: Request) -> dict[str, Any]:
+    """The path's {params} under their JSON names, ready for parse_into."""
+    fields = binding.request_type.DESCRIPTOR.fields_by_name
+    return {fields[name].json_name: request.path_params[name] for name in binding.path_params}
+
+
 async def _build_request(binding: Binding, request: Request) -> message.Message:
     data: dict[str, Any] = {}
     if binding.body == "*":
@@ -67,8 +73,7 @@ async def _build_request(binding: Binding, request: Request) -> message.Message:
         data[binding.body] = await _read_json_body(request)
     elif request.query_params:
         data.update(query_to_dict(binding.request_type.DESCRIPTOR, request.query_params.multi_items()))
-    for name in binding.path_params:
-        data[binding.request_type.DESCRIPTOR.fields_by_name[name].json_name] = request.path_params[name]
+    data.update(_path_fields(binding, request))
     msg = binding.request_type()
     parse_into(msg, data)
     return msg
@@ -80,8 +85,7 @@ async def _streamed_requests(binding: Binding, request: Request) -> AsyncIterato
     parameters, and the Content-Type header when the message has a content_type field."""
     first = binding.request_type()
     head: dict[str, Any] = query_to_dict(first.DESCRIPTOR, request.query_params.multi_items())
-    for name in binding.path_params:
-        head[first.DESCRIPTOR.fields_by_name[name].json_name] = request.path_params[name]
+    head.update(_path_fields(binding, request))
     if "content_type" in first.DESCRIPTOR.fields_by_name and request.headers.get("content-type"):
         head["contentType"] = request.headers["content-type"]
     parse_into(first, head)
