@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, message, struct_pb2, timestamp_pb2
 
 from service.storage.models import as_utc
+
+
+def present(msg: message.Message, field: str) -> Any:
+    """The field's value when it was set (proto3 `optional`), else None: "not sent" and
+    "sent as the default" mean different things (a PATCH of isActive=false)."""
+    return getattr(msg, field) if msg.HasField(field) else None
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:

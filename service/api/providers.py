@@ -7,7 +7,7 @@ from typing import Any
 from callvault.v1 import providers_pb2 as pb
 from callvault.v1 import providers_pb2_grpc
 
-from service.api.convert import dict_to_struct, struct_to_dict, timestamp
+from service.api.convert import dict_to_struct, present, struct_to_dict, timestamp
 from service.auth import Scope
 from service.providers.store import ProviderStore
 from service.recordings.store import RecordingStore
@@ -46,7 +46,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             kind=request.kind,
             name=request.name,
             config=struct_to_dict(request.config),
-            is_active=request.is_active if request.HasField("is_active") else None,
+            is_active=present(request, "is_active"),
             validate=request.validate,
             deadline=context.time_remaining(),
         )
@@ -71,10 +71,10 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         await self._store.update(
             business,
             request.id,
-            name=request.name if request.HasField("name") else None,
+            name=present(request, "name"),
             config=struct_to_dict(request.config) if request.HasField("config") else None,
-            is_active=request.is_active if request.HasField("is_active") else None,
-            kind=request.kind if request.HasField("kind") else None,
+            is_active=present(request, "is_active"),
+            kind=present(request, "kind"),
             validate=request.validate,
             deadline=context.time_remaining(),
         )

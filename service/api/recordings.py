@@ -11,7 +11,7 @@ from callvault.v1 import recordings_pb2 as pb
 from callvault.v1 import recordings_pb2_grpc
 from google.api import httpbody_pb2
 
-from service.api.convert import timestamp
+from service.api.convert import present, timestamp
 from service.auth import Scope
 from service.errors import InvalidArgument
 from service.recordings.jobs import SyncJobs
@@ -97,7 +97,7 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
     async def ListRecordings(self, request: pb.ListRecordingsRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *VIEW)
         query = build_query(
-            limit=request.limit if request.HasField("limit") else None,
+            limit=present(request, "limit"),
             offset=request.offset,
             direction=request.direction,
             source_provider=request.source_provider,
@@ -108,8 +108,8 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             customer_phone_normalized=request.customer_phone_normalized,
             search=request.search,
             tag=request.tag,
-            score_min=request.score_min if request.HasField("score_min") else None,
-            score_max=request.score_max if request.HasField("score_max") else None,
+            score_min=present(request, "score_min"),
+            score_max=present(request, "score_max"),
             sort_by=request.sort_by,
             sort_dir=request.sort_dir,
             tz=self._tz,
@@ -163,8 +163,8 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
                 customer_phone=request.customer_phone,
                 callcenter_number=request.callcenter_number,
                 callcenter_name=request.callcenter_name,
-                tag=request.tag if request.HasField("tag") else None,
-                score=request.score if request.HasField("score") else None,
+                tag=present(request, "tag"),
+                score=present(request, "score"),
                 note=request.note,
                 content_type=request.content_type or "audio/wav",
                 duration_seconds=request.duration_seconds,
@@ -212,7 +212,5 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
 
     async def ListSyncJobs(self, request: pb.ListSyncJobsRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *SYNC)
-        jobs = await self._jobs.recent(
-            business, request.provider_id or None, request.limit if request.HasField("limit") else None
-        )
+        jobs = await self._jobs.recent(business, request.provider_id or None, present(request, "limit"))
         return pb.ListSyncJobsResponse(items=[self._job(j) for j in jobs])
