@@ -20,6 +20,7 @@ class Category(enum.Enum):
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     TOO_LARGE = "TOO_LARGE"
     UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
     INTERNAL = "INTERNAL"
 
 
@@ -152,3 +153,28 @@ class AudioRejected(DomainError):
 class AudioTooLarge(DomainError):
     category = Category.TOO_LARGE
     code = "audio_too_large"
+
+
+class AudioMissing(DomainError):
+    """A stored recording whose bytes the blob store does not have: the server's fault
+    (an operator must restore the blob), not the caller's, and no bug in the request."""
+
+    category = Category.DATA_LOSS
+    code = "recording_audio_missing"
+
+    def __init__(self) -> None:
+        super().__init__("the recording's audio is missing from the blob store; an operator has been alerted")
+
+
+class SecretUnavailable(DomainError):
+    """A stored secret that the configured master keys cannot open (its key was retired or
+    is not loaded, or the sealed value is damaged). Names no field and no value."""
+
+    category = Category.CONFLICT
+    code = "secret_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a stored secret of this provider cannot be opened with the configured master keys; "
+            "send the provider's secrets again"
+        )

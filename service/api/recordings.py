@@ -19,6 +19,7 @@ from service.recordings.query import build_query
 from service.recordings.store import NewUpload, RecordingStore
 from service.storage.models import Recording, SyncJob, as_utc
 from service.transport.calls import CallAuth, MetadataContext, metadata_value
+from service.validation import check_media_type, is_media_type
 
 VIEW = (Scope.VIEW_RECORDING_ALL,)
 MANAGE = (Scope.MANAGE_CALL_RECORDING,)
@@ -141,8 +142,10 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
                 ("x-http-code", "206"),
             ]
         await context.send_initial_metadata(headers)
+        # Rows stored before media types were checked may hold one unfit for a header.
+        content_type = row.content_type if is_media_type(row.content_type) else "application/octet-stream"
         async for chunk in chunks:
-            yield httpbody_pb2.HttpBody(content_type=row.content_type, data=chunk)
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
 
     async def CreateRecording(self, request: pb.CreateRecordingRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *MANAGE)
@@ -181,6 +184,8 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         first = await anext(request_iterator, None)
         if first is None or not first.id:
             raise InvalidArgument("id", "the first message must name the recording")
+        if first.content_type:
+            check_media_type(first.content_type, "contentType")
 
         async def chunks() -> AsyncIterator[bytes]:
             if first.chunk:

@@ -14,6 +14,7 @@ from service.connectors.base import Connector
 from service.connectors.http import NetworkPolicy
 from service.errors import InvalidArgument
 from service.netsafety import UnsafeAddress, check_url
+from service.validation import check_plain
 
 MAX_STRING = 1000
 MAX_URL = 2048
@@ -61,6 +62,7 @@ class FieldSpec:
             return self._check_int(value, where)
         if not isinstance(value, str):
             raise InvalidArgument(where, "must be a string")
+        check_plain(value, where)
         if not value.strip():
             raise InvalidArgument(where, "must not be empty")
         limit = MAX_URL if self.type is FieldType.URL else MAX_STRING

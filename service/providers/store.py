@@ -22,9 +22,10 @@ from service.providers.connection import ConnectionChecker
 from service.sealing import Keyring, SealContext
 from service.storage.db import Database
 from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, SyncJob, utcnow
+from service.validation import check_plain, max_length
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
-NAME_MIN, NAME_MAX = 2, 60
+NAME_MIN, NAME_MAX = 2, max_length(Provider.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class ProviderDetails:
 
 
 def check_name(name: str) -> str:
-    name = name.strip()
+    name = check_plain(name, "name").strip()
     if not NAME_MIN <= len(name) <= NAME_MAX:
         raise InvalidArgument("name", f"must be {NAME_MIN} to {NAME_MAX} characters")
     return name

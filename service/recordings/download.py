@@ -27,6 +27,7 @@ from service.recordings.progress import Progress
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
 from service.storage.db import Database
 from service.storage.models import Recording, utcnow
+from service.validation import is_media_type
 
 log = logging.getLogger("callvault.sync")
 
@@ -144,7 +145,8 @@ class Downloader:
         values = {
             "sha256": blob.sha256,
             "size": blob.size,
-            "content_type": (content_type or "application/octet-stream")[:100],
+            # The provider's header goes back out in ours: only a well-formed media type.
+            "content_type": content_type if is_media_type(content_type) else "application/octet-stream",
             "processing_status": STORED,
             "last_error": None,
             "updated_at": utcnow(),

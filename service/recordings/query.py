@@ -8,10 +8,14 @@ from zoneinfo import ZoneInfo
 
 from service.errors import InvalidArgument
 from service.kinds import KINDS
+from service.validation import check_finite, check_instant
 
 TAGS = ("normal", "short", "wrong_or_spam", "no_answer", "other")
 SORTS = {"callAt": "call_at", "duration": "duration_seconds", "score": "score"}
 MAX_LIMIT, DEFAULT_LIMIT = 200, 20
+# SQLite refuses long LIKE patterns ("LIKE or GLOB pattern too complex", from 50,000 bytes);
+# no phone, name or note search needs more than this.
+MAX_SEARCH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +42,12 @@ def _instant(value: str, field: str, tz: ZoneInfo, *, end: bool) -> datetime:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            start = datetime.combine(day, time(), tz)
+            start = check_instant(datetime.combine(day, time(), tz), field)
             return start + timedelta(days=1) if end else start
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidArgument(field, "must be an ISO 8601 date or date-time") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    parsed = check_instant(parsed if parsed.tzinfo else parsed.replace(tzinfo=tz), field)
     # The upper bound is kept exclusive: an instant given as "to" is itself included.
     return parsed + timedelta(microseconds=1) if end else parsed
 
@@ -81,6 +85,11 @@ def build_query(
         raise InvalidArgument("sortBy", "must be callAt, duration or score")
     if sort_dir and sort_dir not in ("asc", "desc"):
         raise InvalidArgument("sortDir", "must be asc or desc")
+    if len(search) > MAX_SEARCH:
+        raise InvalidArgument("search", f"must be at most {MAX_SEARCH} characters")
+    for name, score in (("scoreMin", score_min), ("scoreMax", score_max)):
+        if score is not None:
+            check_finite(score, name)
     if score_min is not None and score_max is not None and score_min > score_max:
         raise InvalidArgument("scoreMin", "must not be above scoreMax")
     call_from = _instant(call_date_from, "callDateFrom", tz, end=False) if call_date_from else None

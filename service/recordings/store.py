@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
 from service.storage.models import Recording, utcnow
+from service.validation import check_finite, check_instant, check_media_type, check_text
 
 log = logging.getLogger("callvault.recordings")
 
@@ -39,7 +41,6 @@ UPLOAD = "upload"
 # Big enough that per-chunk costs (a thread hop for the read, a gRPC message or an ASGI
 # send) stay small against the copying; small enough to keep memory flat.
 DOWNLOAD_CHUNK = 2 * 1024 * 1024
-MAX_DATA_ID = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,48 +69,55 @@ class ByteRange:
         return self.start > 0 or self.end < self.size
 
 
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
+
+
 def parse_range(header: str | None, size: int) -> ByteRange:
-    """One RFC 9110 byte range ("bytes=0-99", "bytes=100-", "bytes=-500"); anything else
-    (several ranges, other units) is ignored and the whole body is sent, as servers may."""
+    """One RFC 9110 (section 14) byte range: "bytes=0-99", "bytes=100-", "bytes=-500".
+
+    A range that is well formed but starts at or past the end (or a zero-length suffix) is
+    unsatisfiable: 416. Anything else that is not one valid range is ignored and the whole
+    body sent, as section 14.2 lets a server do: several ranges, other units, garbage
+    ("bytes=abc"), and a last position before the first ("bytes=5-1", invalid per 14.1.1)."""
     whole = ByteRange(0, size, size)
-    if not header or not header.strip().lower().startswith("bytes=") or "," in header:
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None or match.group(1) == match.group(2) == "":
         return whole
-    first, _, last = header.strip()[6:].partition("-")
-    try:
-        if first == "":
-            suffix = int(last)
-            start, end = max(size - suffix, 0), size
-            if suffix <= 0:
-                raise RangeNotSatisfiable(size)
-        else:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-            if int(last or size) < start:
-                return whole
-    except ValueError:
+    first, last = match.group(1), match.group(2)
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(size)
+        return ByteRange(max(size - suffix, 0), size, size)
+    start = int(first)
+    if last and int(last) < start:
         return whole
     if start >= size:
         raise RangeNotSatisfiable(size)
-    return ByteRange(start, end, size)
+    return ByteRange(start, min(int(last) + 1, size) if last else size, size)
 
 
 def check_upload(upload: NewUpload) -> None:
+    """Every field of a registration, against the rules and the column it is stored in."""
     if not upload.data_id.strip():
         raise InvalidArgument("dataId", "is required")
-    if len(upload.data_id) > MAX_DATA_ID:
-        raise InvalidArgument("dataId", f"must be at most {MAX_DATA_ID} characters")
+    check_text(upload.data_id, "dataId", Recording.external_id)
+    check_instant(upload.call_at, "callAt")
     if upload.direction not in ("in", "out"):
         raise InvalidArgument("direction", "must be in or out")
+    for field, value, column in (
+        ("customerPhone", upload.customer_phone, Recording.customer_phone),
+        ("callcenterNumber", upload.callcenter_number, Recording.callcenter_number),
+        ("callcenterName", upload.callcenter_name, Recording.callcenter_name),
+        ("note", upload.note, Recording.note),
+    ):
+        check_text(value, field, column)
     if upload.tag is not None and upload.tag not in TAGS:
         raise InvalidArgument("tag", f"must be one of {', '.join(TAGS)}")
     if upload.score is not None and not 0 <= upload.score <= 100:
         raise InvalidArgument("score", "must be between 0 and 100")
-    if upload.duration_seconds < 0:
-        raise InvalidArgument("durationSeconds", "must not be negative")
-    if "/" not in upload.content_type or len(upload.content_type) > 100:
-        raise InvalidArgument("contentType", "must be a media type like audio/wav")
-    if len(upload.note) > 2000:
-        raise InvalidArgument("note", "must be at most 2000 characters")
+    check_finite(upload.duration_seconds, "durationSeconds", minimum=0)
+    check_media_type(upload.content_type, "contentType")
 
 
 class RecordingStore:

@@ -16,16 +16,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from service.errors import DomainError, MalformedRequest, RateLimited, UnsupportedMediaType
+from service.errors import (
+    DomainError,
+    MalformedRequest,
+    RangeNotSatisfiable,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from service.rest.bindings import Binding
 from service.rest.context import RestAbort, RestContext
 from service.rest.render import parse_into, query_to_dict, to_json
 from service.transport.calls import CallRecord, current_call, log_call, request_id
-from service.transport.status import HTTP_FOR_GRPC, HTTP_STATUS
+from service.transport.requests import check_request
+from service.transport.status import HTTP_FOR_GRPC, HTTP_STATUS, domain_error
 
 log = logging.getLogger("callvault.rest")
 
 MAX_JSON_BODY = 1024 * 1024
+# Deeper JSON is refused before it reaches the parser's or protobuf's recursion (a
+# RecursionError, once a 500). No request of this API nests more than a few levels.
+MAX_JSON_DEPTH = 32
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -50,6 +60,7 @@ async def _read_json_body(request: Request) -> dict[str, Any]:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType("send the request body as Content-Type: application/json")
+    _check_depth(raw)
     try:
         data = json.loads(raw)
     except ValueError:
@@ -57,6 +68,28 @@ async def _read_json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedRequest("request body must be a JSON object")
     return data
+
+
+def _check_depth(raw: bytes) -> None:
+    """Refuse nesting past MAX_JSON_DEPTH, counted on the raw bytes (brackets inside
+    strings skipped) so no parser recursion ever starts on it."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise MalformedRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
 
 
 def _path_fields(binding: Binding, request: Request) -> dict[str, Any]:
@@ -76,6 +109,7 @@ async def _build_request(binding: Binding, request: Request) -> message.Message:
     data.update(_path_fields(binding, request))
     msg = binding.request_type()
     parse_into(msg, data)
+    check_request(msg)
     return msg
 
 
@@ -89,6 +123,7 @@ async def _streamed_requests(binding: Binding, request: Request) -> AsyncIterato
     if "content_type" in first.DESCRIPTOR.fields_by_name and request.headers.get("content-type"):
         head["contentType"] = request.headers["content-type"]
     parse_into(first, head)
+    check_request(first)
     pending: message.Message | None = first
     async for piece in request.stream():
         if not piece:
@@ -151,6 +186,8 @@ def _call_headers(call: CallRecord, error: DomainError | None) -> dict[str, str]
         )
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{error.size}"
     return headers
 
 
@@ -166,14 +203,15 @@ def endpoint_for(binding: Binding) -> Endpoint:
         try:
             context = RestContext(request.headers.items())
             response = await _respond(binding, request, context)
-        except DomainError as exc:
-            error = exc
-            response = error_response(HTTP_STATUS[exc.category], exc.code, exc.message)
         except RestAbort as exc:
             response = error_response(HTTP_FOR_GRPC.get(exc.code, 500), exc.code.name.lower(), exc.details)
-        except Exception:
-            log.exception("unhandled error in %s", binding.full_method)
-            response = error_response(500, "internal", "internal error")
+        except Exception as exc:
+            error = domain_error(exc)
+            if error is None:
+                log.exception("unhandled error in %s", binding.full_method)
+                response = error_response(500, "internal", "internal error")
+            else:
+                response = error_response(HTTP_STATUS[error.category], error.code, error.message)
         finally:
             current_call.reset(token)
         response.headers.update(_call_headers(call, error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, cast
 
 from callvault.v1 import options_pb2
@@ -66,14 +67,23 @@ def parse_into(msg: message.Message, data: dict[str, Any]) -> None:
     try:
         json_format.ParseDict(data, msg, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
-        raise MalformedRequest(_parse_problem(str(exc))) from None
+        problem = _parse_problem(str(exc))
+        raise MalformedRequest(problem, field=problem.split(":", 1)[0]) from None
+
+
+# protobuf's other shape of message: "Unpaired surrogate at UpdateProviderRequest.name".
+_AT_FIELD = re.compile(r"(?P<problem>.+) at [A-Za-z0-9_]+\.(?P<field>[A-Za-z0-9_.\[\]]+?)\.?")
 
 
 def _parse_problem(text: str) -> str:
+    """The problem, field first ("name: ..."), from protobuf's ParseError text."""
     first = text.splitlines()[0].strip()
     if "has no field named" in first:
         name = first.split('has no field named "', 1)[1].split('"', 1)[0]
         return f"{name}: unknown field"
+    at = _AT_FIELD.fullmatch(first)
+    if at is not None and not first.startswith("Failed to parse "):
+        return f"{at['field']}: {at['problem']}"
     return first.replace("Failed to parse ", "").replace(" field: ", ": ")
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import message
 from grpc.aio import AbortError
 
-from service.errors import DomainError
 from service.transport.calls import (
     CallRecord,
     current_call,
@@ -20,6 +20,8 @@ from service.transport.calls import (
     request_id,
     rich_status,
 )
+from service.transport.requests import check_request
+from service.transport.status import domain_error
 
 log = logging.getLogger("callvault.grpc")
 
@@ -44,9 +46,10 @@ def _call_metadata(call: CallRecord) -> tuple[tuple[str, str], ...]:
 
 
 async def _fail(context: grpc.aio.ServicerContext[Any, Any], call: CallRecord, exc: Exception) -> None:
-    if isinstance(exc, DomainError):
-        status = rich_status(exc)
-        log_call(call, status.code.name, error=exc.code)
+    error = domain_error(exc)
+    if error is not None:
+        status = rich_status(error)
+        log_call(call, status.code.name, error=error.code)
     else:
         log.exception("unhandled error in %s", call.method)
         status = internal_status()
@@ -60,12 +63,26 @@ def _status_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else "OK"
 
 
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        check_request(request)
+        yield request
+
+
+def _checked_request(request: Any) -> Any:
+    """A unary request checked now; a request stream checked message by message."""
+    if isinstance(request, message.Message):
+        check_request(request)
+        return request
+    return _checked(request)
+
+
 def _wrap_unary(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _begin(method, context)
         token = current_call.set(call)
         try:
-            response = await fn(request, context)
+            response = await fn(_checked_request(request), context)
         except AbortError:
             raise
         except Exception as exc:
@@ -84,7 +101,7 @@ def _wrap_stream(method: str, fn: Callable[..., AsyncIterator[Any]]) -> Callable
         call = _begin(method, context)
         token = current_call.set(call)
         try:
-            async for item in fn(request, context):
+            async for item in fn(_checked_request(request), context):
                 yield item
         except AbortError:
             raise

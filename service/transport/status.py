@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
-from service.errors import Category
+from service.blobs.base import BlobNotFound
+from service.errors import AudioMissing, Category, DomainError, SecretUnavailable
+from service.sealing import SealingError
 
 ERROR_DOMAIN = "callvault.dev"
+
+log = logging.getLogger("callvault.errors")
 
 GRPC_CODE: dict[Category, grpc.StatusCode] = {
     Category.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -23,6 +29,7 @@ GRPC_CODE: dict[Category, grpc.StatusCode] = {
     Category.RANGE_NOT_SATISFIABLE: grpc.StatusCode.OUT_OF_RANGE,
     Category.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     Category.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Category.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
     Category.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -40,6 +47,8 @@ HTTP_STATUS: dict[Category, int] = {
     Category.RANGE_NOT_SATISFIABLE: 416,
     Category.TOO_LARGE: 413,
     Category.UNAVAILABLE: 503,
+    # Not 500 (nothing failed in the request path) and not 4xx (the caller did nothing wrong).
+    Category.DATA_LOSS: 503,
     Category.INTERNAL: 500,
 }
 
@@ -63,3 +72,17 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DATA_LOSS: 500,
 }
+
+
+def domain_error(exc: Exception) -> DomainError | None:
+    """The domain error a caller sees for `exc`, or None for a bug (answered INTERNAL).
+    Storage and sealing failures that reach a servicer are named here, for both transports."""
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, BlobNotFound):
+        log.error("a stored recording's blob is missing", extra={"error": str(exc)})
+        return AudioMissing()
+    if isinstance(exc, SealingError):
+        log.error("a stored secret cannot be opened", extra={"error": str(exc)})
+        return SecretUnavailable()
+    return None
