@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import col, select
 
 from service.auth import Scope, generate_key, parse_scopes
+from service.errors import InvalidArgument
 from service.ids import uuid7
 from service.providers.store import seal_context
 from service.sealing import Keyring
 from service.storage.db import Database
 from service.storage.models import Account, ApiKey, Business, ProviderSecret, utcnow
+from service.validation import check_text
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 
@@ -28,6 +31,14 @@ class CreatedKey:
     plaintext: str  # shown once, never stored
 
 
+def _text(value: str, field: str, column: Any) -> str:
+    """The API's text rule (no NUL, the column's length) for the operator's input too."""
+    try:
+        return check_text(value, field, column)
+    except InvalidArgument as exc:
+        raise AdminError(exc.message) from None
+
+
 def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:100] or "business"
 
@@ -39,7 +50,7 @@ class Admin:
     async def create_account(self, name: str) -> str:
         if not name.strip():
             raise AdminError("account name must not be empty")
-        account = Account(id=uuid7(), name=name.strip())
+        account = Account(id=uuid7(), name=_text(name.strip(), "name", Account.name))
         async with self._db.session() as session:
             session.add(account)
             await session.commit()
@@ -55,7 +66,8 @@ class Admin:
             taken = (await session.exec(select(Business.id).where(col(Business.slug) == slug))).first()
             if taken:
                 raise AdminError(f"slug {slug!r} is taken")
-            business = Business(id=uuid7(), account_id=account_id, name=name.strip(), slug=slug)
+            clean = _text(name.strip(), "name", Business.name)
+            business = Business(id=uuid7(), account_id=account_id, name=clean, slug=slug)
             session.add(business)
             await session.commit()
         return business.id
@@ -78,7 +90,7 @@ class Admin:
                 id=uuid7(),
                 key_hash=new.key_hash,
                 prefix=new.prefix,
-                name=name,
+                name=_text(name, "name", ApiKey.name),
                 account_id=account_id,
                 business_id=business_id,
                 scopes=" ".join(sorted(s.value for s in parsed)),

@@ -32,9 +32,19 @@ class DomainError(Exception):
     code = "internal"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        # Messages may quote input (an unknown kind, a config key): bounded, so a huge value
+        # cannot push a gRPC status past the metadata limit (the caller would see only that).
+        message, field = _bounded(message, MAX_MESSAGE), None if field is None else _bounded(field, MAX_FIELD)
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+MAX_MESSAGE, MAX_FIELD = 500, 200
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class InvalidArgument(DomainError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlmodel import col, select
 
+from service.admin import AdminError
 from service.sealing import Keyring, generate_key
 from service.storage.models import ProviderSecret
 from tests.support.grpc_errors import error_info
@@ -392,3 +394,40 @@ def test_secret_that_cannot_be_opened_is_a_clear_error(server: RunningServer) ->
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(raised.value).reason == "secret_unavailable"
     assert "password" not in (raised.value.details() or "")
+
+
+def test_operator_names_follow_the_same_text_rule(server: RunningServer) -> None:
+    admin = server.admin()
+    for bad in ("Acme\x00", "x" * 201):
+        with pytest.raises(AdminError):
+            server.call(admin.create_account(bad))
+    account = server.call(admin.create_account("Operator"))
+    with pytest.raises(AdminError, match="NUL"):
+        server.call(admin.create_business(account, "Branch\x00", slug=f"nul-{uuid.uuid4().hex[:8]}"))
+    with pytest.raises(AdminError, match="at most 200"):
+        server.call(admin.create_key(account_id=account, scopes=["manage_all"], name="k" * 201))
+
+
+def test_huge_input_echoed_in_an_error_is_bounded(server: RunningServer) -> None:
+    """Once, the status trailer went past gRPC's metadata limit: RESOURCE_EXHAUSTED, error lost."""
+    tenant = server.new_tenant()
+    config = struct_pb2.Struct()
+    config.update({"k" * 50_000: "v"})
+    with server.channel() as channel:
+        stub = providers_pb2_grpc.ProviderServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.CreateProvider(
+                ppb.CreateProviderRequest(kind="x" * 70_000, name="ab"), metadata=metadata(tenant)
+            )
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_info(raised.value).reason == "provider_kind_not_supported"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.CreateProvider(
+                ppb.CreateProviderRequest(kind="threecx", name="ab", config=config), metadata=metadata(tenant)
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (raised.value.details() or "").startswith("config.kkk")
+    with server.http(tenant.business_key) as client:
+        response = client.post("/api/v1/providers", json={"kind": "x" * 70_000, "name": "ab", "config": {}})
+        assert response.status_code == 422 and len(response.json()["message"]) <= 500
+        assert client.get("/api/v1/providers").json()["items"] == []
