@@ -68,7 +68,8 @@ def parse_into(msg: message.Message, data: dict[str, Any]) -> None:
         json_format.ParseDict(data, msg, ignore_unknown_fields=False)
     except json_format.ParseError as exc:
         problem = _parse_problem(str(exc))
-        raise MalformedRequest(problem, field=problem.split(":", 1)[0]) from None
+        field = problem.split(": ", 1)[0] if ": " in problem else None
+        raise MalformedRequest(problem, field=field) from None
 
 
 # protobuf's other shape of message: "Unpaired surrogate at UpdateProviderRequest.name".
