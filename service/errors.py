@@ -40,11 +40,16 @@ class DomainError(Exception):
         self.field = field
 
 
+# UTF-8 bytes. A gRPC status carries the message three times (grpc-message, percent-encoded,
+# and twice in grpc-status-details-bin): 500 bytes of emoji keep it well under the 8 KiB limit.
 MAX_MESSAGE, MAX_FIELD = 500, 200
 
 
 def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode("utf-8")
+    return data[: limit - 3].decode("utf-8", "ignore") + "\u2026"
 
 
 class InvalidArgument(DomainError):
