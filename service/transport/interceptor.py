@@ -9,8 +9,10 @@ from typing import Any
 
 import grpc
 from google.protobuf import message
+from google.protobuf.message import DecodeError
 from grpc.aio import AbortError
 
+from service.errors import MalformedRequest
 from service.transport.calls import (
     CallRecord,
     current_call,
@@ -63,17 +65,43 @@ def _status_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else "OK"
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """What a request that is not valid protobuf deserializes to. grpc answers UNKNOWN when
+    the deserializer raises; this way the handler refuses it as INVALID_ARGUMENT."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+def _check(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise MalformedRequest(f"the request is not a valid protobuf message: {request.problem}")
+    check_request(request)
+    return request
+
+
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        check_request(request)
-        yield request
+        yield _check(request)
 
 
 def _checked_request(request: Any) -> Any:
     """A unary request checked now; a request stream checked message by message."""
-    if isinstance(request, message.Message):
-        check_request(request)
-        return request
+    if isinstance(request, message.Message | _Undecodable):
+        return _check(request)
     return _checked(request)
 
 
@@ -127,7 +155,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or not method.startswith("/callvault."):
             return handler
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:

@@ -433,3 +433,20 @@ def test_huge_input_echoed_in_an_error_is_bounded(server: RunningServer) -> None
         response = client.post("/api/v1/providers", json={"kind": "x" * 70_000, "name": "ab", "config": {}})
         assert response.status_code == 422 and len(response.json()["message"].encode()) <= 500
         assert client.get("/api/v1/providers").json()["items"] == []
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x02\xff\xfe"])
+def test_bytes_that_are_not_protobuf_are_invalid_argument(server: RunningServer, raw: bytes) -> None:
+    """grpc itself answers UNKNOWN when a request does not decode."""
+    tenant = server.new_tenant()
+    identity = {"request_serializer": lambda b: b, "response_deserializer": lambda b: b}
+    with server.channel() as channel:
+        unary = channel.unary_unary("/callvault.v1.ProviderService/GetProvider", **identity)
+        with pytest.raises(grpc.RpcError) as raised:
+            unary(raw, metadata=metadata(tenant), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(raised.value).reason == "invalid_request"
+        streaming = channel.stream_unary("/callvault.v1.RecordingService/UploadRecordingAudio", **identity)
+        with pytest.raises(grpc.RpcError) as raised:
+            streaming(iter([raw]), metadata=metadata(tenant), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

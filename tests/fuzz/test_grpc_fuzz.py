@@ -42,11 +42,17 @@ def _requests(target: Target, method: Any) -> st.SearchStrategy[list[message.Mes
     return st.lists(one, min_size=1, max_size=3) if method.client_streaming else one.map(lambda m: [m])
 
 
-def _invoke(channel: grpc.Channel, method: Any, requests: list[message.Message], md: Any) -> None:
+def _requests_or_bytes(target: Target, method: Any) -> st.SearchStrategy[list[Any]]:
+    """Mostly messages; sometimes bytes that may not decode as the request type at all."""
+    raw = st.lists(st.binary(max_size=64), min_size=1, max_size=2 if method.client_streaming else 1)
+    return st.one_of(_requests(target, method), _requests(target, method), raw)
+
+
+def _invoke(channel: grpc.Channel, method: Any, requests: list[Any], md: Any) -> None:
     path = f"/{method.containing_service.full_name}/{method.name}"
     response_type = message_factory.GetMessageClass(method.output_type)
     kwargs = {
-        "request_serializer": lambda m: m.SerializeToString(),
+        "request_serializer": lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
         "response_deserializer": response_type.FromString,
     }
     if method.client_streaming:
@@ -93,4 +99,4 @@ def test_no_message_gets_an_internal_error_or_changes_data_when_refused(target: 
                 database=None,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink],
                 suppress_health_check=list(HealthCheck),
-            )(given(requests=_requests(target, method))(check))()
+            )(given(requests=_requests_or_bytes(target, method))(check))()
