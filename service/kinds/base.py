@@ -85,7 +85,10 @@ class FieldSpec:
         return number
 
     def _check_url(self, value: str, where: str, policy: NetworkPolicy) -> str:
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)  # raises on "http://[::1" (an unclosed IPv6 literal)
+        except ValueError:
+            raise InvalidArgument(where, "must be a valid URL") from None
         if parts.scheme.lower() not in self.schemes:
             raise InvalidArgument(where, f"must be a {' or '.join(self.schemes)} URL")
         try:

@@ -2,7 +2,8 @@
 
 NUL is refused in every string of a request, ids and filters included, not only in what
 is stored: PostgreSQL refuses NUL in any text parameter, so `GET /providers/%00` would
-otherwise fail inside the database. The error names the field by its JSON path."""
+otherwise fail inside the database. Numbers in a Struct (a provider's config) must be
+finite. The error names the field by its JSON path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from google.protobuf import descriptor, message
 
-from service.validation import check_plain
+from service.validation import check_finite, check_plain
 
 _STRUCT, _VALUE, _LIST = "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"
 
@@ -37,6 +38,9 @@ def _check(msg: message.Message, path: str) -> None:
         return
     for field, value in msg.ListFields():
         where = path if full_name == _VALUE else _join(path, field.json_name)
+        if full_name == _VALUE and field.name == "number_value":
+            # JSON has no NaN or Infinity: such a Struct can be neither read back nor stored.
+            check_finite(value, where)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             _check_map(field, value, where)
         elif field.is_repeated:

@@ -231,6 +231,7 @@ def test_limits_at_the_column_lengths_are_accepted(server: RunningServer) -> Non
         ({"config": {"password": "s3\x00cret"}}, "config.password"),
         ({"config": {"baseUrl": "https://pbx.example.com/\x00"}}, "config.baseUrl"),
         ({"config": {"bad\x00key": "x"}}, "config.bad\x00key"),
+        ({"config": {"baseUrl": "http://[::1"}}, "config.baseUrl"),  # urlsplit raised
     ],
 )
 def test_provider_text_is_refused_on_create_and_patch(
@@ -450,3 +451,26 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument(server: RunningServer,
         with pytest.raises(grpc.RpcError) as raised:
             streaming(iter([raw]), metadata=metadata(tenant), timeout=10)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_non_finite_numbers_in_a_config_are_refused(server: RunningServer) -> None:
+    """A Struct holding Infinity (1e400 in JSON) cannot be turned back into JSON: once a 500."""
+    tenant, _, provider = seeded(server)
+    before = business_rows(server, tenant.business_id)
+    body = b'{"kind": "dtac", "name": "Carrier", "config": {"pollIntervalMinutes": 1e400}}'
+    with server.http(tenant.business_key) as client:
+        headers = {"Content-Type": "application/json"}
+        refused(client.post("/api/v1/providers", content=body, headers=headers), "config.pollIntervalMinutes")
+        patch = b'{"config": {"headless": [1, -1e400]}}'
+        refused(
+            client.patch(f"/api/v1/providers/{provider}", content=patch, headers=headers),
+            "config.headless[1]",
+        )
+    config = struct_pb2.Struct()
+    config.update({"pollIntervalMinutes": float("nan")})
+    with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
+        providers_pb2_grpc.ProviderServiceStub(channel).CreateProvider(
+            ppb.CreateProviderRequest(kind="dtac", name="Carrier", config=config), metadata=metadata(tenant)
+        )
+    grpc_refused(raised.value, "config.pollIntervalMinutes")
+    assert business_rows(server, tenant.business_id) == before

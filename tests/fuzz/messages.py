@@ -5,6 +5,7 @@ their type; NaN and infinite doubles; random enum numbers; nested messages and S
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,9 @@ MEANINGFUL = (
     "2026-05-20T08:14:00+07:00",
     "https://pbx.example.com",
     "http://127.0.0.1:9",
+    "http://[::1",
+    "http://127.0.0.1:99999",
+    "wss://pbx.example.com/ws",
     "\x00",
     "a\x00b",
 )
@@ -70,10 +74,12 @@ def text(ids: Sequence[str] = (), *, longest: int = 70_000) -> st.SearchStrategy
 
 
 def _json_values() -> st.SearchStrategy[Any]:
+    """Struct values: JSON's, plus NaN and infinities, which a protobuf Struct can hold."""
     leaves = st.one_of(
         st.none(),
         st.booleans(),
-        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(),
+        st.sampled_from((math.nan, math.inf, -math.inf)),
         text(),
         st.integers(-(2**53), 2**53),
     )
@@ -133,6 +139,8 @@ def messages(desc: Any, ids: Sequence[str] = (), depth: int = 0) -> st.SearchStr
     fields = {}
     for field in desc.fields:
         strategy = _value(field, ids, depth)
+        if ids and field.type == FD.TYPE_STRING and (field.name == "id" or field.name.endswith("_id")):
+            strategy = st.one_of(st.sampled_from(ids), strategy)  # half the time a real row
         if field.is_repeated:
             strategy = st.lists(strategy, max_size=3)
         fields[field.name] = st.one_of(st.none(), strategy)
