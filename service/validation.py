@@ -18,8 +18,10 @@ MAX_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
 
 MAX_MEDIA_TYPE = 100
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# RFC 9110 section 8.3.1: type "/" subtype *( OWS ";" OWS [ parameter ] ); quoted values
+# are kept to printable ASCII without escapes (stricter than the RFC, never a header break).
 _MEDIA_TYPE = re.compile(
-    rf"{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*{_TCHARS}=(?:{_TCHARS}|\"[\x20\x21\x23-\x5b\x5d-\x7e]*\"))*"
+    rf"{_TCHARS}/{_TCHARS}(?:[ \t]*;[ \t]*(?:{_TCHARS}=(?:{_TCHARS}|\"[\x20\x21\x23-\x5b\x5d-\x7e]*\"))?)*"
 )
 
 
