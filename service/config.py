@@ -130,6 +130,9 @@ class Settings:
     key_file: Path | None = None
     grace_seconds: float = 10.0
     health_interval_seconds: float = 5.0
+    # Every server process beats its row this often; one silent for dead_after is gone.
+    heartbeat_seconds: float = 2.0
+    dead_after_seconds: float = 10.0
     log_level: str = "INFO"
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -177,6 +180,8 @@ class Settings:
             key_file=_path(env, "CALLVAULT_KEY_FILE"),
             grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
+            heartbeat_seconds=_float(env, "CALLVAULT_HEARTBEAT_SECONDS", 2.0),
+            dead_after_seconds=_float(env, "CALLVAULT_PROCESS_DEAD_AFTER_SECONDS", 10.0),
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
             blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
             blob_backend=_choice(env, "CALLVAULT_BLOB_BACKEND", ("local", "s3")),

@@ -34,6 +34,7 @@ from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import Settings, TlsSettings
 from service.keys import load_keyring
+from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.jobs import SyncJobs
@@ -61,6 +62,12 @@ class Service:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
         self.keyring = keyring or load_keyring(settings)
+        self.processes = ProcessRegistry(
+            self.db,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            dead_after_seconds=settings.dead_after_seconds,
+        )
+        self.processes.note_keyring(self.keyring.primary_id, self.keyring.ids)
         self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
         self.blobs = blob_store(settings)
@@ -71,7 +78,12 @@ class Service:
             max_bytes=settings.sync.max_recording_bytes,
         )
         self.puller = Puller(
-            self.db, self.providers, self.blobs, settings, on_change=self.recordings.counts.invalidate
+            self.db,
+            self.providers,
+            self.blobs,
+            settings,
+            owner=self.processes.id,
+            on_change=self.recordings.counts.invalidate,
         )
         self.servicers: list[tuple[Any, object, Any]] = [
             (
@@ -156,6 +168,7 @@ class Server:
         self._http_task: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def _rest_app(self) -> Any:
         bindings = self.service.bindings()
@@ -218,6 +231,8 @@ class Server:
         self._uvicorn = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
 
+        await self.service.processes.beat()
+        self._heartbeat = asyncio.create_task(self.service.processes.run(), name="heartbeat")
         await self._check_health()
         self._monitor = asyncio.create_task(self._watch_health())
         if self.settings.sync.enabled:
@@ -283,9 +298,21 @@ class Server:
         if self._http_task:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._http_task, timeout=grace + 1)
+        await self._forget_process()
         await self.service.db.dispose()
         await close_blob_store(self.service.blobs)
         log.info("stopped")
+
+    async def _forget_process(self) -> None:
+        """Stop beating and remove our row: the others need not wait for it to go stale."""
+        if self._heartbeat is None:
+            return
+        self._heartbeat.cancel()
+        await asyncio.gather(self._heartbeat, return_exceptions=True)
+        try:
+            await self.service.processes.stop()
+        except Exception:
+            log.warning("could not remove this process's heartbeat row", exc_info=True)
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()

@@ -20,9 +20,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +35,7 @@ from service.config import Settings
 from service.connectors.base import CallRecord, Connector, ConnectorError
 from service.errors import KindNotSupported, ProviderNotFound
 from service.ids import uuid7
+from service.processes import new_process_id
 from service.providers.store import ProviderStore
 from service.recordings import progress as jobs
 from service.recordings.download import Downloader, retry_logger
@@ -84,11 +82,6 @@ class _Pull:
     @property
     def context(self) -> dict[str, object]:
         return {"provider_id": self.provider.id, "job_id": self.progress.job.id}
-
-
-def default_owner() -> str:
-    """Unique per process: a restarted process must not inherit its predecessor's leases."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def interval_of(provider: Provider, default_minutes: float) -> timedelta:
@@ -147,7 +140,7 @@ class Puller:
         self._settings = settings
         self._sync = settings.sync
         self._retry = RetryPolicy.from_settings(settings.sync)
-        self._lease = Lease(db, owner or default_owner(), settings.sync.lease_seconds)
+        self._lease = Lease(db, owner or new_process_id(), settings.sync.lease_seconds)
         self._downloader = Downloader(db, blobs, settings.sync, self._retry)
         self._wakeup = asyncio.Event()
         self._pulls: dict[str, asyncio.Task[None]] = {}

@@ -182,3 +182,17 @@ class BusinessSettings(SQLModel, table=True):
     business_id: str = Field(primary_key=True, max_length=36, foreign_key="business.id")
     # Recordings older than this many days are deleted; None keeps them for ever.
     retention_days: int | None = None
+
+
+class ServerProcess(SQLModel, table=True):
+    """A running server process, beaten every few seconds (service/processes.py); a row
+    that stops being beaten belongs to a process that is gone."""
+
+    id: str = Field(primary_key=True, max_length=100)
+    host: str = Field(max_length=100)
+    pid: int
+    started_at: datetime = Field(sa_type=UtcDateTime)
+    heartbeat_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    # The keyring it seals with: rotation waits until every live process has the new primary.
+    primary_key_id: int | None = None
+    key_ids: str = Field(default="", max_length=500)  # space-separated
