@@ -85,6 +85,14 @@ class UnexpectedAnswer(ConnectorError):
     message = "unexpected answer from provider"
 
 
+class OtherOrigin(UnexpectedAnswer):
+    """The provider handed back a URL (a next page, a download) on another origin than its
+    own, where its credentials may not go. Retried like any odd answer: the provider's own
+    setting (say, the public URL it writes into links) may be put right."""
+
+    message = "provider URL on another origin refused"
+
+
 class RateLimited(ConnectorError):
     message = "rate limited by provider"
 
