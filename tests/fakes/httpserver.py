@@ -22,7 +22,7 @@ API (stable; other fakes build on it)::
 ``Response.body`` is bytes or an iterable of byte chunks (streamed; Content-Length is sent
 when ``length`` is given, otherwise chunked transfer encoding). ``Blob(seed, size)`` gives
 deterministic pseudo-random audio that can be streamed without holding it in memory.
-``Tokens(lifetime)`` issues expiring tokens (``issue``, ``valid``, ``known``, ``expire_all``).
+``Tokens(lifetime)`` issues expiring tokens (``issue``, ``valid``, ``known``, ``all``, ``expire_all``).
 
 Faults (matched by method and path prefix, first added first, each used ``times`` times,
 ``times=None`` for ever): ``Fault.status(code)``, ``Fault.rate_limited(retry_after, status=429)``,
@@ -62,7 +62,8 @@ _MAX_HEAD = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One parsed request. Header names are lower-case; repeated query keys keep the last value."""
+    """One parsed request. Header names are lower-case; repeated query keys keep the last value.
+    ``raw`` is the request as it came off the wire (head and body), for tests that search it."""
 
     method: str
     target: str
@@ -71,6 +72,7 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -151,6 +153,11 @@ class Tokens:
     def known(self, token: str | None) -> bool:
         with self._lock:
             return token in self._until
+
+    def all(self) -> list[str]:
+        """Every token issued so far, live or expired."""
+        with self._lock:
+            return list(self._until)
 
     def expire_all(self) -> None:
         with self._lock:
@@ -410,7 +417,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     body = await _read_body(reader, headers)
     url = urlsplit(target)
     query = dict(parse_qsl(url.query, keep_blank_values=True))
-    return Request(method.upper(), target, url.path, query, headers, body)
+    return Request(method.upper(), target, url.path, query, headers, body, raw=head + body)
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
