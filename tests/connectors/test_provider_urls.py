@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from service.connectors.base import AddressNotAllowed, OtherOrigin, UnexpectedAnswer
@@ -20,6 +22,7 @@ from tests.connectors.support import collect, digest, ids
 from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.dtac import FakeDtac
 from tests.fakes.httpserver import FakeServer, Fault, Request
+from tests.fakes.tls import loopback_tls
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -83,6 +86,41 @@ async def test_dtac_next_page_on_another_port_is_refused_without_the_token(elsew
         finally:
             await connector.aclose()
         assert elsewhere.requests == []
+
+
+@pytest.mark.parametrize("link", ["recordingURL", "nextPageUri"])
+async def test_dtac_plain_http_link_to_its_own_https_host_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    """Same host, same port, but ``http://``: the token would cross the network in clear text."""
+    tls = loopback_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
+    fake = FakeDtac()
+    fake.tls = tls.server
+    with fake:
+        for minute in range(10):
+            fake.add_call(T0 + timedelta(minutes=minute))
+        plain = f"http://127.0.0.1:{fake.port}"
+        connector = DTAC.connect(fake)  # pages of 7
+        try:
+            assert str(connector._client.base_url).startswith("https://127.0.0.1:")
+            if link == "recordingURL":
+                fake.media_base = plain
+                calls = await collect(connector, T0, T0 + timedelta(hours=1))
+                assert len(calls) == 10  # listing over TLS works
+                with pytest.raises(OtherOrigin):
+                    await digest(connector, str(calls[0].recording_ref))
+            else:
+                fake.link_base = plain
+                with pytest.raises(OtherOrigin):
+                    await collect(connector, T0, T0 + timedelta(hours=1))
+        finally:
+            await connector.aclose()
+        assert fake.requests and all(r.scheme == "https" for r in fake.requests)
+        # The fake does see plain requests on that port, so none came:
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"{plain}/orktrack/rest/recordings")).status_code == 400
+        assert [r.scheme for r in fake.requests][-1] == "http"
 
 
 async def test_recording_url_to_a_refused_address_is_not_fetched() -> None:
