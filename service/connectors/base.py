@@ -2,7 +2,8 @@
 
 Connectors speak a provider's HTTP protocol and nothing else: they know no gRPC, no
 database and no sealing. They get their settings (secrets already opened) as plain
-values and an HTTP client that enforces the network-safety rules.
+values and an HTTP client (``http.ProviderClient``) that enforces the network-safety rules
+and sends their credentials to the provider's own origin only.
 """
 
 from __future__ import annotations

@@ -83,9 +83,9 @@ class PromptCallConnector:
 
     def __init__(self, config: Mapping[str, Any], policy: NetworkPolicy) -> None:
         base_url = str(config["baseUrl"]).rstrip("/").removesuffix("/pbxws.php")
-        token = httpx.BasicAuth(str(config["apiKey"]), str(config["apiSecret"]))
+        auth = httpx.BasicAuth(str(config["apiKey"]), str(config["apiSecret"]))
         self._policy = policy
-        self._client = ProviderClient(policy, base_url, auth=token)
+        self._client = ProviderClient(policy, base_url, auth=auth)
 
     async def check(self) -> None:
         now = floor_second(datetime.now(UTC))

@@ -345,8 +345,13 @@ class FakeServer:
         """TLS or plain HTTP on one port, told apart by the first byte (a TLS handshake record
         starts 0x16): a plain request to an https fake is logged, not lost in a failed handshake."""
         loop = asyncio.get_running_loop()
-        readable = loop.create_future()
-        loop.add_reader(conn.fileno(), lambda: readable.done() or readable.set_result(None))
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
         try:
             await readable
         finally:
