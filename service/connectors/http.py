@@ -109,7 +109,9 @@ async def refuse_cross_origin_redirect(response: httpx.Response) -> None:
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Headers that carry credentials: only an auth object (see ProviderClient) may set them.
-CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "x-auth-token"})
+CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-auth-token", "x-api-key"}
+)
 
 
 @dataclass(frozen=True, slots=True)
