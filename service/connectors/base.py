@@ -2,7 +2,8 @@
 
 Connectors speak a provider's HTTP protocol and nothing else: they know no gRPC, no
 database and no sealing. They get their settings (secrets already opened) as plain
-values and an HTTP client that enforces the network-safety rules.
+values and an HTTP client (``http.ProviderClient``) that enforces the network-safety rules
+and sends their credentials to the provider's own origin only.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ class TimedOut(ConnectorError):
 
 class UnexpectedAnswer(ConnectorError):
     message = "unexpected answer from provider"
+
+
+class OtherOrigin(UnexpectedAnswer):
+    """The provider handed back a URL (a next page, a download) on another origin than its
+    own, where its credentials may not go. Retried like any odd answer: the provider's own
+    setting (say, the public URL it writes into links) may be put right."""
+
+    message = "provider URL on another origin refused"
 
 
 class RateLimited(ConnectorError):
