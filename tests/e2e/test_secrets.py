@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -188,3 +190,37 @@ def test_debug_logs_hold_no_secret_or_call_data(
         forbidden += [value.hex(), base64.b64encode(value).decode(), repr(value), repr(value)[2:-1]]
     leaked = [item for item in forbidden if item.lower() in logged.lower()]
     assert leaked == []
+
+
+def _modes(*paths: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in paths}
+
+
+def test_sqlite_files_are_owner_only(tmp_path: Path) -> None:
+    """A fresh data dir: the database and its -wal/-shm files are 0600 and the folders
+    made for them are not open to others; an existing database open to others is tightened."""
+    data_dir = tmp_path / "fresh" / "data"
+    db = data_dir / "callvault.db"
+    side = [db.with_name("callvault.db-wal"), db.with_name("callvault.db-shm")]
+    server = ServerProcess(data_dir, CALLVAULT_SYNC_ENABLED="0")
+    server.log = tmp_path / "server.log"  # the log beside, not in, the folder under test
+    old_umask = os.umask(0o022)  # what most hosts run with: files 0644 unless asked otherwise
+    try:
+        key = json.loads(server.cli("bootstrap", "--name", "Modes").stdout)["apiKey"]
+        server.start()
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}) as client:
+            create(client)  # a write through the server's own connections: WAL and SHM in use
+            assert _modes(db, *side) == {db.name: 0o600, side[0].name: 0o600, side[1].name: 0o600}
+            assert _modes(data_dir, data_dir.parent) == {"data": 0o750, "fresh": 0o750}
+        assert server.stop() == 0
+
+        for path in (db, *side):
+            if path.exists():
+                path.chmod(0o644)
+        server.start()
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}) as client:
+            assert len(client.get("/api/v1/providers").json()["items"]) == 1  # the same database
+            assert {m for m in _modes(db, *side).values()} == {0o600}
+    finally:
+        server.stop()
+        os.umask(old_umask)
