@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from service.connectors.http import NetworkPolicy
 
@@ -42,6 +45,25 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+_MASK = "***"
+_PASSWORD_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: the password (in the authority or a `password=`
+    query parameter) replaced by ***, the rest as given. A URL that does not parse is
+    not printed at all: where its password would be is unknown."""
+    if not url:
+        return url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparsable URL>"
+    hidden = {name: _MASK for name in parsed.query if name.lower() in _PASSWORD_PARAMS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", _MASK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +137,12 @@ class TlsSettings:
                 raise ValueError(f"TLS file {path} does not exist")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise."""
+    """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise.
+
+    Its repr (and str) leave out the master keys and the S3 keys, and show the database
+    URL with its password masked."""
 
     env: str = "dev"
     data_dir: Path = Path("var")
@@ -144,6 +169,11 @@ class Settings:
     rate_limit_per_minute: int = 600
     workers: int = 1
     timezone: str = "Asia/Bangkok"
+
+    def __repr__(self) -> str:
+        shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["database_url"] = redact_url(self.database_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def production(self) -> bool:
