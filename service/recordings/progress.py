@@ -38,12 +38,18 @@ async def requeue_orphans(
     db: Database, processes: ProcessRegistry, provider_id: str | None = None, now: datetime | None = None
 ) -> int:
     """Put every orphaned job (of one provider, or all) back in the queue to be continued;
-    the number requeued."""
-    stmt = update(SyncJob).where(orphaned(processes, now)).values(state=QUEUED, runner=None)
+    the number requeued. Looks before it writes: this runs every tick, and on SQLite even
+    an UPDATE of no rows takes the write lock."""
+    found = orphaned(processes, now)
     if provider_id is not None:
-        stmt = stmt.where(col(SyncJob.provider_id) == provider_id)
+        found = and_(found, col(SyncJob.provider_id) == provider_id)
     async with db.session() as session:
-        result = await session.exec(stmt)
+        ids = list((await session.exec(select(SyncJob.id).where(found))).all())
+        if not ids:
+            return 0
+        result = await session.exec(
+            update(SyncJob).where(col(SyncJob.id).in_(ids), found).values(state=QUEUED, runner=None)
+        )
         await session.commit()
     return int(result.rowcount)
 
