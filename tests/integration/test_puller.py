@@ -507,6 +507,25 @@ async def test_the_loop_continues_an_orphaned_job_without_being_asked(env: Env, 
     await assert_stored_once(env, provider_id, calls)
 
 
+async def test_an_orphaned_job_of_a_deleted_provider_ends_failed_not_running(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    provider_id = await env.kazoo(kazoo)
+    killed = ProcessRegistry(env.db, heartbeat_seconds=0.1, dead_after_seconds=0.5, process_id="killed")
+    await killed.beat()
+    stale = await crashed_mid_pull(env, provider_id, killed)
+    await env.providers.delete(env.business_id, provider_id)
+    puller = await env.puller(dead_after=0.5)
+    loop = asyncio.create_task(puller.run())
+    try:
+        await wait_for(lambda: _finished(env, provider_id, 1), within=5)
+    finally:
+        await puller.close()
+    assert loop.done()
+    job = await env.job(stale.id)
+    assert (job.state, job.error) == ("failed", "provider deleted")
+
+
 async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_the_job(
     env: Env, kazoo: FakeKazoo
 ) -> None:
