@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import ColumnElement, delete, or_
+from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -129,6 +130,11 @@ class ProcessRegistry:
         ``lease_owner.not_in(registry.live_ids())``."""
         cutoff = (now or utcnow()) - self.dead_after
         return select(ServerProcess.id).where(col(ServerProcess.heartbeat_at) >= cutoff)
+
+    def gone(self, process: Mapped[str | None], now: datetime | None = None) -> ColumnElement[bool]:
+        """SQL: `process` names no live process (none at all, or one gone silent). The one
+        test for "its holder is gone", used by sync leases and running sync jobs alike."""
+        return or_(process.is_(None), process.not_in(self.live_ids(now)))
 
     async def live(self) -> list[LiveProcess]:
         cutoff = utcnow() - self.dead_after

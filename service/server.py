@@ -82,7 +82,7 @@ class Service:
             self.providers,
             self.blobs,
             settings,
-            owner=self.processes.id,
+            processes=self.processes,
             on_change=self.recordings.counts.invalidate,
         )
         self.servicers: list[tuple[Any, object, Any]] = [

@@ -168,6 +168,9 @@ class SyncJob(SQLModel, table=True):
     provider_id: str = Field(max_length=36)
     trigger: str = Field(max_length=20)  # manual | schedule
     state: str = Field(default="queued", max_length=20)  # queued | running | succeeded | failed
+    # The process (ServerProcess.id) running it; a running job whose runner is gone is
+    # queued again and continued by the next pull of its provider.
+    runner: str | None = Field(default=None, max_length=100)
     calls_seen: int = 0
     recordings_stored: int = 0
     bytes_stored: int = 0
