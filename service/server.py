@@ -38,6 +38,7 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.jobs import SyncJobs
 from service.recordings.puller import Puller
+from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.rest.app import build_app
@@ -70,6 +71,7 @@ class Service:
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
         )
+        self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db, self.providers, self.blobs, settings, on_change=self.recordings.counts.invalidate
         )
@@ -227,6 +229,9 @@ class Server:
                     run_retention(self.service.db, self.service.recordings), name="retention"
                 ),
             ]
+        # Any number of processes may sweep at once (service/recordings/blobrefs.py).
+        sweep = self.service.sweeper.run(self.settings.blob_sweep_seconds)
+        self._background.append(asyncio.create_task(sweep, name="blob-sweeper"))
         log.info(
             "serving",
             extra={
