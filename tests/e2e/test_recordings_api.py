@@ -256,7 +256,7 @@ def test_grpc_list_download_range_and_upload(server: RunningServer) -> None:
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_delete_removes_blob_only_when_unreferenced(server: RunningServer) -> None:
+def test_delete_frees_blob_only_when_unreferenced_and_swept(server: RunningServer) -> None:
     tenant = server.new_tenant()
     audio = os.urandom(50_000)
     sha = hashlib.sha256(audio).hexdigest()
@@ -268,6 +268,8 @@ def test_delete_removes_blob_only_when_unreferenced(server: RunningServer) -> No
         assert server.call(server.service.blobs.stat(sha)) is not None
         assert client.get(f"/api/v1/recordings/{second['id']}/audio").content == audio
         client.delete(f"/api/v1/recordings/{second['id']}")
+        assert server.call(server.service.blobs.stat(sha)) is not None  # released, not freed yet
+        assert server.call(server.service.sweeper.sweep()) >= 1
         assert server.call(server.service.blobs.stat(sha)) is None
         assert client.get(f"/api/v1/recordings/{second['id']}").status_code == 404
 
