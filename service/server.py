@@ -36,9 +36,9 @@ from service.config import Settings, TlsSettings
 from service.keys import load_keyring
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
+from service.recordings.blobrefs import BlobSweeper
 from service.recordings.jobs import SyncJobs
 from service.recordings.puller import Puller
-from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.rest.app import build_app

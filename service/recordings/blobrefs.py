@@ -45,7 +45,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, update
+from sqlalchemy import Exists, delete, exists, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,7 +63,7 @@ class BlobReclaimed(Exception):
     """The blob's bytes were swept after they were put and before they were held."""
 
 
-def _referenced(sha256: str) -> object:
+def _referenced(sha256: str) -> Exists:
     return exists().where(col(Recording.sha256) == sha256)
 
 
@@ -90,7 +90,7 @@ async def release(session: AsyncSession, sha256: str, size: int, now: datetime |
     lock = select(Blob.sha256, Blob.unreferenced_since).where(col(Blob.sha256) == sha256).with_for_update()
     row = (await session.exec(lock)).first()
     # A statement of its own, after the lock: it sees every release committed before ours.
-    if (await session.exec(select(_referenced(sha256)))).one():  # type: ignore[call-overload]
+    if (await session.exec(select(_referenced(sha256)))).one():
         return
     stamp = now or utcnow()
     if row is None:  # bytes no row knew of (put, then their recording went): adopt them
@@ -136,7 +136,9 @@ class BlobSweeper:
                 try:
                     swept += await self._reclaim(sha256, cutoff)
                 except BlobError:
-                    log.warning("could not delete a blob; the next sweep tries again", extra={"sha256": sha256})
+                    log.warning(
+                        "could not delete a blob; the next sweep tries again", extra={"sha256": sha256}
+                    )
             after = batch[-1]
 
     async def _reclaim(self, sha256: str, cutoff: datetime) -> int:
@@ -145,7 +147,7 @@ class BlobSweeper:
                 delete(Blob).where(
                     col(Blob.sha256) == sha256,
                     col(Blob.unreferenced_since) <= cutoff,
-                    ~_referenced(sha256),  # type: ignore[operator]
+                    ~_referenced(sha256),
                 )
             )
             if gone.rowcount != 1:

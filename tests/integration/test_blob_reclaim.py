@@ -10,21 +10,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import cast
 
 import pytest
 from sqlmodel import col, select
 
 from service.admin import Admin
-from service.errors import AudioReclaimed
+from service.blobs.base import BlobInfo, BlobStore
+from service.config import Settings, SyncSettings
+from service.connectors.http import NetworkPolicy
+from service.errors import AudioReclaimed, AudioRejected, Category, RecordingNotFound
+from service.providers.store import ProviderStore
 from service.recordings.blobrefs import BlobSweeper
+from service.recordings.puller import Puller
 from service.recordings.store import NewUpload, RecordingStore
+from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
 from service.storage.models import Blob, Recording
+from tests.fakes.kazoo import FakeKazoo
 from tests.support.blob_backends import Backend, source
 
 pytest_plugins = ["tests.support.blob_backends"]
@@ -34,6 +42,8 @@ DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # another task re-ingesting the same bytes.
 PAYLOADS = [hashlib.sha256(b"%d" % i).digest() * (300 + i) for i in range(4)]
 TASKS_PER_PAYLOAD = 3
+POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
+SYNC = replace(SyncSettings(), initial_lookback_days=1, retry_base_seconds=0.01, retry_cap_seconds=0.1)
 
 
 @dataclass
@@ -126,6 +136,10 @@ async def test_deletes_racing_identical_uploads_never_free_used_audio(env: Env) 
     assert len(rows) == len(tasks)
     await assert_every_stored_readable(env)
 
+    # A blob is live exactly while a recording uses it, or its bytes could never be freed.
+    live = {sha for sha, blob in (await blob_rows(env)).items() if blob.unreferenced_since is None}
+    assert live == {row.sha256 for row in rows}
+
     # Nothing leaks: once the last recordings go, a sweep frees every byte.
     await env.backend.assert_holds(*{row.sha256 for row in rows if row.sha256})
     await env.store.delete_many(env.business_id, [row.id for row in rows])
@@ -134,3 +148,158 @@ async def test_deletes_racing_identical_uploads_never_free_used_audio(env: Env) 
     await env.backend.assert_nothing_left()
     async with env.db.session() as session:
         assert (await session.exec(select(Blob))).all() == []
+
+
+async def blob_rows(env: Env) -> dict[str, Blob]:
+    async with env.db.session() as session:
+        return {row.sha256: row for row in (await session.exec(select(Blob))).all()}
+
+
+async def test_released_audio_waits_out_the_grace_period(env: Env) -> None:
+    data = PAYLOADS[0]
+    sha = hashlib.sha256(data).hexdigest()
+    first, second = await upload(env, data), await upload(env, data)
+    await env.store.delete(env.business_id, first)
+    assert (await blob_rows(env))[sha].unreferenced_since is None  # the second still uses it
+    await env.store.delete(env.business_id, second)
+    assert (await blob_rows(env))[sha].unreferenced_since is not None
+
+    patient = BlobSweeper(env.db, env.backend.store, grace_seconds=3600)
+    assert await patient.sweep() == 0
+    await env.backend.assert_holds(sha)
+    again = await upload(env, data)  # identical bytes within the grace period: live again
+    assert (await blob_rows(env))[sha].unreferenced_since is None
+    assert await env.sweeper.sweep() == 0
+    assert await download(env, again) == data
+
+    await env.store.delete(env.business_id, again)
+    assert await patient.sweep() == 0
+    assert await env.sweeper.sweep() == 1
+    await env.backend.assert_nothing_left()
+    assert await blob_rows(env) == {}
+
+
+async def test_replacing_audio_releases_the_old_audio(env: Env) -> None:
+    old, new = PAYLOADS[0], PAYLOADS[1]
+    recording_id = await upload(env, old)
+    await env.store.store_upload(env.business_id, recording_id, source(new))
+    rows = await blob_rows(env)
+    assert rows[hashlib.sha256(old).hexdigest()].unreferenced_since is not None
+    assert rows[hashlib.sha256(new).hexdigest()].unreferenced_since is None
+    assert await env.sweeper.sweep() == 1
+    await env.backend.assert_holds(hashlib.sha256(new).hexdigest())
+    assert await download(env, recording_id) == new
+
+
+async def test_audio_nobody_took_is_released(env: Env) -> None:
+    """Audio of a recording deleted while it streamed in, and empty audio, are freed too."""
+    row, _ = await env.store.register_upload(
+        env.business_id, NewUpload(data_id="gone", call_at=datetime.now(UTC), direction="in")
+    )
+
+    async def deleted_midway() -> AsyncIterator[bytes]:
+        yield PAYLOADS[0][:100]
+        await env.store.delete(env.business_id, row.id)
+        yield PAYLOADS[0][100:]
+
+    with pytest.raises(RecordingNotFound):
+        await env.store.store_upload(env.business_id, row.id, deleted_midway())
+    empty, _ = await env.store.register_upload(
+        env.business_id, NewUpload(data_id="empty", call_at=datetime.now(UTC), direction="in")
+    )
+    with pytest.raises(AudioRejected):
+        await env.store.store_upload(env.business_id, empty.id, source())
+    assert all(row.unreferenced_since is not None for row in (await blob_rows(env)).values())
+    assert await env.sweeper.sweep() == 2
+    await env.backend.assert_nothing_left()
+
+
+class SweepsAfterPut:
+    """The store under test, with a sweep right after its next put returns: the moment a
+    writer has found its bytes stored but not yet made the blob live."""
+
+    def __init__(self, inner: BlobStore, sweeper: BlobSweeper) -> None:
+        self._inner = inner
+        self._sweeper = sweeper
+        self.swept: list[int] = []
+
+    async def put(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+    ) -> BlobInfo:
+        info = await self._inner.put(
+            chunks, expected_sha256=expected_sha256, expected_size=expected_size, max_size=max_size
+        )
+        if not self.swept:
+            self.swept.append(await self._sweeper.sweep())
+        return info
+
+    async def open(
+        self, sha256: str, *, start: int = 0, end: int | None = None, chunk_size: int = 256 * 1024
+    ) -> AsyncIterator[bytes]:
+        return await self._inner.open(sha256, start=start, end=end, chunk_size=chunk_size)
+
+    async def stat(self, sha256: str) -> BlobInfo | None:
+        return await self._inner.stat(sha256)
+
+    async def delete(self, sha256: str) -> bool:
+        return await self._inner.delete(sha256)
+
+    async def ping(self) -> bool:
+        return await self._inner.ping()
+
+
+async def released(env: Env, data: bytes) -> None:
+    """`data` stored once and its recording deleted: the blob is due for sweeping."""
+    await env.store.delete(env.business_id, await upload(env, data))
+
+
+async def test_upload_whose_reused_audio_is_swept_is_refused_and_changes_nothing(env: Env) -> None:
+    data = PAYLOADS[2]
+    await released(env, data)
+    racing = SweepsAfterPut(env.backend.store, env.sweeper)
+    store = RecordingStore(env.db, racing, phone_region="TH", max_bytes=1024 * 1024)
+    row, _ = await store.register_upload(
+        env.business_id, NewUpload(data_id="late", call_at=datetime.now(UTC), direction="in")
+    )
+    with pytest.raises(AudioReclaimed) as refused:
+        await store.store_upload(env.business_id, row.id, source(data))
+    assert racing.swept == [1] and refused.value.category is Category.CONFLICT
+    assert (await store.get(env.business_id, row.id)).processing_status == "pending"
+    await env.backend.assert_nothing_left()
+
+    await store.store_upload(env.business_id, row.id, source(data))  # sent again
+    assert await download(env, row.id) == data
+    await env.backend.assert_holds(hashlib.sha256(data).hexdigest())
+
+
+async def test_pull_whose_reused_audio_is_swept_downloads_again(env: Env, tmp_path: Path) -> None:
+    with FakeKazoo() as kazoo:
+        call = kazoo.add_recording(datetime.now(UTC) - timedelta(hours=1), audio_size=5000)
+        data = call.audio.read()
+        await released(env, data)
+        providers = ProviderStore(env.db, Keyring({1: generate_key()}, primary_id=1), POLICY)
+        provider_id = await providers.create(
+            env.business_id,
+            kind="kazoo",
+            name="Kazoo PBX",
+            config={"baseUrl": kazoo.base_url, "accountId": kazoo.account_id, "apiKey": kazoo.api_key},
+            is_active=True,
+        )
+        racing = SweepsAfterPut(env.backend.store, env.sweeper)
+        settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC)
+        job = await Puller(env.db, providers, racing, settings).pull(provider_id)
+        audio_fetches = [r for r in kazoo.requests if "audio" in r.headers.get("accept", "")]
+        assert kazoo.handler_errors == []
+
+    assert racing.swept == [1]
+    assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 1, 0)
+    assert len(audio_fetches) == 2  # swept once between put and hold, so fetched again
+    (row,) = await stored_rows(env)
+    assert row.sha256 == hashlib.sha256(data).hexdigest()
+    assert await download(env, row.id) == data
+    assert (await blob_rows(env))[row.sha256].unreferenced_since is None
