@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from service import logs
 from service.admin import Admin, AdminError, keys_in_use, reseal_all
 from service.auth import Scope
+from service.blobs.factory import blob_store, close_blob_store
 from service.config import Settings
 from service.keys import MissingMasterKeys, load_keyring
-from service.blobs.factory import blob_store, close_blob_store
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import set_retention
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file

@@ -9,7 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, insert, select
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 
 from service.storage import models  # registers the tables
 from service.storage.db import sync_url
@@ -73,7 +73,9 @@ def test_blob_table_is_filled_from_stored_recordings(
                 )
         upgrade(url)
         with engine.connect() as conn:
-            rows = conn.execute(select(models.Blob.sha256, models.Blob.size, models.Blob.unreferenced_since))
+            rows = conn.execute(
+                select(col(models.Blob.sha256), col(models.Blob.size), col(models.Blob.unreferenced_since))
+            )
             assert sorted(rows.all()) == [(shared, 10, None), (alone, 7, None)]
     finally:
         engine.dispose()
