@@ -31,7 +31,9 @@ from service.recordings.store import NewUpload, RecordingStore
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
-from service.storage.models import Blob, Recording
+from service.storage.models import Blob as BlobRow
+from service.storage.models import Recording
+from tests.fakes.httpserver import Blob
 from tests.fakes.kazoo import FakeKazoo
 from tests.support.blob_backends import Backend, source
 
@@ -40,8 +42,10 @@ pytest_plugins = ["tests.support.blob_backends"]
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 # Contents shared by a few tasks each: a task deleting the last recording of some bytes races
 # another task re-ingesting the same bytes.
-PAYLOADS = [hashlib.sha256(b"%d" % i).digest() * (300 + i) for i in range(4)]
-TASKS_PER_PAYLOAD = 3
+AUDIO = [Blob(seed=4200 + i, size=9000 + i) for i in range(4)]
+PAYLOADS = [audio.read() for audio in AUDIO]
+PULLED_CALLS = 24
+TASKS_PER_PAYLOAD = 2
 POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
 SYNC = replace(SyncSettings(), initial_lookback_days=1, retry_base_seconds=0.01, retry_cap_seconds=0.1)
 
@@ -95,7 +99,7 @@ async def sweep_until(env: Env, done: asyncio.Event) -> int:
     swept = 0
     while not done.is_set():
         swept += await env.sweeper.sweep()
-        await asyncio.sleep(0.01)  # SQLite's one writer must not be starved by sweeps
+        await asyncio.sleep(0.02)  # SQLite's one writer must not be starved by sweeps
     return swept
 
 
@@ -122,12 +126,61 @@ async def assert_every_stored_readable(env: Env) -> None:
         assert data in PAYLOADS
 
 
-async def test_deletes_racing_identical_uploads_never_free_used_audio(env: Env) -> None:
+async def kazoo_provider(env: Env, kazoo: FakeKazoo) -> tuple[ProviderStore, str]:
+    providers = ProviderStore(env.db, Keyring({1: generate_key()}, primary_id=1), POLICY)
+    provider_id = await providers.create(
+        env.business_id,
+        kind="kazoo",
+        name="Kazoo PBX",
+        config={"baseUrl": kazoo.base_url, "accountId": kazoo.account_id, "apiKey": kazoo.api_key},
+        is_active=True,
+    )
+    return providers, provider_id
+
+
+async def pull_and_reap(env: Env, kazoo: FakeKazoo, settings: Settings) -> None:
+    """Pull calls whose audio is all PAYLOADS[0], and read and delete each as soon as it is
+    stored, so that audio's references come and go under the pull too."""
+    start = datetime.now(UTC) - timedelta(hours=2)
+    with kazoo.lock:
+        for n in range(PULLED_CALLS):
+            call = kazoo.add_recording(start + timedelta(minutes=n), audio_size=AUDIO[0].size)
+            kazoo.recordings[call.id] = replace(call, audio=AUDIO[0])
+    providers, provider_id = await kazoo_provider(env, kazoo)
+    pulling = asyncio.create_task(Puller(env.db, providers, env.backend.store, settings).pull(provider_id))
+    reaped = 0
+    try:
+        while True:
+            finished = pulling.done()
+            async with env.db.session() as session:
+                query = select(Recording.id).where(
+                    col(Recording.origin) == provider_id, col(Recording.processing_status) == "stored"
+                )
+                ready = list((await session.exec(query)).all())
+            for recording_id in ready:
+                assert await download(env, recording_id) == PAYLOADS[0]
+                await env.store.delete(env.business_id, recording_id)
+                reaped += 1
+            if finished:
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        if not pulling.done():  # a failed check: stop the pull with the test
+            pulling.cancel()
+    job = await pulling
+    assert (job.state, job.failures, job.recordings_stored) == ("succeeded", 0, PULLED_CALLS)
+    assert reaped == PULLED_CALLS
+
+
+async def test_deletes_racing_identical_uploads_never_free_used_audio(env: Env, tmp_path: Path) -> None:
     done = asyncio.Event()
     sweepers = [asyncio.create_task(sweep_until(env, done)) for _ in range(2)]
-    tasks = [churn(env, data, rounds=30) for data in PAYLOADS for _ in range(TASKS_PER_PAYLOAD)]
+    tasks = [churn(env, data, rounds=25) for data in PAYLOADS for _ in range(TASKS_PER_PAYLOAD)]
+    settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC)
     try:
-        await asyncio.gather(*tasks)
+        with FakeKazoo() as kazoo:
+            await asyncio.gather(pull_and_reap(env, kazoo, settings), *tasks)
+            assert kazoo.handler_errors == []
     finally:
         done.set()
         swept = sum(await asyncio.gather(*sweepers))
@@ -147,12 +200,12 @@ async def test_deletes_racing_identical_uploads_never_free_used_audio(env: Env) 
     await env.sweeper.sweep()
     await env.backend.assert_nothing_left()
     async with env.db.session() as session:
-        assert (await session.exec(select(Blob))).all() == []
+        assert (await session.exec(select(BlobRow))).all() == []
 
 
-async def blob_rows(env: Env) -> dict[str, Blob]:
+async def blob_rows(env: Env) -> dict[str, BlobRow]:
     async with env.db.session() as session:
-        return {row.sha256: row for row in (await session.exec(select(Blob))).all()}
+        return {row.sha256: row for row in (await session.exec(select(BlobRow))).all()}
 
 
 async def test_released_audio_waits_out_the_grace_period(env: Env) -> None:
@@ -282,14 +335,7 @@ async def test_pull_whose_reused_audio_is_swept_downloads_again(env: Env, tmp_pa
         call = kazoo.add_recording(datetime.now(UTC) - timedelta(hours=1), audio_size=5000)
         data = call.audio.read()
         await released(env, data)
-        providers = ProviderStore(env.db, Keyring({1: generate_key()}, primary_id=1), POLICY)
-        provider_id = await providers.create(
-            env.business_id,
-            kind="kazoo",
-            name="Kazoo PBX",
-            config={"baseUrl": kazoo.base_url, "accountId": kazoo.account_id, "apiKey": kazoo.api_key},
-            is_active=True,
-        )
+        providers, provider_id = await kazoo_provider(env, kazoo)
         racing = SweepsAfterPut(env.backend.store, env.sweeper)
         settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC)
         job = await Puller(env.db, providers, racing, settings).pull(provider_id)
