@@ -349,3 +349,13 @@ async def test_pull_whose_reused_audio_is_swept_downloads_again(env: Env, tmp_pa
     assert row.sha256 == hashlib.sha256(data).hexdigest()
     assert await download(env, row.id) == data
     assert (await blob_rows(env))[row.sha256].unreferenced_since is None
+
+
+async def test_concurrent_deletes_of_the_last_users_release_the_blob(env: Env) -> None:
+    """Two deletes of the last two recordings of a blob, at once: each must not count the
+    other's recording as still there, or the blob stays live for ever (a leak)."""
+    pairs = [(await upload(env, data), await upload(env, data)) for data in PAYLOADS]
+    await asyncio.gather(*(env.store.delete(env.business_id, rec) for pair in pairs for rec in pair))
+    assert [row.unreferenced_since is not None for row in (await blob_rows(env)).values()] == [True] * 4
+    assert await env.sweeper.sweep() == len(PAYLOADS)
+    await env.backend.assert_nothing_left()
