@@ -161,4 +161,4 @@ class AudioReclaimed(DomainError):
     code = "audio_reclaimed"
 
     def __init__(self) -> None:
-        super().__init__("the audio was freed while it was being stored; send it again", field="chunk")
+        super().__init__("the audio was freed while it was being stored; send it again")

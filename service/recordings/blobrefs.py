@@ -33,7 +33,8 @@ live in the transaction that adds the reference, and a release locks the row bef
 that no reference is left, so it reads what every earlier release committed (two deletes of
 the last two recordings of one blob cannot each still see the other's recording). Bytes put
 for a recording that cannot take them (deleted meanwhile, empty audio) are released at once.
-Only a crash between a put and its transaction leaves bytes without a row.
+Only a crash (or a database failure) between a put and its transaction leaves bytes that no
+row knows of.
 
 Lock order, so PostgreSQL never deadlocks: the recording row first, then blob rows in sha256
 order.
