@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 from service import logs
 from service.admin import Admin, AdminError, keys_in_use, reseal_all
 from service.auth import Scope
+from service.blobs.factory import blob_store, close_blob_store
 from service.config import Settings
 from service.keys import MissingMasterKeys, load_keyring
+from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import set_retention
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
@@ -109,6 +111,21 @@ def cmd_business_retention(args: argparse.Namespace) -> None:
 
     _with_db(lambda db: set_retention(db, args.business, days))
     print(f"retention for {args.business}: {'off' if days is None else f'{days} days'}")
+
+
+def cmd_blobs_sweep(args: argparse.Namespace) -> None:
+    """What the server's periodic sweep does, now: safe beside running servers."""
+    settings = _settings()
+    grace = settings.blob_grace_seconds if args.grace_seconds is None else args.grace_seconds
+
+    async def sweep(db: Database) -> int:
+        store = blob_store(settings)
+        try:
+            return await BlobSweeper(db, store, grace_seconds=grace).sweep()
+        finally:
+            await close_blob_store(store)
+
+    print(f"freed {_with_db(sweep)} unreferenced blobs")
 
 
 def cmd_key_create(args: argparse.Namespace) -> None:
@@ -218,6 +235,11 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--business", required=True)
     br.add_argument("--days", required=True, type=retention_days, help="a whole number of days, or off")
     br.set_defaults(fn=cmd_business_retention)
+
+    blobs = sub.add_parser("blobs", help="stored audio").add_subparsers(dest="action", required=True)
+    bs = blobs.add_parser("sweep", help="free audio no recording has used for the grace period")
+    bs.add_argument("--grace-seconds", type=float, help="instead of CALLVAULT_BLOB_GRACE_SECONDS")
+    bs.set_defaults(fn=cmd_blobs_sweep)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = keys.add_parser("create", help="make a key and print it once")

@@ -165,6 +165,9 @@ class Settings:
     blob_dir: Path | None = None
     blob_backend: str = "local"
     s3: S3Settings = field(default_factory=S3Settings)
+    # Bytes no recording uses any more are freed after this long, by a sweep this often.
+    blob_grace_seconds: float = 3600.0
+    blob_sweep_seconds: float = 300.0
     phone_region: str = "TH"
     rate_limit_per_minute: int = 600
     workers: int = 1
@@ -224,6 +227,8 @@ class Settings:
                 secret_key=env.get("CALLVAULT_S3_SECRET_KEY", ""),
                 create_bucket=_flag(env, "CALLVAULT_S3_CREATE_BUCKET", False),
             ),
+            blob_grace_seconds=_float(env, "CALLVAULT_BLOB_GRACE_SECONDS", 3600.0),
+            blob_sweep_seconds=_float(env, "CALLVAULT_BLOB_SWEEP_SECONDS", 300.0),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
             rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
             workers=_int(env, "CALLVAULT_WORKERS", 1),

@@ -152,3 +152,13 @@ class AudioRejected(DomainError):
 class AudioTooLarge(DomainError):
     category = Category.TOO_LARGE
     code = "audio_too_large"
+
+
+class AudioReclaimed(DomainError):
+    """The identical audio this upload reused was being freed at that moment; nothing changed."""
+
+    category = Category.CONFLICT
+    code = "audio_reclaimed"
+
+    def __init__(self) -> None:
+        super().__init__("the audio was freed while it was being stored; send it again")

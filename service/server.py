@@ -37,6 +37,7 @@ from service.keys import load_keyring
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
+from service.recordings.blobrefs import BlobSweeper
 from service.recordings.jobs import SyncJobs
 from service.recordings.puller import Puller
 from service.recordings.retention import run_retention
@@ -77,6 +78,7 @@ class Service:
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
         )
+        self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
             self.providers,
@@ -242,6 +244,9 @@ class Server:
                     run_retention(self.service.db, self.service.recordings), name="retention"
                 ),
             ]
+        # Any number of processes may sweep at once (service/recordings/blobrefs.py).
+        sweep = self.service.sweeper.run(self.settings.blob_sweep_seconds)
+        self._background.append(asyncio.create_task(sweep, name="blob-sweeper"))
         log.info(
             "serving",
             extra={

@@ -140,6 +140,17 @@ class Recording(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class Blob(SQLModel, table=True):
+    """A stored blob and whether any recording still uses it (service/recordings/blobrefs.py).
+
+    Null `unreferenced_since` means recordings refer to it; otherwise its bytes may be
+    reclaimed once that instant is older than the grace period."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    unreferenced_since: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
+
+
 class ProviderSync(SQLModel, table=True):
     """Where a provider's pull stands. The lease makes one process at a time pull it,
     across processes and replicas sharing the database."""
