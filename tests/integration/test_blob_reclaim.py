@@ -24,6 +24,7 @@ from service.blobs.base import BlobInfo, BlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import AudioReclaimed, AudioRejected, Category, RecordingNotFound
+from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.puller import Puller
@@ -147,7 +148,9 @@ async def pull_and_reap(env: Env, kazoo: FakeKazoo, settings: Settings) -> None:
             call = kazoo.add_recording(start + timedelta(minutes=n), audio_size=AUDIO[0].size)
             kazoo.recordings[call.id] = replace(call, audio=AUDIO[0])
     providers, provider_id = await kazoo_provider(env, kazoo)
-    pulling = asyncio.create_task(Puller(env.db, providers, env.backend.store, settings).pull(provider_id))
+    pulling = asyncio.create_task(
+        (await puller(env, providers, env.backend.store, settings)).pull(provider_id)
+    )
     reaped = 0
     try:
         while True:
@@ -330,6 +333,13 @@ async def test_upload_whose_reused_audio_is_swept_is_refused_and_changes_nothing
     await env.backend.assert_holds(hashlib.sha256(data).hexdigest())
 
 
+async def puller(env: Env, providers: ProviderStore, blobs: BlobStore, settings: Settings) -> Puller:
+    """A puller of a process that has said it lives, as a server's has."""
+    processes = ProcessRegistry(env.db)
+    await processes.beat()
+    return Puller(env.db, providers, blobs, settings, processes=processes)
+
+
 async def test_pull_whose_reused_audio_is_swept_downloads_again(env: Env, tmp_path: Path) -> None:
     with FakeKazoo() as kazoo:
         call = kazoo.add_recording(datetime.now(UTC) - timedelta(hours=1), audio_size=5000)
@@ -338,7 +348,9 @@ async def test_pull_whose_reused_audio_is_swept_downloads_again(env: Env, tmp_pa
         providers, provider_id = await kazoo_provider(env, kazoo)
         racing = SweepsAfterPut(env.backend.store, env.sweeper)
         settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC)
-        job = await Puller(env.db, providers, racing, settings).pull(provider_id)
+        job = await Puller(env.db, providers, racing, settings, processes=ProcessRegistry(env.db)).pull(
+            provider_id
+        )
         audio_fetches = [r for r in kazoo.requests if "audio" in r.headers.get("accept", "")]
         assert kazoo.handler_errors == []
 

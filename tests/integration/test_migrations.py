@@ -44,7 +44,7 @@ def test_blob_table_is_filled_from_stored_recordings(
         url = request.getfixturevalue("pg_server").create_database()
     else:
         url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0004")
+    upgrade(url, "0006")  # just before blobs had rows of their own
     shared, alone = "a" * 64, "b" * 64
     now = datetime.now(UTC)
     engine = create_engine(sync_url(url))
