@@ -108,6 +108,33 @@ class RecordingNotFound(ConnectorError):
     retryable = False
 
 
+class AudioNotReady(ConnectorError):
+    """The provider lists the call but cannot serve its audio yet (Kazoo writes the
+    recording document before its audio; 3CX may still be archiving). The recording stays
+    pending and is tried again on later pulls, until it is too old to wait for."""
+
+    message = "recording not ready yet"
+
+
+class AccessDenied(ConnectorError):
+    """The credentials work but the provider's role for them does not allow this (3CX:
+    listing recordings needs a user role that may see them). Not "authentication failed":
+    the fix is a role on the provider's side, not a new password."""
+
+    message = "access denied by provider"
+    retryable = False
+
+
+class UnreadableAnswer(UnexpectedAnswer):
+    """An answer the connector cannot read. The message names the field (one of ours or
+    the provider's documented name, never a value), so lastSyncError says what was wrong;
+    it is never taken for an empty page."""
+
+    def __init__(self, field: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"unexpected answer from provider: {field}", retry_after=retry_after)
+        self.field = field
+
+
 class Connector(Protocol):
     """What the rest of callvault needs from a provider."""
 
