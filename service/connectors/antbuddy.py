@@ -94,7 +94,9 @@ class AntBuddyConnector:
         until = datetime.now(UTC)
         await self._history_page(until - CHECK_WINDOW, until, page=1, limit=1)
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Calls started in [since, until): window by window (oldest first), page by page."""
         # Naive means UTC here, as this connector always read it; the others refuse naive times.
         since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)

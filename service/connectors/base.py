@@ -43,6 +43,10 @@ class CallRecord:
     outcome: Outcome
     # Opaque to everyone but the connector that made it; None when the call has no recording.
     recording_ref: str | None
+    # Where the provider's own listing order has reached with this row (3CX: its Id, which
+    # grows as rows are written, so a late row of a long call sorts after earlier ones).
+    # Opaque outside the connector; None for providers listed by time only.
+    position: str | None = None
 
 
 @dataclass(slots=True)
@@ -141,9 +145,13 @@ class Connector(Protocol):
     async def check(self) -> None:
         """Prove the credentials work; raise a ConnectorError saying why not."""
 
-    def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Every call that started in [since, until), each exactly once, walking the
-        windows and pages the provider allows, oldest window first."""
+        windows and pages the provider allows, oldest window first. ``after`` is the highest
+        ``position`` stored from an earlier pull, for connectors that list by position: they
+        also return rows beyond it whatever their start time (late rows)."""
         ...
 
     def open_recording(self, ref: str) -> AbstractAsyncContextManager[AudioStream]:

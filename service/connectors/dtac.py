@@ -87,7 +87,9 @@ class DtacConnector:
         now = floor_second(datetime.now(UTC))
         await self._get_json(_list_url(now - timedelta(seconds=1), now, page_size=1))
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record

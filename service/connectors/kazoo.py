@@ -91,7 +91,9 @@ class KazooConnector:
         async with self._auth_lock:
             await self._authenticate()
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Recordings whose call started in [since, until), oldest creation window first."""
         # Naive means UTC here, as this connector always read it; the others refuse naive times.
         since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)

@@ -91,7 +91,9 @@ class PromptCallConnector:
         now = floor_second(datetime.now(UTC))
         await self._cdrs(now - timedelta(minutes=1), now, limit=1)
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record

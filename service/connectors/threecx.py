@@ -68,7 +68,9 @@ class ThreeCXConnector:
         self._token = None  # prove the credentials, not a cached token
         await self._get_json("/xapi/v1/Defs", {"$select": "Id"})
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         since, until = utc(since), utc(until)
         cursor = 0
         while since < until:
