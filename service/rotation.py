@@ -74,7 +74,11 @@ async def reseal_fleet(
     say(f"re-sealed {total} secrets under key {primary}")
     deadline = time.monotonic() + wait_seconds
     last_said: tuple[float, frozenset[str]] = (0.0, frozenset())
-    while lagging := [p for p in await registry.live() if p.primary_key_id != primary]:
+    while True:
+        fleet = await registry.live()
+        lagging = [p for p in fleet if p.primary_key_id != primary]
+        if not lagging:
+            break
         now = time.monotonic()
         names = frozenset(p.id for p in lagging)
         if now >= deadline:
@@ -86,7 +90,7 @@ async def reseal_fleet(
             )
         if names != last_said[1] or now - last_said[0] >= progress_every:
             say(
-                f"waiting for {len(lagging)} processes to load key {primary}: "
+                f"waiting for {len(lagging)} of {len(fleet)} live processes to load key {primary}: "
                 + "; ".join(map(describe, lagging))
             )
             last_said = (now, names)
