@@ -63,6 +63,7 @@ class LiveKeyring:
         # What the watcher last looked at (None: look again), and what a failed open last read.
         self._seen: Signature | None = None
         self._read_for_open: Signature | None = None
+        self._still_needed_warning = ""  # said once, not at every look
         self._wake = asyncio.Event()
         self._beats: set[asyncio.Task[None]] = set()
         registry.note_keyring(keyring.primary_id, keyring.ids)
@@ -184,13 +185,14 @@ class LiveKeyring:
         if dropped:
             reasons = await still_needed(self._db, self._registry, dropped, ignore_process=self._registry.id)
             if reasons:
-                log.warning(
-                    "refused key file %s: it drops keys %s, but %s; keeping %s",
-                    path,
-                    sorted(dropped),
-                    "; ".join(reasons),
-                    _describe(before),
+                # Look again at every tick: the file may become right once a re-seal is done.
+                self._seen = None
+                warning = (
+                    f"refused key file {path}: it drops keys {sorted(dropped)}, but {'; '.join(reasons)}"
                 )
+                if warning != self._still_needed_warning:
+                    log.warning("%s; keeping %s", warning, _describe(before))
+                self._still_needed_warning = warning
                 return False
         try:
             await check_canaries(self._db, candidate)
@@ -226,6 +228,7 @@ class LiveKeyring:
 
     def _take(self, keyring: Keyring, why: str) -> None:
         self._current = keyring
+        self._still_needed_warning = ""
         self._registry.note_keyring(keyring.primary_id, keyring.ids)
         log.info("master keys reloaded (%s): %s", why, _describe(keyring))
 

@@ -301,6 +301,7 @@ class Server:
             self._monitor.cancel()
         if self._key_watch:
             self._key_watch.cancel()
+            await asyncio.gather(self._key_watch, return_exceptions=True)
         # Pulls stop where they are: a pull resumes from its cursor, and no blob is
         # visible before it is complete, so cancelling loses nothing.
         for task in self._background:

@@ -278,14 +278,15 @@ def test_sighup_reloads_and_bad_key_files_are_refused(
     server.cli("migrate")
     key = tenant_key(database_url)
     server.start()
-    assert server.proc is not None
+    proc = server.proc
+    assert proc is not None
     api = Api(server, key)
     try:
         kept = api.create(threecx(pbx, "Kept under key 1"))
         server.cli("master-keys", "add")
         time.sleep(0.5)
         assert primary_of(database_url, server) == 1  # no reload without SIGHUP here
-        server.proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
         wait_until(lambda: primary_of(database_url, server) == 2, what="SIGHUP to load key 2")
         patched = api.create(threecx(pbx, "Sealed under key 2"))
         assert secret_key_ids(database_url) == [1, 2]
@@ -294,10 +295,10 @@ def test_sighup_reloads_and_bad_key_files_are_refused(
         def refused(content: str, why: str) -> None:
             before = server.output().count("refused key file")
             key_file.write_text(content)
-            server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            proc.send_signal(signal.SIGHUP)
             wait_until(lambda: server.output().count("refused key file") > before, what=why)
             assert why in server.output().rsplit("refused key file", 1)[1]
-            assert server.proc.poll() is None  # type: ignore[union-attr]
+            assert proc.poll() is None
             process = live(database_url)[server.pid]
             assert (process.primary_key_id, process.key_ids) == (2, (1, 2))
             for provider_id in (kept, patched):
@@ -317,9 +318,9 @@ def test_sighup_reloads_and_bad_key_files_are_refused(
         for raw in [*good["keys"].values(), other]:
             assert raw not in output
 
-        key_file.write_text(json.dumps(good))  # mended: taken again, nothing lost
+        key_file.write_text(json.dumps(good))  # mended: the same keys again, nothing lost
         os.utime(key_file)
-        server.proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         assert api.test(kept).json() == {"ok": True}
         api.close()

@@ -72,17 +72,18 @@ def test_sighup_reloads_the_master_keys_in_every_worker(tmp_path: Path) -> None:
         tmp_path, CALLVAULT_WORKERS="2", CALLVAULT_SYNC_ENABLED="0", CALLVAULT_KEY_RELOAD_SECONDS="3600"
     ).start()
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'callvault.db'}"
+    proc = server.proc
+    assert proc is not None
 
-    def primaries() -> list[int | None]:
-        return sorted(
-            p.primary_key_id for p in live(database_url).values() if p.pid in workers_of(server.pid)
-        )
+    def primaries() -> list[int]:
+        workers = workers_of(server.pid)
+        return sorted(p.primary_key_id or 0 for p in live(database_url).values() if p.pid in workers)
 
     try:
         wait_until(lambda: primaries() == [1, 1], what="both workers to register")
         server.cli("master-keys", "add")
-        server.proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)  # to the parent, which passes it on
         wait_until(lambda: primaries() == [2, 2], what="both workers to load key 2")
-        assert server.proc.poll() is None
+        assert proc.poll() is None
     finally:
         assert server.stop() == 0, server.output()[-2000:]
