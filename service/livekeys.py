@@ -31,6 +31,7 @@ log = logging.getLogger("callvault.keys")
 
 # device, inode, size, mtime: the key file is replaced by rename, so any write changes it.
 Signature = tuple[int, int, int, int]
+_UNREADABLE: Signature = (-1, -1, -1, -1)
 
 
 def _signature(path: Path) -> Signature:
@@ -165,9 +166,11 @@ class LiveKeyring:
         try:
             signature = _signature(path)
         except OSError as exc:
-            log.warning(
-                "cannot read key file %s (%s); keeping %s", path, exc.strerror, _describe(self._current)
-            )
+            if self._seen != _UNREADABLE:  # said once, not at every look
+                log.warning(
+                    "cannot read key file %s (%s); keeping %s", path, exc.strerror, _describe(self._current)
+                )
+            self._seen = _UNREADABLE
             return False
         if signature == self._seen and not force:
             return False
