@@ -164,7 +164,7 @@ class Traffic:
                 ok = answer.status_code == 200 and (step != "test" or answer.json() == {"ok": True})
                 if not ok:
                     self.failures.append(
-                        f"{step} on {api.client.base_url}: {answer.status_code} {answer.text}"
+                        f"{step} at {answer.request.url}: {answer.status_code} {answer.text}"
                     )
                 elif step == "create":
                     self.providers.append(answer.json()["id"])
