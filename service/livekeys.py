@@ -76,10 +76,6 @@ class LiveKeyring:
     def current(self) -> Keyring:
         return self._current
 
-    @property
-    def follows_file(self) -> bool:
-        return self._path is not None
-
     # -- the Keyring methods, on whatever keyring is current --------------------------------
 
     @property
