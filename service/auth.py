@@ -77,9 +77,12 @@ class Principal:
     def has(self, scope: Scope) -> bool:
         return Scope.MANAGE_ALL in self.scopes or scope in self.scopes
 
-    def require(self, *any_of: Scope) -> None:
-        if not any(self.has(s) for s in any_of):
-            raise MissingScope(" or ".join(s.value for s in any_of))
+    def require(self, *scopes: Scope) -> None:
+        """Every scope named (a call that reaches two kinds of data needs both); the
+        refusal names the first one missing."""
+        for scope in scopes:
+            if not self.has(scope):
+                raise MissingScope(scope.value)
 
 
 def bearer_token(authorization: str | None) -> str:

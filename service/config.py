@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from service.connectors.http import NetworkPolicy
 
@@ -42,6 +45,25 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         return float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+_MASK = "***"
+_PASSWORD_PARAMS = frozenset({"password", "sslpassword"})
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: the password (in the authority or a `password=`
+    query parameter) replaced by ***, the rest as given. A URL that does not parse is
+    not printed at all: where its password would be is unknown."""
+    if not url:
+        return url
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return "<unparsable URL>"
+    hidden = {name: _MASK for name in parsed.query if name.lower() in _PASSWORD_PARAMS}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("%2A%2A%2A", _MASK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +137,12 @@ class TlsSettings:
                 raise ValueError(f"TLS file {path} does not exist")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise."""
+    """Embedded defaults (SQLite and files under ./var) unless the environment says otherwise.
+
+    Its repr (and str) leave out the master keys and the S3 keys, and show the database
+    URL with its password masked."""
 
     env: str = "dev"
     data_dir: Path = Path("var")
@@ -128,8 +153,13 @@ class Settings:
     http_port: int = 8080
     master_keys: str = field(default="", repr=False)
     key_file: Path | None = None
+    # How often a server process looks at the key file for a rotated keyring (also on SIGHUP).
+    key_reload_seconds: float = 2.0
     grace_seconds: float = 10.0
     health_interval_seconds: float = 5.0
+    # Every server process beats its row this often; one silent for dead_after is gone.
+    heartbeat_seconds: float = 2.0
+    dead_after_seconds: float = 10.0
     log_level: str = "INFO"
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -137,10 +167,18 @@ class Settings:
     blob_dir: Path | None = None
     blob_backend: str = "local"
     s3: S3Settings = field(default_factory=S3Settings)
+    # Bytes no recording uses any more are freed after this long, by a sweep this often.
+    blob_grace_seconds: float = 3600.0
+    blob_sweep_seconds: float = 300.0
     phone_region: str = "TH"
     rate_limit_per_minute: int = 600
     workers: int = 1
     timezone: str = "Asia/Bangkok"
+
+    def __repr__(self) -> str:
+        shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["database_url"] = redact_url(self.database_url)
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     @property
     def production(self) -> bool:
@@ -175,8 +213,11 @@ class Settings:
             http_port=_int(env, "CALLVAULT_HTTP_PORT", 8080),
             master_keys=env.get("CALLVAULT_MASTER_KEYS", ""),
             key_file=_path(env, "CALLVAULT_KEY_FILE"),
+            key_reload_seconds=_float(env, "CALLVAULT_KEY_RELOAD_SECONDS", 2.0),
             grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
+            heartbeat_seconds=_float(env, "CALLVAULT_HEARTBEAT_SECONDS", 2.0),
+            dead_after_seconds=_float(env, "CALLVAULT_PROCESS_DEAD_AFTER_SECONDS", 10.0),
             log_level=env.get("CALLVAULT_LOG_LEVEL", "INFO").upper(),
             blob_dir=_path(env, "CALLVAULT_BLOB_DIR"),
             blob_backend=_choice(env, "CALLVAULT_BLOB_BACKEND", ("local", "s3")),
@@ -189,6 +230,8 @@ class Settings:
                 secret_key=env.get("CALLVAULT_S3_SECRET_KEY", ""),
                 create_bucket=_flag(env, "CALLVAULT_S3_CREATE_BUCKET", False),
             ),
+            blob_grace_seconds=_float(env, "CALLVAULT_BLOB_GRACE_SECONDS", 3600.0),
+            blob_sweep_seconds=_float(env, "CALLVAULT_BLOB_SWEEP_SECONDS", 300.0),
             phone_region=env.get("CALLVAULT_PHONE_REGION", "TH").upper(),
             rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
             workers=_int(env, "CALLVAULT_WORKERS", 1),

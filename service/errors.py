@@ -193,3 +193,13 @@ class SecretUnavailable(DomainError):
             "a stored secret of this provider cannot be opened with the configured master keys; "
             "send the provider's secrets again"
         )
+
+
+class AudioReclaimed(DomainError):
+    """The identical audio this upload reused was being freed at that moment; nothing changed."""
+
+    category = Category.CONFLICT
+    code = "audio_reclaimed"
+
+    def __init__(self) -> None:
+        super().__init__("the audio was freed while it was being stored; send it again")

@@ -34,8 +34,11 @@ from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import Settings, TlsSettings
 from service.keys import load_keyring
+from service.livekeys import LiveKeyring
+from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
+from service.recordings.blobrefs import BlobSweeper
 from service.recordings.jobs import SyncJobs
 from service.recordings.puller import Puller
 from service.recordings.retention import run_retention
@@ -60,7 +63,19 @@ class Service:
     def __init__(self, settings: Settings, keyring: Keyring | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
-        self.keyring = keyring or load_keyring(settings)
+        self.processes = ProcessRegistry(
+            self.db,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            dead_after_seconds=settings.dead_after_seconds,
+        )
+        follow = None if keyring is not None or settings.master_keys else settings.resolved_key_file
+        self.keyring = LiveKeyring(
+            keyring or load_keyring(settings),
+            db=self.db,
+            registry=self.processes,
+            path=follow,
+            fixed_by="the caller" if keyring is not None else "CALLVAULT_MASTER_KEYS",
+        )
         self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
         self.blobs = blob_store(settings)
@@ -70,8 +85,14 @@ class Service:
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
         )
+        self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
-            self.db, self.providers, self.blobs, settings, on_change=self.recordings.counts.invalidate
+            self.db,
+            self.providers,
+            self.blobs,
+            settings,
+            processes=self.processes,
+            on_change=self.recordings.counts.invalidate,
         )
         self.servicers: list[tuple[Any, object, Any]] = [
             (
@@ -156,6 +177,8 @@ class Server:
         self._http_task: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
 
     def _rest_app(self) -> Any:
         bindings = self.service.bindings()
@@ -187,6 +210,8 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        # Before listening: a process with the wrong master key must not serve at all.
+        await self.service.keyring.start()
         await open_blob_store(self.service.blobs, self.settings)
         for _, servicer, add in self.service.servicers:
             add(servicer, self.grpc)
@@ -218,6 +243,11 @@ class Server:
         self._uvicorn = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
 
+        await self.service.processes.beat()
+        self._heartbeat = asyncio.create_task(self.service.processes.run(), name="heartbeat")
+        self._key_watch = asyncio.create_task(
+            self.service.keyring.run(self.settings.key_reload_seconds), name="key-watch"
+        )
         await self._check_health()
         self._monitor = asyncio.create_task(self._watch_health())
         if self.settings.sync.enabled:
@@ -227,6 +257,9 @@ class Server:
                     run_retention(self.service.db, self.service.recordings), name="retention"
                 ),
             ]
+        # Any number of processes may sweep at once (service/recordings/blobrefs.py).
+        sweep = self.service.sweeper.run(self.settings.blob_sweep_seconds)
+        self._background.append(asyncio.create_task(sweep, name="blob-sweeper"))
         log.info(
             "serving",
             extra={
@@ -271,6 +304,9 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self._monitor:
             self._monitor.cancel()
+        if self._key_watch:
+            self._key_watch.cancel()
+            await asyncio.gather(self._key_watch, return_exceptions=True)
         # Pulls stop where they are: a pull resumes from its cursor, and no blob is
         # visible before it is complete, so cancelling loses nothing.
         for task in self._background:
@@ -283,9 +319,21 @@ class Server:
         if self._http_task:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._http_task, timeout=grace + 1)
+        await self._forget_process()
         await self.service.db.dispose()
         await close_blob_store(self.service.blobs)
         log.info("stopped")
+
+    async def _forget_process(self) -> None:
+        """Stop beating and remove our row: the others need not wait for it to go stale."""
+        if self._heartbeat is None:
+            return
+        self._heartbeat.cancel()
+        await asyncio.gather(self._heartbeat, return_exceptions=True)
+        try:
+            await self.service.processes.stop()
+        except Exception:
+            log.warning("could not remove this process's heartbeat row", exc_info=True)
 
     async def wait(self) -> None:
         await self.grpc.wait_for_termination()

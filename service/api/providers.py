@@ -81,7 +81,9 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         return pb.UpdateProviderResponse(ok=True)
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, SCOPE)
+        # Deleting its recordings too is a recording delete: it needs that scope as well.
+        scopes = (SCOPE, Scope.MANAGE_CALL_RECORDING) if request.delete_recordings else (SCOPE,)
+        business = await self._auth.business(context, *scopes)
         recordings = await self._store.delete(business, request.id)
         if request.delete_recordings:
             await self._recordings.delete_many(business, recordings)

@@ -14,8 +14,9 @@ Why it looks the way it does:
   and ``{"data": [...]}`` are both accepted.
 - ``play_recording`` answers "the URL of the media file" without saying how. Accepted: plain
   text, a JSON string, or a JSON object whose ``url``, ``value``, ``link`` or ``data`` (a
-  string or such an object) holds it. That URL is another host; it is fetched with the same
-  client, so the connect-time address checks apply to it too.
+  string or such an object) holds it. That URL is another host (a signed storage link, meant
+  to be public): it is fetched bare, without appId, hash or anything else of ours, wherever
+  it points, and under the same network-safety checks as the API.
 - Documented status codes: 400 bad input (with valid inputs built here, that means an unknown
   appId or a wrong hash, i.e. bad credentials), 500 server error, 503 rate limit.
 
@@ -29,7 +30,7 @@ import hashlib
 import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,8 +50,8 @@ from service.connectors.base import (
 from service.connectors.common import finite_float, first_sighting, object_list, required_text, utc, windows
 from service.connectors.http import (
     NetworkPolicy,
+    ProviderClient,
     audio_stream,
-    build_client,
     connector_errors,
     media_type,
     raise_for_status,
@@ -84,17 +85,18 @@ class AntBuddyConnector:
         base_url = config.get("baseUrl") or DEFAULT_BASE_URL
         if not isinstance(base_url, str):
             raise ValueError("baseUrl is malformed")
-        self._app_id = required_text(config, "appId")
-        self._secret = required_text(config, "appSecret")
+        signature = Signature(required_text(config, "appId"), required_text(config, "appSecret"))
         self._policy = policy
-        self._client = build_client(policy, base_url=base_url.strip().rstrip("/"))
+        self._client = ProviderClient(policy, base_url.strip().rstrip("/"), auth=signature)
 
     async def check(self) -> None:
         """One signed history request over the last few minutes."""
         until = datetime.now(UTC)
         await self._history_page(until - CHECK_WINDOW, until, page=1, limit=1)
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Calls started in [since, until): window by window (oldest first), page by page."""
         # Naive means UTC here, as this connector always read it; the others refuse naive times.
         since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)
@@ -111,12 +113,11 @@ class AntBuddyConnector:
         if not _MEDIA.fullmatch(ref):
             raise RecordingNotFound()
         url = await self._media_url(ref)
-        with connector_errors():
-            async with self._client.stream("GET", url) as response:
-                # A refusal here is the storage host's (say, a signed URL that lapsed), not our key's.
-                _raise_for_status(response, missing=RecordingNotFound, denied=UnexpectedAnswer)
-                async with audio_stream(response, _audio_type(response, ref)) as audio:
-                    yield audio
+        async with self._client.stream_public(url) as response:
+            # A refusal here is the storage host's (say, a signed URL that lapsed), not our key's.
+            _raise_for_status(response, missing=RecordingNotFound, denied=UnexpectedAnswer)
+            async with audio_stream(response, _audio_type(response, ref)) as audio:
+                yield audio
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -135,32 +136,44 @@ class AntBuddyConnector:
     async def _history_page(
         self, first: datetime, end: datetime, *, page: int, limit: int
     ) -> list[dict[str, Any]]:
-        params = {
-            "appId": self._app_id,
+        params = {  # insertion order is the documented order (Signature puts appId first)
             "created_from": _stamp(first),
             "created_to": _stamp(end),
             "limit": str(limit),
             "page": str(page),
         }
-        params["hash"] = self._sign(params.values())  # insertion order is the documented order
-        with connector_errors():
-            async with self._client.stream("GET", HISTORIES, params=params) as response:
+        async with self._client.stream("GET", HISTORIES, params=params) as response:
+            with connector_errors():
                 _raise_for_status(response)
                 body = await read_json(response, self._policy)
         return _rows(body)
 
-    async def _media_url(self, media: str) -> str:
-        params = {"appId": self._app_id, "media": media}
-        params["hash"] = self._sign(params.values())
-        with connector_errors():
-            async with self._client.stream("GET", PLAY_RECORDING, params=params) as response:
+    async def _media_url(self, media: str) -> httpx.URL:
+        async with self._client.stream("GET", PLAY_RECORDING, params={"media": media}) as response:
+            with connector_errors():
                 _raise_for_status(response, missing=RecordingNotFound)
                 body = await _read_small(response)
-        return _absolute(self._client.base_url, _url_in(body))
+        return self._client.resolve(_url_in(body))
 
-    def _sign(self, values: Iterable[str]) -> str:
-        """sha256_hex of the parameter values in order, then the secret, plainly concatenated."""
-        return hashlib.sha256("".join([*values, self._secret]).encode()).hexdigest()
+
+class Signature(httpx.Auth):
+    """AntBuddy's request signing, attached by ``ProviderClient`` to requests for its origin
+    only: ``appId`` first, then the request's own parameters in order, then ``hash``, the
+    sha256_hex of all their values and the app secret, plainly concatenated. The secret
+    itself never leaves this process."""
+
+    def __init__(self, app_id: str, secret: str) -> None:
+        self._app_id = app_id
+        self._secret = secret
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        params = [("appId", self._app_id), *request.url.params.multi_items()]
+        digest = hashlib.sha256("".join([*(v for _, v in params), self._secret]).encode()).hexdigest()
+        request.url = request.url.copy_with(params=[*params, ("hash", digest)])
+        yield request
+
+    def __repr__(self) -> str:
+        return "Signature(<hidden>)"
 
 
 # -- normalisation --------------------------------------------------------------------
@@ -245,17 +258,6 @@ def _url_in(body: bytes) -> str:
         raise UnexpectedAnswer()
     url: str = value.strip()
     return url
-
-
-def _absolute(base: httpx.URL, url: str) -> str:
-    """An absolute http(s) URL; a bare path is taken relative to the API host."""
-    try:
-        joined = base.join(url)
-    except httpx.InvalidURL as exc:
-        raise UnexpectedAnswer() from exc
-    if joined.scheme not in ("http", "https") or not joined.host:
-        raise UnexpectedAnswer()
-    return str(joined)
 
 
 def _audio_type(response: httpx.Response, media: str) -> str:

@@ -2,7 +2,8 @@
 
 Connectors speak a provider's HTTP protocol and nothing else: they know no gRPC, no
 database and no sealing. They get their settings (secrets already opened) as plain
-values and an HTTP client that enforces the network-safety rules.
+values and an HTTP client (``http.ProviderClient``) that enforces the network-safety rules
+and sends their credentials to the provider's own origin only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class CallRecord:
     outcome: Outcome
     # Opaque to everyone but the connector that made it; None when the call has no recording.
     recording_ref: str | None
+    # Where the provider's own listing order has reached with this row (3CX: its Id, which
+    # grows as rows are written, so a late row of a long call sorts after earlier ones).
+    # Opaque outside the connector; None for providers listed by time only.
+    position: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +90,14 @@ class UnexpectedAnswer(ConnectorError):
     message = "unexpected answer from provider"
 
 
+class OtherOrigin(UnexpectedAnswer):
+    """The provider handed back a URL (a next page, a download) on another origin than its
+    own, where its credentials may not go. Retried like any odd answer: the provider's own
+    setting (say, the public URL it writes into links) may be put right."""
+
+    message = "provider URL on another origin refused"
+
+
 class RateLimited(ConnectorError):
     message = "rate limited by provider"
 
@@ -99,15 +112,46 @@ class RecordingNotFound(ConnectorError):
     retryable = False
 
 
+class AudioNotReady(ConnectorError):
+    """The provider lists the call but cannot serve its audio yet (Kazoo writes the
+    recording document before its audio; 3CX may still be archiving). The recording stays
+    pending and is tried again on later pulls, until it is too old to wait for."""
+
+    message = "recording not ready yet"
+
+
+class AccessDenied(ConnectorError):
+    """The credentials work but the provider's role for them does not allow this (3CX:
+    listing recordings needs a user role that may see them). Not "authentication failed":
+    the fix is a role on the provider's side, not a new password."""
+
+    message = "access denied by provider"
+    retryable = False
+
+
+class UnreadableAnswer(UnexpectedAnswer):
+    """An answer the connector cannot read. The message names the field (one of ours or
+    the provider's documented name, never a value), so lastSyncError says what was wrong;
+    it is never taken for an empty page."""
+
+    def __init__(self, field: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"unexpected answer from provider: {field}", retry_after=retry_after)
+        self.field = field
+
+
 class Connector(Protocol):
     """What the rest of callvault needs from a provider."""
 
     async def check(self) -> None:
         """Prove the credentials work; raise a ConnectorError saying why not."""
 
-    def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Every call that started in [since, until), each exactly once, walking the
-        windows and pages the provider allows, oldest window first."""
+        windows and pages the provider allows, oldest window first. ``after`` is the highest
+        ``position`` stored from an earlier pull, for connectors that list by position: they
+        also return rows beyond it whatever their start time (late rows)."""
         ...
 
     def open_recording(self, ref: str) -> AbstractAsyncContextManager[AudioStream]:

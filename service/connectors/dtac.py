@@ -10,8 +10,11 @@ Why it looks the way it does:
   wider than needed, and rows are kept by their own timestamp, so a call on a boundary
   belongs to exactly one window whether the server's ends are inclusive or not. A range
   answering ``limitReached`` is split in half rather than read short.
-- ``nextPageUri`` must stay on the configured origin (the token rides along); the audio's
-  ``recordingURL`` is fetched as given, through the same address-checking client.
+- ``nextPageUri`` and the audio's ``recordingURL`` are fetched with the token, as OrkTrack
+  serves both from its own REST API ("GET the recordingURL with the same header"). So one
+  on another origin than the configured base URL (another host or port, or ``http://`` for
+  an ``https://`` server) is refused (``OtherOrigin``) rather than fetched bare, which could
+  only answer 401; ``ProviderClient`` enforces it, before any token leaves.
 
 ``CallRecord.external_id`` is the OrkTrack recording id; ``recording_ref`` is its absolute
 ``recordingURL`` (None when the row has none).
@@ -20,7 +23,6 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -48,13 +50,12 @@ from service.connectors.common import (
     windows,
 )
 from service.connectors.http import (
+    HeaderAuth,
     NetworkPolicy,
+    ProviderClient,
     audio_stream,
-    build_client,
     checked_json,
-    connector_errors,
     raise_for_status,
-    send_streamed,
 )
 
 DEFAULT_BASE_URL = "https://onecallvoicerecord.dtac.co.th"
@@ -75,11 +76,9 @@ class DtacConnector:
 
     def __init__(self, config: Mapping[str, Any], policy: NetworkPolicy) -> None:
         base_url = str(config.get("baseUrl") or DEFAULT_BASE_URL).rstrip("/")
-        credentials = f"{config['username']}:{config['password']}".encode()
-        self._basic = "Basic " + base64.b64encode(credentials).decode()
+        self._basic = httpx.BasicAuth(str(config["username"]), str(config["password"]))
         self._policy = policy
-        self._client = build_client(policy, base_url=base_url)
-        self._origin = _origin(httpx.URL(base_url))
+        self._client = ProviderClient(policy, base_url)
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
 
@@ -88,7 +87,9 @@ class DtacConnector:
         now = floor_second(datetime.now(UTC))
         await self._get_json(_list_url(now - timedelta(seconds=1), now, page_size=1))
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record
@@ -127,19 +128,8 @@ class DtacConnector:
             next_uri = page.get("nextPageUri")
             if not next_uri:
                 return
-            page = await self._get_json(self._same_origin(next_uri))
+            page = await self._get_json(self._client.resolve(next_uri))
         raise UnexpectedAnswer("too many pages")
-
-    def _same_origin(self, uri: Any) -> httpx.URL:
-        if not isinstance(uri, str):
-            raise UnexpectedAnswer()
-        try:
-            url = self._client.base_url.join(uri)
-        except httpx.InvalidURL:
-            raise UnexpectedAnswer() from None
-        if _origin(url) != self._origin:
-            raise UnexpectedAnswer("next page on another host")
-        return url
 
     # -- requests ------------------------------------------------------------------------
 
@@ -150,8 +140,8 @@ class DtacConnector:
         """A streamed authorised GET; a 401/403 logs in again once and tries again."""
         for attempt in range(2):
             token = await self._access_token()
-            request = self._build("GET", url, headers={"Authorization": token})
-            response = await send_streamed(self._client, request)
+            request = self._client.build_request("GET", url)
+            response = await self._client.send(request, auth=HeaderAuth("Authorization", token))
             if response.status_code not in (401, 403) or attempt:
                 return response
             await response.aclose()
@@ -166,23 +156,12 @@ class DtacConnector:
             return self._token
 
     async def _login(self) -> str:
-        request = self._build("POST", LOGIN_PATH, params=LOGIN_QUERY, headers={"Authorization": self._basic})
-        body = await checked_json(await send_streamed(self._client, request), self._policy)
+        request = self._client.build_request("POST", LOGIN_PATH, params=LOGIN_QUERY)
+        body = await checked_json(await self._client.send(request, auth=self._basic), self._policy)
         token = body.get("accesstoken") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not token.isprintable():
             raise UnexpectedAnswer()
         return token
-
-    def _build(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str],
-    ) -> httpx.Request:
-        with connector_errors():
-            return self._client.build_request(method, url, params=params, headers=headers)
 
 
 def _list_url(start: datetime, end: datetime, *, page_size: int) -> str:
@@ -232,8 +211,3 @@ def _absolute_url(ref: str) -> httpx.URL | None:
     except (httpx.InvalidURL, TypeError):
         return None
     return url if url.scheme in ("http", "https") and url.host else None
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    """As written, stricter than the redirect check in http.py: a spelled-out default port differs."""
-    return url.scheme, url.host, url.port

@@ -4,6 +4,10 @@ Every connection is made by ``SafeTransport``: it resolves the host itself, chec
 address (``service.netsafety``), connects to a checked address and still verifies TLS
 against the hostname. Redirects are followed only within one origin, and each request has
 a total deadline on top of httpx's connect and read timeouts.
+
+A connector holds a ``ProviderClient``, the one place where credentials meet URLs: whatever
+it sends goes only to the provider's own origin, and a URL elsewhere is fetched bare or not
+at all (see ``ProviderClient``).
 """
 
 from __future__ import annotations
@@ -14,9 +18,18 @@ import email.utils
 import json
 import math
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Final
 
 import httpcore
@@ -27,13 +40,14 @@ from service.connectors.base import (
     AudioStream,
     AuthenticationFailed,
     ConnectorError,
+    OtherOrigin,
     RateLimited,
     TimedOut,
     TlsFailure,
     UnexpectedAnswer,
     Unreachable,
 )
-from service.netsafety import UnsafeAddress, check_url, resolve_checked
+from service.netsafety import UnsafeAddress, check_url, parse_host_literal, resolve_checked
 
 MAX_REDIRECTS: Final = 3
 MAX_RETRY_AFTER: Final = 86_400.0  # a day: a provider's Retry-After cannot park a sync for longer
@@ -50,14 +64,18 @@ class NetworkPolicy:
     max_json_bytes: int = 8 * 1024 * 1024
 
 
-def build_client(policy: NetworkPolicy, *, base_url: str = "") -> httpx.AsyncClient:
-    """An httpx client for one connector: connection reuse, bounded waits, safe addresses.
+def build_client(
+    policy: NetworkPolicy, *, base_url: str = "", cookies: httpx.Cookies | None = None
+) -> httpx.AsyncClient:
+    """An httpx client with connection reuse, bounded waits and safe addresses; connectors get
+    a ``ProviderClient`` built on it, never the bare client.
 
     Read timeouts apply per network read, so a long streamed recording is bounded per chunk,
     not in total; ``policy.total_timeout`` bounds each request up to its response headers.
     """
     return httpx.AsyncClient(
         base_url=base_url,
+        cookies=cookies,
         transport=SafeTransport(policy),
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
@@ -82,14 +100,183 @@ async def refuse_cross_origin_redirect(response: httpx.Response) -> None:
         target = request_url.join(target)
     except httpx.InvalidURL:
         target = None
-    if target is None or _origin(target) != _origin(request_url):
+    if target is None or (there := origin_of(target)) is None or there != origin_of(request_url):
         await response.aclose()
         raise UnexpectedAnswer("redirect to another host refused")
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default_port = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, url.port or default_port
+# -- origins: where credentials may go ----------------------------------------------------
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Headers that carry credentials: only an auth object (see ProviderClient) may set them.
+CREDENTIAL_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-auth-token", "x-api-key"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Scheme, host and port: what a URL must share with the provider's to get its secrets."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+def origin_of(url: httpx.URL | str) -> Origin | None:
+    """The origin ``url`` reaches; None when it has none a secret may go to (not absolute
+    http(s), unparseable, or with userinfo, which httpx would turn into a Basic header).
+
+    Default ports are filled in, so ``https://h`` and ``https://h:443`` are one origin and
+    ``http://h`` another; the host is compared lower-case in its ASCII (IDNA) form, and IP
+    literals in their canonical spelling (``[0:0::1]`` is ``[::1]``, ``127.1`` is
+    ``127.0.0.1``). A trailing dot is kept: ``pbx.`` is absolute while ``pbx`` can go through
+    the resolver's search domains, so they may be different hosts.
+    """
+    try:
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+        host = parsed.raw_host.decode("ascii").lower()
+        literal = parse_host_literal(host) if host else None
+    except (httpx.InvalidURL, TypeError, UnicodeDecodeError, UnsafeAddress):
+        return None
+    port = parsed.port or _DEFAULT_PORTS.get(parsed.scheme)
+    if not host or port is None or parsed.userinfo:
+        return None
+    return Origin(parsed.scheme, host if literal is None else str(literal), port)
+
+
+class HeaderAuth(httpx.Auth):
+    """One header holding a credential (a session or API token), set by ``ProviderClient.send``
+    once the request's origin has been checked. Its repr names the header, never the value."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self._name = name
+        self._value = value
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._name] = self._value
+        yield request
+
+    def __repr__(self) -> str:
+        return f"HeaderAuth({self._name!r}, <hidden>)"
+
+
+def _refuse_all_cookies() -> httpx.Cookies:
+    return httpx.Cookies(CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
+
+
+class ProviderClient:
+    """A connector's HTTP client: credentials reach the provider's own origin and nowhere else.
+
+    The provider origin is that of the configured base URL (scheme, host, port; see
+    ``origin_of``). Anything a connector puts in a request (auth, headers, query, body) may
+    hold a secret, so ``send`` refuses (``OtherOrigin``, before any byte leaves) a request whose
+    URL is on another origin: a provider-given next-page link or download URL elsewhere, or on
+    ``http://`` for an ``https://`` provider, never carries a token. Credentials are attached by
+    ``send`` from an ``httpx.Auth`` (the client's own, or one given per call), never as raw
+    headers: ``build_request`` refuses credential headers. Cookies a provider sets live in this
+    client's jar and so only ever go back to its origin. ``stream_public`` is the one way to
+    another origin: a bare GET of the URL, with no auth, headers, body or cookies. Every
+    request, either way, goes through the network-safety checks of ``build_client``.
+    """
+
+    def __init__(self, policy: NetworkPolicy, base_url: str, *, auth: httpx.Auth | None = None) -> None:
+        self._policy = policy
+        self._auth = auth
+        self._client = build_client(policy, base_url=base_url)
+        self._public: httpx.AsyncClient | None = None
+        self.origin = origin_of(self._client.base_url)
+
+    @property
+    def base_url(self) -> httpx.URL:
+        return self._client.base_url
+
+    def resolve(self, url: object) -> httpx.URL:
+        """A provider-given URL made absolute against the base URL (a bare path is on the
+        provider's host); UnexpectedAnswer unless it is an http(s) URL with a host."""
+        if not isinstance(url, str | httpx.URL):
+            raise UnexpectedAnswer()
+        try:
+            joined = self._client.base_url.join(url)
+        except httpx.InvalidURL:
+            raise UnexpectedAnswer() from None
+        if joined.scheme not in _DEFAULT_PORTS or not joined.host:
+            raise UnexpectedAnswer()
+        return joined
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """A request for ``send``; credential headers are refused, they go in ``auth``."""
+        if any(name.lower() in CREDENTIAL_HEADERS for name in headers or {}):
+            raise ValueError("credentials go in auth=, not in headers")
+        with connector_errors():
+            return self._client.build_request(
+                method, url, params=params, headers=headers, json=json, data=data
+            )
+
+    async def send(self, request: httpx.Request, *, auth: httpx.Auth | None = None) -> httpx.Response:
+        """The request, streamed, with ``auth`` (else the client's own) attached, if its URL is
+        on the provider's origin; ``OtherOrigin`` otherwise. The caller closes the response."""
+        self._check_address(request.url)
+        if self.origin is None or origin_of(request.url) != self.origin:
+            raise OtherOrigin()
+        with connector_errors():
+            return await self._client.send(request, stream=True, auth=auth or self._auth)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """``send`` of a new request, closed on exit."""
+        request = self.build_request(method, url, params=params, headers=headers, json=json, data=data)
+        response = await self.send(request, auth=auth)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    @contextlib.asynccontextmanager
+    async def stream_public(self, url: httpx.URL | str) -> AsyncIterator[httpx.Response]:
+        """A GET of ``url`` on any origin, carrying nothing of the provider's: for URLs meant
+        to be public, such as a signed storage link. Closed on exit."""
+        self._check_address(url)
+        if self._public is None:
+            self._public = build_client(self._policy, cookies=_refuse_all_cookies())
+        with connector_errors():
+            request = self._public.build_request("GET", url)
+            response = await self._public.send(request, stream=True, auth=None)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+        if self._public is not None:
+            await self._public.aclose()
+
+    def _check_address(self, url: httpx.URL | str) -> None:
+        """The save-time rules first, so a refused address says so rather than "other origin"."""
+        try:
+            check_url(str(url), allow_private=self._policy.allow_private)
+        except UnsafeAddress as exc:
+            raise AddressNotAllowed(str(exc)) from None
 
 
 class SafeTransport(httpx.AsyncBaseTransport):
@@ -314,12 +501,6 @@ def connector_errors() -> Iterator[None]:
         yield
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise error_for(exc) from None
-
-
-async def send_streamed(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """``client.send(request, stream=True)``; the caller closes the response."""
-    with connector_errors():
-        return await client.send(request, stream=True)
 
 
 def raise_for_status(response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer) -> None:

@@ -41,9 +41,10 @@ from service.connectors.base import (
 )
 from service.connectors.common import finite_float, required_text, utc, windows
 from service.connectors.http import (
+    HeaderAuth,
     NetworkPolicy,
+    ProviderClient,
     audio_stream,
-    build_client,
     connector_errors,
     media_type,
     raise_for_status,
@@ -79,7 +80,7 @@ class KazooConnector:
         self._api_key = required_text(config, "apiKey")
         self._policy = policy
         self._clock = clock
-        self._client = build_client(policy, base_url=base_url)
+        self._client = ProviderClient(policy, base_url)
         self._account_path = f"/v2/accounts/{account_id}"
         self._token: str | None = None
         self._token_at = 0.0
@@ -90,7 +91,9 @@ class KazooConnector:
         async with self._auth_lock:
             await self._authenticate()
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         """Recordings whose call started in [since, until), oldest creation window first."""
         # Naive means UTC here, as this connector always read it; the others refuse naive times.
         since, until = utc(since, naive_is_utc=True), utc(until, naive_is_utc=True)
@@ -186,8 +189,9 @@ class KazooConnector:
         params: Mapping[str, str | int] | None,
         headers: Mapping[str, str] | None,
     ) -> httpx.Response:
-        merged = {**(headers or {}), "X-Auth-Token": token}
-        request = self._client.stream("GET", path, params=params, headers=merged)
+        request = self._client.stream(
+            "GET", path, params=params, headers=headers, auth=HeaderAuth("X-Auth-Token", token)
+        )
         return await stack.enter_async_context(request)
 
     async def _current_token(self) -> str:

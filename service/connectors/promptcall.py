@@ -20,7 +20,6 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -52,13 +51,12 @@ from service.connectors.common import (
 )
 from service.connectors.http import (
     NetworkPolicy,
+    ProviderClient,
     audio_stream,
-    build_client,
     checked_json,
     connector_errors,
     raise_for_status,
     read_json,
-    send_streamed,
 )
 
 PBX_TZ = timezone(timedelta(hours=7), "Asia/Bangkok")
@@ -85,16 +83,17 @@ class PromptCallConnector:
 
     def __init__(self, config: Mapping[str, Any], policy: NetworkPolicy) -> None:
         base_url = str(config["baseUrl"]).rstrip("/").removesuffix("/pbxws.php")
-        token = base64.b64encode(f"{config['apiKey']}:{config['apiSecret']}".encode()).decode()
+        auth = httpx.BasicAuth(str(config["apiKey"]), str(config["apiSecret"]))
         self._policy = policy
-        self._client = build_client(policy, base_url=base_url)
-        self._client.headers["Authorization"] = f"Basic {token}"
+        self._client = ProviderClient(policy, base_url, auth=auth)
 
     async def check(self) -> None:
         now = floor_second(datetime.now(UTC))
         await self._cdrs(now - timedelta(minutes=1), now, limit=1)
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         for start, end in windows(utc(since), utc(until), self.window):
             async for record in self._walk(start, end):
                 yield record
@@ -146,9 +145,7 @@ class PromptCallConnector:
     # -- requests ------------------------------------------------------------------------
 
     async def _send(self, path: str, params: dict[str, str]) -> httpx.Response:
-        with connector_errors():
-            request = self._client.build_request("GET", path, params=params)
-        return await send_streamed(self._client, request)
+        return await self._client.send(self._client.build_request("GET", path, params=params))
 
     async def _read_json(self, response: httpx.Response) -> dict[str, Any]:
         with connector_errors():

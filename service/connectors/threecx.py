@@ -37,12 +37,12 @@ from service.connectors.base import (
 )
 from service.connectors.common import object_list, utc
 from service.connectors.http import (
+    HeaderAuth,
     NetworkPolicy,
+    ProviderClient,
     audio_stream,
-    build_client,
     checked_json,
     raise_for_status,
-    send_streamed,
 )
 
 PAGE_SIZE = 100  # the most 3CX accepts for $top
@@ -59,7 +59,7 @@ class ThreeCXConnector:
         self._password = str(config["password"])
         self._headless = bool(config.get("headless", False))
         self._policy = policy
-        self._client = build_client(policy, base_url=str(config["baseUrl"]).rstrip("/"))
+        self._client = ProviderClient(policy, str(config["baseUrl"]).rstrip("/"))
         self._token: str | None = None
         self._token_until = 0.0
         self._token_lock = asyncio.Lock()
@@ -68,7 +68,9 @@ class ThreeCXConnector:
         self._token = None  # prove the credentials, not a cached token
         await self._get_json("/xapi/v1/Defs", {"$select": "Id"})
 
-    async def list_calls(self, since: datetime, until: datetime) -> AsyncIterator[CallRecord]:
+    async def list_calls(
+        self, since: datetime, until: datetime, *, after: str | None = None
+    ) -> AsyncIterator[CallRecord]:
         since, until = utc(since), utc(until)
         cursor = 0
         while since < until:
@@ -107,10 +109,8 @@ class ThreeCXConnector:
         """A streamed authorised GET; a 401 renews the token once and tries again."""
         for attempt in range(2):
             token = await self._access_token()
-            headers = {"Authorization": f"Bearer {token}"}
-            response = await send_streamed(
-                self._client, self._client.build_request("GET", path, params=params, headers=headers)
-            )
+            request = self._client.build_request("GET", path, params=params)
+            response = await self._client.send(request, auth=HeaderAuth("Authorization", f"Bearer {token}"))
             if response.status_code != 401 or attempt:
                 return response
             await response.aclose()
@@ -149,7 +149,7 @@ class ThreeCXConnector:
         return _token_of(body.get("Token"))
 
     async def _login(self, path: str, request: httpx.Request) -> Any:
-        response = await send_streamed(self._client, request)
+        response = await self._client.send(request)
         if response.status_code in (400, 401, 403):  # the login endpoints' word for bad credentials
             await response.aclose()
             raise AuthenticationFailed()

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service import metrics
 from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
 from service.connectors.base import Connector, ConnectorError, RecordingNotFound
+from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
 from service.recordings.ingest import FAILED, PENDING, STORED
 from service.recordings.progress import Progress
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
@@ -56,12 +58,15 @@ def recording_failure(error: BaseException) -> tuple[str, bool] | None:
         return "recording too large", True
     if isinstance(error, EmptyRecording):
         return "empty recording", False
+    if isinstance(error, BlobReclaimed):
+        return "audio freed while it was stored", False
     return None
 
 
 def download_retryable(error: BaseException) -> bool:
-    """A body cut short can surface as a short blob rather than a connector error."""
-    return is_retryable(error) or isinstance(error, BlobVerificationFailed)
+    """A body cut short can surface as a short blob rather than a connector error; bytes
+    swept before they were held are fetched again."""
+    return is_retryable(error) or isinstance(error, BlobVerificationFailed | BlobReclaimed)
 
 
 def retry_logger(context: Mapping[str, object], operation: str) -> OnRetry:
@@ -117,9 +122,9 @@ class Downloader:
         # The provider's own slot first, so waiting for it holds none of the shared ones.
         async with run.slots, self._slots:
             try:
-                fetch = functools.partial(self._fetch, run.connector, item.ref)
+                fetch = functools.partial(self._fetch_and_store, run.connector, item)
                 on_retry = retry_logger(run.context, "download")
-                blob, content_type = await retrying(
+                blob, stored = await retrying(
                     fetch, self._retry, retryable=download_retryable, on_retry=on_retry
                 )
             except Exception as error:
@@ -128,7 +133,18 @@ class Downloader:
                     raise
                 await self._record_attempt(run, item, *failure)
                 return
-        await self._mark_stored(run, item, blob, content_type)
+        if stored:
+            run.progress.job.recordings_stored += 1
+            run.progress.job.bytes_stored += blob.size
+            metrics.RECORDINGS_STORED.labels(run.progress.job.provider_id).inc()
+            metrics.RECORDING_BYTES.labels(run.progress.job.provider_id).inc(blob.size)
+        await run.progress.tick()
+
+    async def _fetch_and_store(self, connector: Connector, item: Pending) -> tuple[BlobInfo, bool]:
+        """One download, then the row marked stored; a blob swept in between (BlobReclaimed)
+        is downloaded again, like a cut transfer."""
+        blob, content_type = await self._fetch(connector, item.ref)
+        return blob, await self._mark_stored(item.id, blob, content_type)
 
     async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
         """One download, streamed into the blob store; the blob is only there if complete."""
@@ -138,10 +154,13 @@ class Downloader:
             )
             content_type = stream.content_type
         if blob.size == 0:
+            await release_now(self._db, blob)
             raise EmptyRecording()
         return blob, content_type
 
-    async def _mark_stored(self, run: _Run, item: Pending, blob: BlobInfo, content_type: str) -> None:
+    async def _mark_stored(self, recording_id: str, blob: BlobInfo, content_type: str) -> bool:
+        """Mark a still-pending recording stored and hold its blob, in one transaction
+        (blobrefs.py); a recording deleted or stored meanwhile releases the blob instead."""
         values = {
             "sha256": blob.sha256,
             "size": blob.size,
@@ -151,12 +170,14 @@ class Downloader:
             "last_error": None,
             "updated_at": utcnow(),
         }
-        if await self._update_pending(item.id, values):
-            run.progress.job.recordings_stored += 1
-            run.progress.job.bytes_stored += blob.size
-            metrics.RECORDINGS_STORED.labels(run.progress.job.provider_id).inc()
-            metrics.RECORDING_BYTES.labels(run.progress.job.provider_id).inc(blob.size)
-        await run.progress.tick()
+        async with self._db.session() as session:
+            stored = await self._update_pending(session, recording_id, values)
+            if stored:
+                await hold(session, self._blobs, blob)
+            else:
+                await release(session, blob.sha256, blob.size)
+            await session.commit()
+        return stored
 
     async def _record_attempt(self, run: _Run, item: Pending, message: str, final: bool) -> None:
         """Count a failed download; after `recording_attempts` of them the recording is failed."""
@@ -168,22 +189,24 @@ class Downloader:
             "processing_status": FAILED if gave_up else PENDING,
             "updated_at": utcnow(),
         }
-        await self._update_pending(item.id, values)
+        async with self._db.session() as session:
+            await self._update_pending(session, item.id, values)
+            await session.commit()
         run.progress.job.failures += 1
         metrics.RECORDING_FAILURES.labels(run.progress.job.provider_id).inc()
         extra = {**run.context, "recording_id": item.id, "attempts": attempts, "gave_up": gave_up}
         log.warning("recording download failed", extra={**extra, "error": message})
         await run.progress.tick()
 
-    async def _update_pending(self, recording_id: str, values: Mapping[str, object]) -> bool:
+    async def _update_pending(
+        self, session: AsyncSession, recording_id: str, values: Mapping[str, object]
+    ) -> bool:
         """Update a recording that is still pending (not deleted or stored meanwhile)."""
-        async with self._db.session() as session:
-            result = await session.exec(
-                update(Recording)
-                .where(col(Recording.id) == recording_id, col(Recording.processing_status) == PENDING)
-                .values(values)
-            )
-            await session.commit()
+        result = await session.exec(
+            update(Recording)
+            .where(col(Recording.id) == recording_id, col(Recording.processing_status) == PENDING)
+            .values(values)
+        )
         return bool(result.rowcount == 1)
 
 

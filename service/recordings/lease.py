@@ -1,8 +1,10 @@
 """The lease on a provider's ProviderSync row: one process at a time pulls a provider.
 
 Every step is a single conditional UPDATE whose row count says whether it took, so it is
-atomic on SQLite and PostgreSQL alike and needs no locks held across a pull. A lease
-expires on its own, so a crashed holder blocks its providers for at most lease_seconds.
+atomic on SQLite and PostgreSQL alike and needs no locks held across a pull. The owner is
+the holder's process id (service/processes.py): a lease whose holder is gone (killed, its
+heartbeat silent for dead_after_seconds) is free at once, and one that is never renewed
+expires after lease_seconds in any case.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import ColumnElement, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from service.processes import ProcessRegistry
 from service.recordings.ingest import insert_for
 from service.storage.db import Database
 from service.storage.models import ProviderSync, utcnow
@@ -33,19 +36,27 @@ async def ensure_state(db: Database, provider_id: str, business_id: str) -> None
             raise ProviderGone() from None
 
 
-class Lease:
-    """Claims, renews and releases leases for one owner (one process)."""
+def lease_free(processes: ProcessRegistry, now: datetime) -> ColumnElement[bool]:
+    """SQL: the provider's lease may be claimed: nobody holds it, it lapsed, or its holder is gone."""
+    until = col(ProviderSync.lease_until)
+    return or_(until.is_(None), until < now, processes.gone(col(ProviderSync.lease_owner), now))
 
-    def __init__(self, db: Database, owner: str, seconds: float) -> None:
+
+class Lease:
+    """Claims, renews and releases leases for one owner: this process, as registered."""
+
+    def __init__(self, db: Database, processes: ProcessRegistry, seconds: float) -> None:
         self._db = db
-        self.owner = owner
+        self._processes = processes
+        self.owner = processes.id
         self.seconds = seconds
 
     async def claim(self, provider_id: str) -> bool:
-        """Take the lease if nobody holds a live one; True if we got it."""
+        """Take the lease if nobody live holds it; True if we got it."""
         now = utcnow()
-        free = or_(col(ProviderSync.lease_until).is_(None), col(ProviderSync.lease_until) < now)
-        return await self._update(provider_id, free, owner=self.owner, until=self._until(now))
+        return await self._update(
+            provider_id, lease_free(self._processes, now), owner=self.owner, until=self._until(now)
+        )
 
     async def renew(self, provider_id: str) -> bool:
         """Extend our lease; False if it is no longer ours (taken over, or the row deleted)."""

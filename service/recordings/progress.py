@@ -1,5 +1,11 @@
 """Writing sync jobs: start, progress while running, end.
 
+A running job names its runner, the process pulling it. A job never fails because of a
+process: when its runner is gone (killed, or it lost the lease, or it shut down) the job
+goes back to the queue with its counters, and the next pull of its provider continues it
+under the same id, so a client holding the id sees the real outcome. Only the runner
+writes to a running job, so a process that was taken over cannot overwrite it.
+
 Counters live on the in-memory job and reach the database at most about once a second
 (and at the end): a progress bar needs no more, and a busy pull should not spend its
 time writing counters.
@@ -9,57 +15,100 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from sqlalchemy import update
-from sqlmodel import col
+from sqlalchemy import ColumnElement, and_, func, update
+from sqlmodel import col, select
 
 from service.ids import uuid7
+from service.processes import ProcessRegistry
 from service.storage.db import Database
 from service.storage.models import SyncJob, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-INTERRUPTED = "interrupted"
 MAX_ERROR = 200
 
 
-async def start_job(db: Database, provider_id: str, business_id: str, job: SyncJob | None) -> SyncJob | None:
-    """The job this pull runs as: `job` taken from the queue, or a new scheduled one.
+def orphaned(processes: ProcessRegistry, now: datetime | None = None) -> ColumnElement[bool]:
+    """SQL: a job that says it is running, but whose runner is gone."""
+    return and_(col(SyncJob.state) == RUNNING, processes.gone(col(SyncJob.runner), now))
 
-    None when `job` is no longer queued (another process took it). Any other job of the
-    provider still "running" was left by a holder that lost its lease (we hold it now),
-    so it is closed as interrupted.
+
+async def requeue_orphans(
+    db: Database, processes: ProcessRegistry, provider_id: str | None = None, now: datetime | None = None
+) -> int:
+    """Put every orphaned job (of one provider, or all) back in the queue to be continued;
+    the number requeued. Looks before it writes: this runs every tick, and on SQLite even
+    an UPDATE of no rows takes the write lock."""
+    found = orphaned(processes, now)
+    if provider_id is not None:
+        found = and_(found, col(SyncJob.provider_id) == provider_id)
+    async with db.session() as session:
+        ids = list((await session.exec(select(SyncJob.id).where(found))).all())
+        if not ids:
+            return 0
+        result = await session.exec(
+            update(SyncJob).where(col(SyncJob.id).in_(ids), found).values(state=QUEUED, runner=None)
+        )
+        await session.commit()
+    return int(result.rowcount)
+
+
+async def start_job(
+    db: Database, provider_id: str, business_id: str, runner: str, job: SyncJob | None
+) -> SyncJob | None:
+    """The job this pull runs as, now running under `runner`; call it holding the lease.
+
+    `job` is the one taken from the queue; without it, the provider's oldest queued job
+    (one left by a gone runner, or requested meanwhile) or else a new scheduled one. None
+    when `job` is no longer queued (another process took it). Any other job of the
+    provider still running was left by a runner that lost the lease (we hold it now): it
+    goes back to the queue, to be continued next.
     """
     now = utcnow()
     async with db.session() as session:
-        if job is None:
-            job = SyncJob(
-                id=uuid7(),
-                business_id=business_id,
-                provider_id=provider_id,
-                trigger="schedule",
-                state=RUNNING,
-                started_at=now,
-            )
-            session.add(job)
-        else:
-            taken = await session.exec(
-                update(SyncJob)
-                .where(col(SyncJob.id) == job.id, col(SyncJob.state) == QUEUED)
-                .values(state=RUNNING, started_at=now)
-            )
-            if taken.rowcount != 1:
-                return None
         await session.exec(
             update(SyncJob)
             .where(
                 col(SyncJob.provider_id) == provider_id,
                 col(SyncJob.state) == RUNNING,
-                col(SyncJob.id) != job.id,
+                col(SyncJob.runner).is_distinct_from(runner),
             )
-            .values(state=FAILED, error=INTERRUPTED, finished_at=now)
+            .values(state=QUEUED, runner=None)
         )
+        if job is None:
+            oldest = select(SyncJob.id).where(
+                col(SyncJob.provider_id) == provider_id, col(SyncJob.state) == QUEUED
+            )
+            job_id = (await session.exec(oldest.order_by(col(SyncJob.id)).limit(1))).first()
+        else:
+            job_id = job.id
+        taken = 0
+        if job_id is not None:
+            result = await session.exec(
+                update(SyncJob)
+                .where(col(SyncJob.id) == job_id, col(SyncJob.state) == QUEUED)
+                .values(state=RUNNING, runner=runner, started_at=func.coalesce(col(SyncJob.started_at), now))
+            )
+            taken = result.rowcount
+        if not taken:
+            if job is not None:
+                await session.commit()
+                return None
+            job_id = uuid7()
+            session.add(
+                SyncJob(
+                    id=job_id,
+                    business_id=business_id,
+                    provider_id=provider_id,
+                    trigger="schedule",
+                    state=RUNNING,
+                    runner=runner,
+                    started_at=now,
+                )
+            )
         await session.commit()
-        return await session.get(SyncJob, job.id, populate_existing=True)
+        return await session.get(SyncJob, job_id, populate_existing=True)
 
 
 async def fail_queued(db: Database, job: SyncJob, error: str) -> SyncJob:
@@ -87,6 +136,7 @@ class Progress:
     ) -> None:
         self._db = db
         self.job = job
+        self._runner = job.runner
         self._every = every
         self._clock = clock
         self._saved_at = clock()
@@ -99,6 +149,12 @@ class Progress:
     async def save(self) -> None:
         self._saved_at = self._clock()  # before the await, so concurrent ticks write once
         await self._write(self._counters())
+
+    async def requeue(self) -> None:
+        """This process stops pulling (it is shutting down): the job, with its counters, goes
+        back to the queue, and whichever process pulls the provider next continues it."""
+        self.job.state, self.job.runner = QUEUED, None
+        await self._write({**self._counters(), "state": QUEUED, "runner": None})
 
     async def finish(self, state: str, error: str | None = None) -> SyncJob:
         job = self.job
@@ -119,6 +175,8 @@ class Progress:
         }
 
     async def _write(self, values: dict[str, object]) -> None:
+        """Only while the job is still ours: once requeued or continued elsewhere it is not."""
+        mine = and_(col(SyncJob.id) == self.job.id, col(SyncJob.runner) == self._runner)
         async with self._db.session() as session:
-            await session.exec(update(SyncJob).where(col(SyncJob.id) == self.job.id).values(values))
+            await session.exec(update(SyncJob).where(mine).values(values))
             await session.commit()

@@ -11,7 +11,10 @@ A pull of one provider, under its lease:
 
 So a crash anywhere resumes from the cursor with nothing lost and nothing twice: rows are
 unique by (business, provider, external id), blobs are content-addressed, and a row is
-"stored" only after its blob exists.
+"stored" only after its blob exists. The job a crash leaves running is not lost either:
+once its process is gone (service/processes.py), every scheduling pass and every sync
+request puts it back in the queue, the lease is free at once, and the next pull of the
+provider continues that same job to its real outcome (progress.py).
 """
 
 from __future__ import annotations
@@ -20,14 +23,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import not_, or_, update
 from sqlalchemy.exc import StatementError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,11 +38,12 @@ from service.config import Settings
 from service.connectors.base import CallRecord, Connector, ConnectorError
 from service.errors import KindNotSupported, ProviderNotFound
 from service.ids import uuid7
+from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.recordings import progress as jobs
 from service.recordings.download import Downloader, retry_logger
 from service.recordings.ingest import Origin, is_storable, unique_rows, upsert
-from service.recordings.lease import Lease, ProviderGone, ensure_state
+from service.recordings.lease import Lease, ProviderGone, ensure_state, lease_free
 from service.recordings.retry import RetryPolicy, retrying
 from service.sealing import SealingError
 from service.storage.db import Database
@@ -84,11 +85,6 @@ class _Pull:
     @property
     def context(self) -> dict[str, object]:
         return {"provider_id": self.provider.id, "job_id": self.progress.job.id}
-
-
-def default_owner() -> str:
-    """Unique per process: a restarted process must not inherit its predecessor's leases."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def interval_of(provider: Provider, default_minutes: float) -> timedelta:
@@ -137,17 +133,21 @@ class Puller:
         blobs: BlobStore,
         settings: Settings,
         *,
-        owner: str | None = None,
+        processes: ProcessRegistry,
         on_change: Callable[[str], None] | None = None,
     ) -> None:
-        """on_change(business_id) is told when a pull changed a business's recordings."""
+        """`processes` is this process's registry (its id owns our leases and jobs);
+        on_change(business_id) is told when a pull changed a business's recordings."""
         self._on_change = on_change
         self._db = db
         self._providers = providers
         self._settings = settings
         self._sync = settings.sync
         self._retry = RetryPolicy.from_settings(settings.sync)
-        self._lease = Lease(db, owner or default_owner(), settings.sync.lease_seconds)
+        self._processes = processes
+        self._lease = Lease(db, processes, settings.sync.lease_seconds)
+        # A holder taken over because it went silent learns so at its next renewal.
+        self._renew_every = min(settings.sync.lease_seconds / 3, processes.dead_after.total_seconds())
         self._downloader = Downloader(db, blobs, settings.sync, self._retry)
         self._wakeup = asyncio.Event()
         self._pulls: dict[str, asyncio.Task[None]] = {}
@@ -181,8 +181,9 @@ class Puller:
         self._wakeup.set()
 
     async def close(self) -> None:
-        """Stop scheduling and cancel pulls in flight; each ends its job as interrupted and
-        releases its lease, and its provider resumes from the cursor next time."""
+        """Stop scheduling and cancel pulls in flight; each puts its job back in the queue
+        and releases its lease, and the next pull of its provider (here after a restart, or
+        in another process at once) continues the job from the cursor."""
         self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None and runner is not asyncio.current_task():
@@ -197,8 +198,10 @@ class Puller:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _schedule(self) -> None:
+        now = utcnow()  # one instant, so "gone" means the same to the requeue and to _due
+        await jobs.requeue_orphans(self._db, self._processes, now=now)
         await self._fail_orphaned_jobs()
-        for provider_id, job in (await self._due()).items():
+        for provider_id, job in (await self._due(now)).items():
             if provider_id not in self._pulls and not self._closed:
                 task = asyncio.create_task(self._pull_logged(provider_id, job), name=f"pull {provider_id}")
                 self._pulls[provider_id] = task
@@ -217,11 +220,10 @@ class Puller:
         except Exception:
             log.exception("pull crashed", extra={"provider_id": provider_id})
 
-    async def _due(self) -> dict[str, SyncJob | None]:
+    async def _due(self, now: datetime) -> dict[str, SyncJob | None]:
         """Providers to pull now, with the oldest queued job of each (None: a scheduled run).
-        Providers leased by another process are left out."""
-        now = utcnow()
-        free = or_(col(ProviderSync.lease_until).is_(None), col(ProviderSync.lease_until) < now)
+        Providers leased by another live process are left out."""
+        free = lease_free(self._processes, now)
         joined = col(ProviderSync.provider_id) == col(Provider.id)
         queued = (
             select(SyncJob)
@@ -252,7 +254,8 @@ class Puller:
         return due
 
     async def _fail_orphaned_jobs(self) -> None:
-        """Queued jobs of deleted providers would wait for ever: end them."""
+        """Queued jobs of deleted providers would wait for ever: end them. (Jobs orphaned by
+        their process are requeued instead, by jobs.requeue_orphans.)"""
         async with self._db.session() as session:
             await session.exec(
                 update(SyncJob)
@@ -266,7 +269,10 @@ class Puller:
     # -- on demand --------------------------------------------------------------------
 
     async def request_sync(self, business_id: str, provider_id: str) -> SyncJob:
-        """Queue a manual pull (or answer the one already queued or running) and wake the loop."""
+        """Queue a manual pull (or answer the one already queued or running) and wake the loop.
+
+        A job left running by a gone process is put back in the queue first and answered:
+        the woken loop continues it, so the client's job id reaches the real outcome."""
         async with self._db.session() as session:
             provider = await self._provider(session, provider_id)
         if provider is None or provider.business_id != business_id:
@@ -275,25 +281,26 @@ class Puller:
             await ensure_state(self._db, provider.id, provider.business_id)
         except ProviderGone:
             raise ProviderNotFound() from None
+        await jobs.requeue_orphans(self._db, self._processes, provider.id)
         job = await self._open_job(provider.id) or await self._queue_job(provider)
         self.wake()
         return job
 
     async def _open_job(self, provider_id: str) -> SyncJob | None:
-        """The provider's queued job, or its running one if its puller still holds the lease."""
+        """The provider's oldest queued job, or running one whose runner is live: never one
+        whose runner is gone."""
         async with self._db.session() as session:
             found = await session.exec(
                 select(SyncJob)
                 .where(
                     col(SyncJob.provider_id) == provider_id,
                     col(SyncJob.state).in_((jobs.QUEUED, jobs.RUNNING)),
+                    not_(jobs.orphaned(self._processes)),
                 )
                 .order_by(col(SyncJob.id))
+                .limit(1)
             )
-            open_jobs = list(found.all())
-            state = await session.get(ProviderSync, provider_id)
-        leased = state is not None and state.lease_until is not None and as_utc(state.lease_until) > utcnow()
-        return next((j for j in open_jobs if j.state == jobs.QUEUED or leased), None)
+            return found.first()
 
     async def _queue_job(self, provider: Provider) -> SyncJob:
         job = SyncJob(id=uuid7(), business_id=provider.business_id, provider_id=provider.id, trigger="manual")
@@ -329,7 +336,7 @@ class Puller:
         if not await self._lease.claim(provider.id):
             raise ProviderBusy(provider.id)
         try:
-            started = await jobs.start_job(self._db, provider.id, provider.business_id, job)
+            started = await jobs.start_job(self._db, provider.id, provider.business_id, self.owner, job)
             if started is None:  # another process ran the queued job meanwhile
                 assert job is not None
                 return await jobs.reload(self._db, job)
@@ -357,8 +364,8 @@ class Puller:
             await self._with_lease_kept(provider.id, self._pull_provider(provider, progress))
             await self._record_success(provider)
         except asyncio.CancelledError:
-            await progress.finish(jobs.FAILED, jobs.INTERRUPTED)
-            log.info("pull interrupted", extra=context)
+            await progress.requeue()
+            log.info("pull interrupted; its job is queued to be continued", extra=context)
             raise
         except Exception as error:
             message = failure_message(error)
@@ -404,7 +411,7 @@ class Puller:
 
     async def _keep_lease(self, provider_id: str) -> None:
         while True:
-            await asyncio.sleep(self._lease.seconds / 3)
+            await asyncio.sleep(self._renew_every)
             if not await self._lease.renew(provider_id):
                 raise await self._why_lease_lost(provider_id)
 

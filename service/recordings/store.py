@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.blobs.base import BlobStore, BlobTooLarge, BlobVerificationFailed, is_sha256
 from service.errors import (
     AudioNotStored,
+    AudioReclaimed,
     AudioRejected,
     AudioTooLarge,
     InvalidArgument,
@@ -28,6 +29,7 @@ from service.errors import (
     RecordingNotFound,
 )
 from service.ids import uuid7
+from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
 from service.recordings.counts import CountCache
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
@@ -293,18 +295,29 @@ class RecordingStore:
         except BlobTooLarge:
             raise AudioTooLarge(f"the audio is over {self._max_bytes} bytes", field="chunk") from None
         if blob.size == 0:
+            await release_now(self._db, blob)
             raise AudioRejected("the audio is empty", field="chunk")
-        async with self._db.session() as session:
-            row = await self._row(session, business_id, recording_id)
-            previous = row.sha256
-            row.sha256, row.size = blob.sha256, blob.size
-            row.content_type = content_type or row.content_type
-            row.processing_status, row.last_error, row.updated_at = "stored", None, utcnow()
-            session.add(row)
-            await session.commit()
+        try:
+            async with self._db.session() as session:
+                row = await self._locked_row(session, business_id, recording_id)
+                previous, previous_size = row.sha256, row.size or 0
+                row.sha256, row.size = blob.sha256, blob.size
+                row.content_type = content_type or row.content_type
+                row.processing_status, row.last_error, row.updated_at = "stored", None, utcnow()
+                session.add(row)
+                await session.flush()
+                for sha in sorted({blob.sha256, previous or blob.sha256}):  # the lock order
+                    if sha == blob.sha256:
+                        await hold(session, self._blobs, blob)
+                    else:
+                        await release(session, sha, previous_size)
+                await session.commit()
+        except RecordingNotFound:  # deleted while its audio streamed in
+            await release_now(self._db, blob)
+            raise
+        except BlobReclaimed:
+            raise AudioReclaimed() from None
         self.counts.invalidate(business_id)
-        if previous and previous != blob.sha256:
-            await self._release_blob(previous)
         return row
 
     async def open_audio(
@@ -323,14 +336,17 @@ class RecordingStore:
         return row, span, chunks
 
     async def delete(self, business_id: str, recording_id: str) -> None:
+        """Delete the row; its audio is only released (blobrefs.py): the sweeper frees the
+        bytes after the grace period, once no recording refers to them."""
         async with self._db.session() as session:
-            row = await self._row(session, business_id, recording_id)
-            sha = row.sha256
+            row = await self._locked_row(session, business_id, recording_id)
+            sha, size = row.sha256, row.size or 0
             await session.delete(row)
+            await session.flush()
+            if sha:
+                await release(session, sha, size)
             await session.commit()
         self.counts.invalidate(business_id)
-        if sha:
-            await self._release_blob(sha)
 
     async def delete_many(self, business_id: str, recording_ids: list[str]) -> None:
         for recording_id in recording_ids:
@@ -351,15 +367,6 @@ class RecordingStore:
             await self.delete_many(business_id, ids)
             purged += len(ids)
 
-    async def _release_blob(self, sha256: str) -> None:
-        """Delete a blob once no recording of any business refers to it any more."""
-        async with self._db.session() as session:
-            users = await session.exec(
-                select(func.count()).select_from(Recording).where(col(Recording.sha256) == sha256)
-            )
-            if int(users.one()) == 0:
-                await self._blobs.delete(sha256)
-
     @staticmethod
     async def _row(session: AsyncSession, business_id: str, recording_id: str) -> Recording:
         row = (
@@ -372,6 +379,17 @@ class RecordingStore:
         if row is None:
             raise RecordingNotFound()
         return row
+
+    @classmethod
+    async def _locked_row(cls, session: AsyncSession, business_id: str, recording_id: str) -> Recording:
+        """The row, locked for the rest of the transaction, as it is now: a write first (it
+        takes the row lock on PostgreSQL and the write lock on SQLite), then the read."""
+        await session.exec(
+            update(Recording)
+            .where(col(Recording.id) == recording_id, col(Recording.business_id) == business_id)
+            .values(updated_at=utcnow())
+        )
+        return await cls._row(session, business_id, recording_id)
 
     @staticmethod
     async def _by_data_id(session: AsyncSession, business_id: str, data_id: str) -> Recording | None:

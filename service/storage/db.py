@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +14,15 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+log = logging.getLogger("callvault.storage")
+
+# The database holds key hashes, sealed secrets and call data: owner only, like the key
+# file. Folders it creates are closed to others but open to the group, like the blob store's.
+SQLITE_FILE_MODE = 0o600
+SQLITE_DIR_MODE = 0o750
+# SQLite gives these the database file's mode when it creates them.
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def normalise_url(url: str) -> str:
@@ -45,11 +57,52 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         event.listen(engine, "connect", _sqlite_pragmas)
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    """A SQLite file's folder is made on first use, so the embedded default just works."""
+def _make_dirs(path: Path) -> None:
+    """Each missing folder, outermost first, with SQLITE_DIR_MODE whatever the umask;
+    folders that exist are not touched."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        os.mkdir(path, SQLITE_DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, SQLITE_DIR_MODE)
+
+
+def _tighten(path: Path) -> None:
+    """Take group and other access away from an existing file (its owner's bits stay)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+            log.warning("database file was open to others; made owner-only", extra={"path": str(path)})
+    except FileNotFoundError:
+        return
+    except OSError as error:  # not ours to chmod: say so, and run with it as it is
+        log.warning("database file is open to others", extra={"path": str(path), "error": str(error)})
+
+
+def prepare_sqlite_file(url: str) -> None:
+    """Make a SQLite database's folders and the (empty) file itself, owner-only, before
+    any driver opens it: SQLite then creates its -wal and -shm files with the same mode.
+    An existing database (and its side files) loses group and other access."""
     parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    if parsed.query.get("uri"):  # a file: URI is SQLite's to resolve
+        return
+    path = Path(parsed.database)
+    _make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, SQLITE_FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, SQLITE_FILE_MODE)  # whatever the umask
+        os.close(fd)
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
+        _tighten(candidate)
 
 
 class Database:
@@ -58,7 +111,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         parsed = make_url(self.url)
-        ensure_sqlite_dir(self.url)
+        prepare_sqlite_file(self.url)
         # Statement parameters stay out of error messages: they can hold recording refs.
         kwargs: dict[str, Any] = {"hide_parameters": True}
         if not parsed.drivername.startswith("sqlite"):

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from service.storage.db import ensure_sqlite_dir, sync_url
+from service.storage.db import prepare_sqlite_file, sync_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -21,5 +21,5 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    ensure_sqlite_dir(database_url)
+    prepare_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)

@@ -140,6 +140,17 @@ class Recording(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class Blob(SQLModel, table=True):
+    """A stored blob and whether any recording still uses it (service/recordings/blobrefs.py).
+
+    Null `unreferenced_since` means recordings refer to it; otherwise its bytes may be
+    reclaimed once that instant is older than the grace period."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    unreferenced_since: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
+
+
 class ProviderSync(SQLModel, table=True):
     """Where a provider's pull stands. The lease makes one process at a time pull it,
     across processes and replicas sharing the database."""
@@ -168,6 +179,9 @@ class SyncJob(SQLModel, table=True):
     provider_id: str = Field(max_length=36)
     trigger: str = Field(max_length=20)  # manual | schedule
     state: str = Field(default="queued", max_length=20)  # queued | running | succeeded | failed
+    # The process (ServerProcess.id) running it; a running job whose runner is gone is
+    # queued again and continued by the next pull of its provider.
+    runner: str | None = Field(default=None, max_length=100)
     calls_seen: int = 0
     recordings_stored: int = 0
     bytes_stored: int = 0
@@ -182,3 +196,27 @@ class BusinessSettings(SQLModel, table=True):
     business_id: str = Field(primary_key=True, max_length=36, foreign_key="business.id")
     # Recordings older than this many days are deleted; None keeps them for ever.
     retention_days: int | None = None
+
+
+class ServerProcess(SQLModel, table=True):
+    """A running server process, beaten every few seconds (service/processes.py); a row
+    that stops being beaten belongs to a process that is gone."""
+
+    id: str = Field(primary_key=True, max_length=100)
+    host: str = Field(max_length=100)
+    pid: int
+    started_at: datetime = Field(sa_type=UtcDateTime)
+    heartbeat_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    # The keyring it seals with: rotation waits until every live process has the new primary.
+    primary_key_id: int | None = None
+    key_ids: str = Field(default="", max_length=500)  # space-separated
+
+
+class KeyCanary(SQLModel, table=True):
+    """A known constant sealed under one master key, written when the key is first seen.
+    A process whose key source holds other bytes under that id cannot open it, and
+    refuses the keyring (at start, or on reload) instead of failing request by request."""
+
+    key_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts()

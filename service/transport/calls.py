@@ -82,6 +82,12 @@ def metadata_value(context: MetadataContext, name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: Principal
+    business_id: str
+
+
 class CallAuth:
     """Authenticates a call, applies the key's rate limit and picks its business; one
     place for both transports."""
@@ -104,7 +110,9 @@ class CallAuth:
                 raise RateLimited(decision.limit, decision.retry_after)
         return principal
 
-    async def business(self, context: MetadataContext, *scopes: Scope) -> str:
+    async def caller(self, context: MetadataContext, *scopes: Scope) -> Caller:
+        """The key and the business it acts for, once it holds every scope named: scopes
+        are checked before anything is read or changed."""
         principal = await self.principal(context)
         principal.require(*scopes)
         business_id = await self.authenticator.business_for(
@@ -113,7 +121,10 @@ class CallAuth:
         call = current_call.get()
         if call is not None:
             call.business_id = business_id
-        return business_id
+        return Caller(principal, business_id)
+
+    async def business(self, context: MetadataContext, *scopes: Scope) -> str:
+        return (await self.caller(context, *scopes)).business_id
 
 
 def _pack(message: Any) -> any_pb2.Any:

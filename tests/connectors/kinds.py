@@ -297,3 +297,4 @@ DTAC = DtacKind()
 PROMPTCALL = PromptCallKind()
 KAZOO = KazooKind()
 ANTBUDDY = AntBuddyKind()
+KINDS: list[Kind[Any, Any]] = [THREECX, DTAC, PROMPTCALL, KAZOO, ANTBUDDY]

@@ -20,11 +20,10 @@ from service.connectors.base import (
     UnexpectedAnswer,
     Unreachable,
 )
-from tests.connectors.kinds import ANTBUDDY, DTAC, KAZOO, PROMPTCALL, THREECX, Kind
+from tests.connectors.kinds import KINDS, Kind
 from tests.connectors.support import POLICY, SLOW_POLICY, assert_secret_free, closed_port, digest, ids
 from tests.fakes.httpserver import Fault
 
-KINDS: list[Kind[Any, Any]] = [THREECX, DTAC, PROMPTCALL, KAZOO, ANTBUDDY]
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 

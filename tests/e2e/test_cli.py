@@ -143,3 +143,27 @@ def test_retention_command(tmp_path: Path) -> None:
         assert refused.returncode != 0 and message in refused.stderr and "Traceback" not in refused.stderr
     missing = run(env, "businesses", "retention", "--business", "nope", "--days", "7", check=False)
     assert missing.returncode != 0 and "no business nope" in missing.stderr
+
+
+def test_blobs_sweep_frees_deleted_audio_after_the_grace_period(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    boot = json.loads(run(env, "bootstrap", "--name", "Sweep Co").stdout)
+    proc = start(env)
+    try:
+        api = f"http://127.0.0.1:{env['CALLVAULT_HTTP_PORT']}/api/v1/recordings"
+        with httpx.Client(headers={"Authorization": f"Bearer {boot['apiKey']}"}) as client:
+            rec = client.post(api, json={"dataId": "d1", "callAt": "2026-05-01T00:00:00Z", "direction": "in"})
+            uploaded = client.put(f"{api}/{rec.json()['id']}/audio", content=b"RIFF" + os.urandom(4000))
+            assert uploaded.status_code == 200, uploaded.text
+            blob = next((tmp_path / "var" / "blobs").rglob(uploaded.json()["sha256"]))
+            assert client.delete(f"{api}/{rec.json()['id']}").status_code == 200
+        assert run(env, "blobs", "sweep").stdout.strip() == "freed 0 unreferenced blobs"  # 1 h grace
+        assert blob.exists()
+        # Beside the running server, as safe as its own sweeps.
+        assert (
+            run(env, "blobs", "sweep", "--grace-seconds", "0").stdout.strip() == "freed 1 unreferenced blobs"
+        )
+        assert not blob.exists()
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err

@@ -1,6 +1,8 @@
 """Crashes and replicas, with real processes: a server killed mid-sync and restarted
-finds every recording exactly once; two servers on one PostgreSQL and one S3 store
-pull a provider together exactly once, and killing one mid-sync loses nothing."""
+finds every recording exactly once, and the sync job it was running ends succeeded under
+its own id in seconds, not after the dead holder's lease; two servers on one PostgreSQL
+and one S3 store pull a provider together exactly once, and killing one mid-sync loses
+nothing."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from sqlmodel import col, func, select
 from service.admin import Admin
 from service.auth import Scope
 from service.storage.db import Database
-from service.storage.models import ProviderSync, Recording
+from service.storage.models import ProviderSync, Recording, SyncJob
 from tests.fakes.httpserver import Fault
 from tests.fakes.kazoo import FakeKazoo
 from tests.support import postgres, seaweed
@@ -218,3 +220,75 @@ def test_two_replicas_one_postgres_one_s3(
                 server.stop()
     finally:
         s3.stop()
+
+
+def sync_job(server: ServerProcess, key: str, job_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{server.base_url}/api/v1/sync-jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def request_sync(server: ServerProcess, key: str, provider_id: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.base_url}/api/v1/providers/{provider_id}/sync", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_sync_killed_mid_pull_ends_succeeded_under_its_own_id_after_a_restart(
+    tmp_path: Path, kazoo: FakeKazoo, backend: str, database_url_factory: Any
+) -> None:
+    database_url: str = database_url_factory(backend)
+    # The lease, heartbeat and tick are left at their defaults (120 s, 2 s / 10 s, 5 s).
+    env = {
+        "CALLVAULT_DATABASE_URL": database_url,
+        "CALLVAULT_MASTER_KEYS": master_keys(),
+        "CALLVAULT_ALLOW_PRIVATE_NETWORKS": "1",
+        "CALLVAULT_RATE_LIMIT_PER_MINUTE": "0",
+        "CALLVAULT_LOG_LEVEL": "WARNING",
+    }
+    server = ServerProcess(tmp_path, **env)
+    server.cli("migrate")
+    key = tenant_key(database_url)
+    server.start()
+    provider_id = create_provider(server, key, kazoo)
+    original = request_sync(server, key, provider_id)["id"]
+    wait_until(lambda: stored_count(database_url, provider_id) >= 3)
+    server.kill()
+    stored_before = stored_count(database_url, provider_id)
+    assert stored_before < CALLS, "the sync finished before the kill: slow the fake down"
+    (counted_before,) = query(
+        database_url, select(SyncJob.recordings_stored).where(col(SyncJob.id) == original)
+    )
+
+    restarted = ServerProcess(tmp_path, **env).start()
+    try:
+        started = time.monotonic()
+        answered = request_sync(restarted, key, provider_id)
+        assert answered["state"] != "failed"
+        wait_until(lambda: sync_job(restarted, key, answered["id"])["state"] in ("succeeded", "failed"), 60)
+        took = time.monotonic() - started
+        job = sync_job(restarted, key, answered["id"])
+        assert (job["state"], job.get("error")) == ("succeeded", None)
+        assert took < 30, f"{took:.1f} s: the dead holder's lease was waited out"
+        assert_exactly_once(database_url, restarted, key, kazoo, provider_id)
+
+        # The client holding the original id sees the same end: it is the same job, carried on.
+        assert answered["id"] == original
+        assert sync_job(restarted, key, original)["state"] == "succeeded"
+        assert int(job["recordingsStored"]) == counted_before + CALLS - stored_before
+        listed = httpx.get(
+            f"{restarted.base_url}/api/v1/sync-jobs",
+            params={"providerId": provider_id},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["items"]
+        assert [j["id"] for j in listed] == [original]  # nothing failed "interrupted", no stand-in job
+        assert "Traceback" not in restarted.output()
+    finally:
+        restarted.stop()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -256,7 +259,7 @@ def test_grpc_list_download_range_and_upload(server: RunningServer) -> None:
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_delete_removes_blob_only_when_unreferenced(server: RunningServer) -> None:
+def test_delete_frees_blob_only_when_unreferenced_and_swept(server: RunningServer) -> None:
     tenant = server.new_tenant()
     audio = os.urandom(50_000)
     sha = hashlib.sha256(audio).hexdigest()
@@ -268,6 +271,8 @@ def test_delete_removes_blob_only_when_unreferenced(server: RunningServer) -> No
         assert server.call(server.service.blobs.stat(sha)) is not None
         assert client.get(f"/api/v1/recordings/{second['id']}/audio").content == audio
         client.delete(f"/api/v1/recordings/{second['id']}")
+        assert server.call(server.service.blobs.stat(sha)) is not None  # released, not freed yet
+        assert server.call(server.service.sweeper.sweep()) >= 1
         assert server.call(server.service.blobs.stat(sha)) is None
         assert client.get(f"/api/v1/recordings/{second['id']}").status_code == 404
 
@@ -295,3 +300,49 @@ def test_scopes_and_businesses(server: RunningServer) -> None:
         assert client.get("/api/v1/recordings").status_code == 403
     with server.http(owner.business_key) as client:
         assert client.get(f"/api/v1/recordings/{rec['id']}/audio").content == b"RIFF....WAVE"
+
+
+def test_rest_deletes_racing_uploads_of_the_same_audio_never_break_a_download(server: RunningServer) -> None:
+    """Over REST, clients upload identical audio and delete it again while the server sweeps:
+    every stored recording still downloads byte-identical (issue: a 500 once its blob was freed)."""
+    tenant = server.new_tenant()
+    payloads = [os.urandom(20_000 + i) for i in range(3)]
+    done = threading.Event()
+    problems: list[str] = []
+
+    def churn(audio: bytes, worker: int) -> None:
+        with server.http(tenant.business_key) as client:
+            for n in range(15):
+                rec = register(client, dataId=f"w{worker}-{n}")
+                for _ in range(20):
+                    response = upload(client, rec["id"], audio)
+                    if response.status_code != 409:
+                        break
+                    assert response.json()["error"] == "audio_reclaimed"  # sent again
+                assert response.status_code == 200, response.text
+                got = client.get(f"/api/v1/recordings/{rec['id']}/audio")
+                if got.status_code != 200 or got.content != audio:
+                    problems.append(f"{rec['id']}: {got.status_code}")
+                if n < 14:
+                    assert client.delete(f"/api/v1/recordings/{rec['id']}").status_code == 200
+
+    def sweep() -> None:
+        while not done.is_set():
+            server.call(server.service.sweeper.sweep())
+            time.sleep(0.01)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            for future in [pool.submit(churn, payloads[i % 3], i) for i in range(6)]:
+                future.result()
+    finally:
+        done.set()
+        sweeper.join()
+    assert problems == []
+    with server.http(tenant.business_key) as client:
+        items = client.get("/api/v1/recordings").json()["items"]
+        assert len(items) == 6
+        for item in items:
+            assert client.get(f"/api/v1/recordings/{item['id']}/audio").content in payloads

@@ -145,6 +145,7 @@ def test_sync_over_grpc_and_delete_with_recordings(sync_server: RunningServer) -
         response = client.delete(f"/api/v1/providers/{provider_id}", params={"deleteRecordings": "true"})
         assert response.json() == {"ok": True}
         assert client.get("/api/v1/recordings").json()["total"] == "0"
+        assert sync_server.call(sync_server.service.sweeper.sweep()) >= len(blobs)
         assert all(sync_server.call(sync_server.service.blobs.stat(sha)) is None for sha in blobs)
         assert client.post(f"/api/v1/providers/{provider_id}/sync").status_code == 404
 

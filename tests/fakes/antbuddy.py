@@ -12,7 +12,10 @@
 
 Switches: ``play_shape`` ("text", "json_string", "json_url", "json_data"), ``envelope``
 ("list" for a bare array, "data" for ``{"data": [...]}``), ``media_type``, ``on_history`` (a
-hook run after each history answer is built, e.g. to add a call mid-walk).
+hook run after each history answer is built, e.g. to add a call mid-walk), ``media_base``
+(where the media URL points: the docs say "another address", so another origin; serve it
+there with ``mount_media(server)``), ``cookie`` (a ``Set-Cookie`` value on every API answer,
+as a load balancer's stickiness cookie would be: undocumented, a what-if for leaks).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class FakeAntBuddy(FakeServer):
         self.envelope = "list"
         self.media_type = "audio/mpeg"
         self.on_history: Callable[[FakeAntBuddy], None] | None = None
+        self.media_base: str | None = None  # where play_recording's URL points; None: this server
+        self.cookie: str | None = None
         self._ids = itertools.count(1)
         self.route("GET", r"/oapi/v1/call/histories", self._histories)
         self.route("GET", r"/oapi/v1/call/play_recording", self._play)
@@ -103,6 +108,10 @@ class FakeAntBuddy(FakeServer):
     def history_requests(self) -> list[Request]:
         return [r for r in self.requests if r.path == "/oapi/v1/call/histories"]
 
+    def mount_media(self, server: FakeServer) -> None:
+        """Serve this fake's media files (and their signatures) from ``server`` too."""
+        server.route("GET", r"/media/(?P<name>[^/]+)", self._media)
+
     # -- handlers (server thread, under the lock) ---------------------------------------
 
     def _histories(self, req: Request) -> Response:
@@ -124,7 +133,7 @@ class FakeAntBuddy(FakeServer):
         answer = rows[(page - 1) * limit : page * limit]
         if self.on_history is not None:
             self.on_history(self)
-        return Response.json(answer if self.envelope == "list" else {"data": answer})
+        return self._with_cookie(Response.json(answer if self.envelope == "list" else {"data": answer}))
 
     def _play(self, req: Request) -> Response:
         q = req.query
@@ -134,14 +143,19 @@ class FakeAntBuddy(FakeServer):
             return _bad("invalid hash")
         if media not in self.media:
             return Response.json({"message": "not found"}, 404)
-        url = f"{self.base_url}/media/{quote(media)}?sig={self._sig(media)}"
+        url = f"{self.media_base or self.base_url}/media/{quote(media)}?sig={self._sig(media)}"
         shapes: dict[str, Callable[[], Response]] = {
             "text": lambda: Response.text(url),
             "json_string": lambda: Response.json(url),
             "json_url": lambda: Response.json({"url": url}),
             "json_data": lambda: Response.json({"data": {"url": url}}),
         }
-        return shapes[self.play_shape]()
+        return self._with_cookie(shapes[self.play_shape]())
+
+    def _with_cookie(self, response: Response) -> Response:
+        if self.cookie is not None:
+            response.headers["Set-Cookie"] = f"{self.cookie}; Path=/"
+        return response
 
     def _media(self, req: Request) -> Response:
         name = req.params["name"]

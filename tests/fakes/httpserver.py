@@ -15,6 +15,9 @@ API (stable; other fakes build on it)::
         server.requests                       # copy of the log: list[Request]; clear_requests()
         server.handler_errors                 # exceptions raised by handlers (answered 500)
 
+    server.tls = ssl_context                  # before start(): serve https (see tests/fakes/tls.py);
+                                              # plain http on that port is logged, answered 400
+
     def handler(req: Request) -> Response:    # runs on the server thread, under server.lock
         req.method, req.path, req.query, req.headers, req.body, req.params
         return Response.json({"ok": True})    # or Response(status, headers, body)
@@ -22,7 +25,7 @@ API (stable; other fakes build on it)::
 ``Response.body`` is bytes or an iterable of byte chunks (streamed; Content-Length is sent
 when ``length`` is given, otherwise chunked transfer encoding). ``Blob(seed, size)`` gives
 deterministic pseudo-random audio that can be streamed without holding it in memory.
-``Tokens(lifetime)`` issues expiring tokens (``issue``, ``valid``, ``known``, ``expire_all``).
+``Tokens(lifetime)`` issues expiring tokens (``issue``, ``valid``, ``known``, ``all``, ``expire_all``).
 
 Faults (matched by method and path prefix, first added first, each used ``times`` times,
 ``times=None`` for ever): ``Fault.status(code)``, ``Fault.rate_limited(retry_after, status=429)``,
@@ -44,6 +47,7 @@ import random
 import re
 import secrets
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -62,7 +66,8 @@ _MAX_HEAD = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One parsed request. Header names are lower-case; repeated query keys keep the last value."""
+    """One parsed request. Header names are lower-case; repeated query keys keep the last value.
+    ``raw`` is the request as it came off the wire (head and body), for tests that search it."""
 
     method: str
     target: str
@@ -71,6 +76,8 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+    scheme: str = "http"  # "https" when it came over TLS
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -151,6 +158,11 @@ class Tokens:
     def known(self, token: str | None) -> bool:
         with self._lock:
             return token in self._until
+
+    def all(self) -> list[str]:
+        """Every token issued so far, live or expired."""
+        with self._lock:
+            return list(self._until)
 
     def expire_all(self) -> None:
         with self._lock:
@@ -256,6 +268,9 @@ class FakeServer:
         self._conns: set[asyncio.Task[None]] = set()
         self.handler_errors: list[Exception] = []
         self.port = 0
+        self.tls: ssl.SSLContext | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -266,7 +281,7 @@ class FakeServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> list[Request]:
@@ -282,9 +297,7 @@ class FakeServer:
         thread = threading.Thread(target=loop.run_forever, name=type(self).__name__, daemon=True)
         thread.start()
         self._loop, self._thread = loop, thread
-        future = asyncio.run_coroutine_threadsafe(self._listen(), loop)
-        self._server = future.result(timeout=10)
-        self.port = self._server.sockets[0].getsockname()[1]
+        asyncio.run_coroutine_threadsafe(self._listen(), loop).result(timeout=10)
         return self
 
     def stop(self) -> None:
@@ -307,22 +320,68 @@ class FakeServer:
 
     # -- server internals --------------------------------------------------------------
 
-    async def _listen(self) -> asyncio.Server:
-        return await asyncio.start_server(self._on_connection, "127.0.0.1", 0, backlog=1024)
+    async def _listen(self) -> None:
+        if self.tls is None:
+            self._server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0, backlog=1024)
+            self.port = self._server.sockets[0].getsockname()[1]
+            return
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        listener.setblocking(False)
+        self._listener, self.port = listener, listener.getsockname()[1]
+        self._acceptor = asyncio.create_task(self._accept(listener, self.tls))
+
+    async def _accept(self, listener: socket.socket, tls: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        sniffers: set[asyncio.Task[None]] = set()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = loop.create_task(self._sniff(conn, tls))
+            sniffers.add(task)
+            task.add_done_callback(sniffers.discard)
+
+    async def _sniff(self, conn: socket.socket, tls: ssl.SSLContext) -> None:
+        """TLS or plain HTTP on one port, told apart by the first byte (a TLS handshake record
+        starts 0x16): a plain request to an https fake is logged, not lost in a failed handshake."""
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(conn.fileno(), ready)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+        scheme = "https" if conn.recv(1, socket.MSG_PEEK) == b"\x16" else "http"
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader, lambda r, w: self._on_connection(r, w, scheme))
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=tls if scheme == "https" else None)
+        except (OSError, ssl.SSLError):
+            conn.close()
 
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None and self._listener is not None:
+            self._acceptor.cancel()
+            self._listener.close()
         for task in list(self._conns):
             task.cancel()
         await asyncio.gather(*self._conns, return_exceptions=True)
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "http"
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
         try:
-            while await self._serve_one(reader, writer):
+            while await self._serve_one(reader, writer, scheme):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, _BadRequest):
             writer.transport.abort()
@@ -336,13 +395,21 @@ class FakeServer:
             self._conns.discard(task)
             writer.close()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _serve_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
+    ) -> bool:
         """Answer one request; False when the connection must end."""
         request = await _read_request(reader)
         if request is None:
             return False
+        request = replace(request, scheme=scheme)
         with self.lock:
             self._log.append(request)
+        if self.tls is not None and scheme == "http":  # as nginx does
+            await _write_response(
+                writer, Response.text("plain HTTP request sent to HTTPS port", 400), None, False
+            )
+            return False
         fault = self.faults.take(request.method, request.path)
         if fault is not None and fault.kind is FaultKind.DROP:
             return False
@@ -410,7 +477,7 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
     body = await _read_body(reader, headers)
     url = urlsplit(target)
     query = dict(parse_qsl(url.query, keep_blank_values=True))
-    return Request(method.upper(), target, url.path, query, headers, body)
+    return Request(method.upper(), target, url.path, query, headers, body, raw=head + body)
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -25,9 +25,10 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
+from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
-from service.recordings.lease import Lease
-from service.recordings.progress import start_job
+from service.recordings.lease import Lease, ensure_state
+from service.recordings.progress import Progress, start_job
 from service.recordings.puller import ProviderBusy, Puller, failure_backoff, interval_of
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
@@ -62,10 +63,21 @@ class Env:
     blob_dir: Path
     settings: Settings
     business_id: str
+    heartbeats: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def puller(self, *, owner: str | None = None, **sync: Any) -> Puller:
+    async def process(self, process_id: str | None = None, *, dead_after: float = 3.0) -> ProcessRegistry:
+        """A registered process that keeps beating until the test ends, as a server's does."""
+        registry = ProcessRegistry(
+            self.db, heartbeat_seconds=0.1, dead_after_seconds=dead_after, process_id=process_id
+        )
+        await registry.beat()
+        self.heartbeats.append(asyncio.create_task(registry.run()))
+        return registry
+
+    async def puller(self, *, owner: str | None = None, dead_after: float = 3.0, **sync: Any) -> Puller:
         settings = replace(self.settings, sync=replace(self.settings.sync, **sync))
-        return Puller(self.db, self.providers, self.blobs, settings, owner=owner)
+        processes = await self.process(owner, dead_after=dead_after)
+        return Puller(self.db, self.providers, self.blobs, settings, processes=processes)
 
     async def kazoo(self, fake: FakeKazoo, *, api_key: str | None = None, active: bool = True) -> str:
         config = {"baseUrl": fake.base_url, "accountId": fake.account_id, "apiKey": api_key or fake.api_key}
@@ -117,7 +129,11 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
     providers = ProviderStore(db, Keyring({1: generate_key()}, primary_id=1), POLICY)
     blob_dir = tmp_path / "blobs"
     settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC, blob_dir=blob_dir)
-    yield Env(db, providers, LocalBlobStore(blob_dir), blob_dir, settings, business)
+    env = Env(db, providers, LocalBlobStore(blob_dir), blob_dir, settings, business)
+    yield env
+    for task in env.heartbeats:
+        task.cancel()
+    await asyncio.gather(*env.heartbeats, return_exceptions=True)
     await db.dispose()
 
 
@@ -188,7 +204,7 @@ async def test_pulls_store_every_recording_once_and_find_only_new_calls(
     )
     calls.append(outbound)
     provider_id = await env.kazoo(kazoo)
-    puller = env.puller()
+    puller = await env.puller()
 
     job = await puller.pull(provider_id)
 
@@ -257,7 +273,7 @@ async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> No
         provider_id = await env.providers.create(
             env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
         )
-        job = await env.puller().pull(provider_id)
+        job = await (await env.puller()).pull(provider_id)
         assert fake.handler_errors == []
 
     assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 2, 1)
@@ -294,7 +310,7 @@ async def test_faults_end_with_every_recording_stored_once(
     listing = f"/v2/accounts/{kazoo.account_id}/recordings"
     kazoo.faults.add(fault, path=listing if where == "list" else listing + "/", times=times)
 
-    job = await env.puller().pull(provider_id)
+    job = await (await env.puller()).pull(provider_id)
 
     assert job.state == "succeeded", job.error
     assert (job.recordings_stored, job.failures) == (4, 0)
@@ -323,7 +339,7 @@ async def test_a_listing_that_fails_midway_restarts_from_the_window_start(env: E
         provider_id = await env.providers.create(
             env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
         )
-        job = await env.puller().pull(provider_id)
+        job = await (await env.puller()).pull(provider_id)
         pages_asked = [r.query["page"] for r in fake.history_requests()]
         assert fake.handler_errors == []
 
@@ -342,7 +358,7 @@ async def test_a_recording_that_always_fails_ends_failed_and_the_rest_are_stored
         Fault.status(500), path=f"/v2/accounts/{kazoo.account_id}/recordings/{bad.id}", times=None
     )
     provider_id = await env.kazoo(kazoo)
-    puller = env.puller()
+    puller = await env.puller()
 
     first = await puller.pull(provider_id)
     assert (first.state, first.recordings_stored, first.failures) == ("succeeded", 3, 1)
@@ -373,7 +389,7 @@ async def test_bad_credentials_fail_the_pull_without_retrying(
     caplog.set_level(logging.DEBUG, logger="callvault")
     calls = add_calls(kazoo, [3])
     provider_id = await env.kazoo(kazoo, api_key="not-the-key")
-    puller = env.puller()
+    puller = await env.puller()
 
     job = await puller.pull(provider_id)
 
@@ -409,7 +425,7 @@ async def test_two_processes_never_pull_the_same_provider_at_once(env: Env, kazo
     calls = add_calls(kazoo, [9, 7, 5, 3])
     kazoo.faults.add(Fault.slow(delay=0.1), path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
     provider_id = await env.kazoo(kazoo)
-    first, second = env.puller(owner="process-a"), env.puller(owner="process-b")
+    first, second = await env.puller(owner="process-a"), await env.puller(owner="process-b")
 
     results = await asyncio.gather(first.pull(provider_id), second.pull(provider_id), return_exceptions=True)
 
@@ -423,25 +439,113 @@ async def test_two_processes_never_pull_the_same_provider_at_once(env: Env, kazo
     assert (await env.state(provider_id)).lease_owner is None
 
 
-async def test_a_crashed_holder_is_taken_over_once_its_lease_lapses(env: Env, kazoo: FakeKazoo) -> None:
+async def crashed_mid_pull(env: Env, provider_id: str, registry: ProcessRegistry) -> SyncJob:
+    """What a process killed mid-pull leaves: its lease (not lapsed for minutes) and its job
+    running with some counters; `registry` is that process, and beats no more unless told to."""
+    await ensure_state(env.db, provider_id, env.business_id)
+    assert await Lease(env.db, registry, seconds=120).claim(provider_id)
+    stale = await start_job(env.db, provider_id, env.business_id, registry.id, None)
+    assert stale is not None and stale.runner == registry.id
+    stale.recordings_stored, stale.bytes_stored = 5, 5000
+    await Progress(env.db, stale).save()
+    return stale
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_a_killed_holder_is_taken_over_in_seconds_and_its_job_continued(
+    env: Env, kazoo: FakeKazoo
+) -> None:
     calls = add_calls(kazoo, [4, 2])
     provider_id = await env.kazoo(kazoo)
-    puller = env.puller(owner="survivor")
-    await puller.pull(provider_id)  # creates the sync row; the crashed process comes next
-    kazoo.clear_requests()
-    crashed = Lease(env.db, "crashed", seconds=0.5)
-    assert await crashed.claim(provider_id)
-    stale = await start_job(env.db, provider_id, env.business_id, None)
+    puller = await env.puller(owner="survivor", dead_after=1.0, tick_seconds=30.0)  # acts when woken
+    killed = ProcessRegistry(env.db, heartbeat_seconds=0.1, dead_after_seconds=1.0, process_id="killed")
+    await killed.beat()  # its last beat: from now on it is silent, as after kill -9
+    stale = await crashed_mid_pull(env, provider_id, killed)
+    loop = asyncio.create_task(puller.run())
+    try:
+        # While its last beat is fresh, the holder counts as live: its lease and job stand.
+        assert (await puller.request_sync(env.business_id, provider_id)).id == stale.id
+        with pytest.raises(ProviderBusy):
+            await puller.pull(provider_id)
+
+        await asyncio.sleep(1.1)  # silent past dead_after: gone, though its lease has minutes left
+        answered = await puller.request_sync(env.business_id, provider_id)
+        assert (answered.id, answered.state, answered.runner) == (stale.id, "queued", None)
+        await wait_for(lambda: _finished(env, provider_id, 1), within=5)  # woken, not ticked
+    finally:
+        await puller.close()
+    assert loop.done()
+
+    job = await env.job(stale.id)
+    assert (job.state, job.error, job.runner) == ("succeeded", None, "survivor")
+    # The same job carried on: its counters add up, its start is the original one.
+    assert (job.recordings_stored, job.calls_seen) == (5 + 2, 2)
+    assert job.started_at == stale.started_at
+    assert [j.id for j in await env.jobs(provider_id)] == [stale.id]  # no second job
+    await assert_stored_once(env, provider_id, calls)
+    # The killed process's writes, were it to wake, no longer land on the job.
+    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    assert (await env.job(stale.id)).state == "succeeded"
+
+
+async def test_the_loop_continues_an_orphaned_job_without_being_asked(env: Env, kazoo: FakeKazoo) -> None:
+    calls = add_calls(kazoo, [3, 1])
+    provider_id = await env.kazoo(kazoo)
+    killed = ProcessRegistry(env.db, heartbeat_seconds=0.1, dead_after_seconds=0.5, process_id="killed")
+    await killed.beat()
+    stale = await crashed_mid_pull(env, provider_id, killed)
+    puller = await env.puller(dead_after=0.5)
+    loop = asyncio.create_task(puller.run())
+    try:
+        await wait_for(lambda: _finished(env, provider_id, 1), within=5)
+    finally:
+        await puller.close()
+    assert loop.done()
+    job = await env.job(stale.id)
+    assert (job.state, job.runner, job.recordings_stored) == ("succeeded", puller.owner, 7)
+    assert len(await env.jobs(provider_id)) == 1
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def test_an_orphaned_job_of_a_deleted_provider_ends_failed_not_running(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    provider_id = await env.kazoo(kazoo)
+    killed = ProcessRegistry(env.db, heartbeat_seconds=0.1, dead_after_seconds=0.5, process_id="killed")
+    await killed.beat()
+    stale = await crashed_mid_pull(env, provider_id, killed)
+    await env.providers.delete(env.business_id, provider_id)
+    puller = await env.puller(dead_after=0.5)
+    loop = asyncio.create_task(puller.run())
+    try:
+        await wait_for(lambda: _finished(env, provider_id, 1), within=5)
+    finally:
+        await puller.close()
+    assert loop.done()
+    job = await env.job(stale.id)
+    assert (job.state, job.error) == ("failed", "provider deleted")
+
+
+async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_the_job(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [4, 2])
+    provider_id = await env.kazoo(kazoo)
+    loser = await env.process("loser")  # alive, but it stopped renewing its lease
+    await ensure_state(env.db, provider_id, env.business_id)
+    assert await Lease(env.db, loser, seconds=0.5).claim(provider_id)
+    stale = await start_job(env.db, provider_id, env.business_id, loser.id, None)
     assert stale is not None
+    puller = await env.puller(owner="survivor")
 
     with pytest.raises(ProviderBusy):
         await puller.pull(provider_id)
     await asyncio.sleep(0.6)
     job = await puller.pull(provider_id)
 
-    assert job.state == "succeeded"
-    left = await env.job(stale.id)
-    assert (left.state, left.error) == ("failed", "interrupted")
+    assert (job.id, job.state, job.runner) == (stale.id, "succeeded", "survivor")
+    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    assert (await env.job(stale.id)).state == "succeeded"
     await assert_stored_once(env, provider_id, calls)
 
 
@@ -450,7 +554,7 @@ async def test_an_interrupted_pull_resumes_with_nothing_lost_or_doubled(env: Env
     slow = Fault.slow(delay=0.05, trickle=0.01)
     kazoo.faults.add(slow, path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
     provider_id = await env.kazoo(kazoo)
-    puller = env.puller()
+    puller = await env.puller()
 
     task = asyncio.create_task(puller.pull(provider_id))
     await eventually(lambda: len(audio_requests(kazoo)) >= 2)
@@ -458,13 +562,14 @@ async def test_an_interrupted_pull_resumes_with_nothing_lost_or_doubled(env: Env
     with pytest.raises(asyncio.CancelledError):
         await task
     [interrupted] = await env.jobs(provider_id)
-    assert (interrupted.state, interrupted.error) == ("failed", "interrupted")
+    # Back in the queue with its counters, for the next pull to continue; not failed.
+    assert (interrupted.state, interrupted.error, interrupted.runner) == ("queued", None, None)
     assert (await env.state(provider_id)).lease_owner is None  # released, not left to lapse
     assert any(r.processing_status == "pending" for r in await env.rows(provider_id))
 
     kazoo.faults.clear()
-    job = await env.puller().pull(provider_id)
-    assert job.state == "succeeded"
+    job = await (await env.puller()).pull(provider_id)
+    assert (job.id, job.state, job.recordings_stored) == (interrupted.id, "succeeded", len(calls))
     await assert_stored_once(env, provider_id, calls)
 
 
@@ -472,7 +577,7 @@ async def test_a_provider_deleted_mid_pull_ends_the_job_failed(env: Env, kazoo: 
     add_calls(kazoo, [8, 6, 4, 2])
     kazoo.faults.add(Fault.slow(delay=0.3), path=f"/v2/accounts/{kazoo.account_id}/recordings/", times=None)
     provider_id = await env.kazoo(kazoo)
-    task = asyncio.create_task(env.puller().pull(provider_id))
+    task = asyncio.create_task((await env.puller()).pull(provider_id))
     await eventually(lambda: len(audio_requests(kazoo)) >= 1)
 
     await env.providers.delete(env.business_id, provider_id)
@@ -481,7 +586,7 @@ async def test_a_provider_deleted_mid_pull_ends_the_job_failed(env: Env, kazoo: 
     assert (job.state, job.error) == ("failed", "provider deleted")
     assert (await env.job(job.id)).state == "failed"
     with pytest.raises(ProviderNotFound):
-        await env.puller().pull(provider_id)
+        await (await env.puller()).pull(provider_id)
 
 
 # -- scheduling and on-demand ----------------------------------------------------------
@@ -493,7 +598,7 @@ async def test_request_sync_wakes_the_loop_which_finishes_the_job(env: Env, kazo
     provider_id = await env.kazoo(kazoo)
     inactive_id = await env.kazoo(kazoo, active=False)
     broken_id = await env.kazoo(kazoo, api_key="wrong-key")
-    puller = env.puller(tick_seconds=30.0)  # only wake() can make it act again soon
+    puller = await env.puller(tick_seconds=30.0)  # only wake() can make it act again soon
     loop = asyncio.create_task(puller.run())
     try:
         # The first pass pulls every due provider on schedule, but not the inactive one.
@@ -524,7 +629,7 @@ async def test_request_sync_answers_the_open_job_and_refuses_unknown_providers(
     env: Env, kazoo: FakeKazoo
 ) -> None:
     provider_id = await env.kazoo(kazoo)
-    puller = env.puller()
+    puller = await env.puller()
     first = await puller.request_sync(env.business_id, provider_id)
     again = await puller.request_sync(env.business_id, provider_id)
     assert again.id == first.id

@@ -41,6 +41,7 @@ def test_retention_purges_only_old_recordings_of_that_business(server: RunningSe
         assert [i["dataId"] for i in client.get("/api/v1/recordings").json()["items"]] == ["d1"]
     with server.http(keeper.business_key) as client:
         assert sorted(i["dataId"] for i in client.get("/api/v1/recordings").json()["items"]) == ["d1", "d40"]
+    assert server.call(server.service.sweeper.sweep()) >= 1  # the purge released the old audio
     assert server.call(server.service.blobs.stat(blobs[f"{pruned.business_id}:40"])) is None
     assert server.call(server.service.blobs.stat(blobs[f"{keeper.business_id}:40"])) is not None
     server.call(set_retention(server.service.db, pruned.business_id, None))

@@ -1,5 +1,6 @@
 """The connector HTTP client against real loopback servers: connect-time address checks,
-redirect rules, the total deadline, the JSON size cap and TLS name checks.
+redirect rules, the total deadline, the JSON size cap, TLS name checks, and ProviderClient's
+rule that credentials go to the provider's origin only.
 
 Names other than ``localhost`` are answered by a fake resolver, so no test leaves the host.
 """
@@ -25,9 +26,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.connectors.base import AddressNotAllowed, TimedOut, TlsFailure, UnexpectedAnswer, Unreachable
-from service.connectors.http import NetworkPolicy, SafeTransport, build_client, error_for, read_json
+from service.connectors.base import (
+    AddressNotAllowed,
+    OtherOrigin,
+    TimedOut,
+    TlsFailure,
+    UnexpectedAnswer,
+    Unreachable,
+)
+from service.connectors.http import (
+    HeaderAuth,
+    NetworkPolicy,
+    ProviderClient,
+    SafeTransport,
+    build_client,
+    error_for,
+    read_json,
+)
 from service.netsafety import UnsafeAddress, check_url, resolve_checked
+from tests.fakes.httpserver import FakeServer, Response
 
 HANG = b""  # a route answer meaning: read the request, then never answer
 PRIVATE_OK = NetworkPolicy(allow_private=True)
@@ -441,3 +458,105 @@ async def test_tls_refuses_a_certificate_for_another_name(pki: Pki, fake_dns: di
             await tls_get(pki, f"https://other.example.test:{server.port}/")
         assert isinstance(error_for(caught.value), TlsFailure)
         assert server.seen == []
+
+
+# --- ProviderClient: credentials go to the provider's origin only ---------------------------
+
+TOKEN = "tok-5e1f9a7c3b"
+
+
+def provider_client(base_url: str) -> ProviderClient:
+    return ProviderClient(PRIVATE_OK, base_url, auth=HeaderAuth("X-Auth-Token", TOKEN))
+
+
+async def test_provider_client_attaches_its_auth_on_its_own_origin() -> None:
+    with FakeServer() as provider:
+        client = provider_client(provider.base_url)
+        try:
+            async with client.stream("GET", "/x", params={"q": "1"}):
+                pass
+            async with client.stream("GET", f"http://127.0.0.1:{provider.port}/y"):  # absolute, same origin
+                pass
+        finally:
+            await client.aclose()
+        assert [(r.path, r.headers.get("x-auth-token")) for r in provider.requests] == [
+            ("/x", TOKEN),
+            ("/y", TOKEN),
+        ]
+
+
+@pytest.mark.parametrize("where", ["other port", "other host name", "plain http, same port"])
+async def test_provider_client_refuses_another_origin_before_sending(where: str) -> None:
+    with FakeServer() as provider, FakeServer() as other:
+        base, target = {
+            "other port": (provider.base_url, f"{other.base_url}/audio"),
+            "other host name": (provider.base_url, f"http://localhost:{provider.port}/audio"),
+            # An https provider handed a plain-http link to its own host and port: the port
+            # is served by `provider` in plain HTTP here, so anything sent would be logged.
+            "plain http, same port": (
+                f"https://127.0.0.1:{provider.port}",
+                f"http://127.0.0.1:{provider.port}/a",
+            ),
+        }[where]
+        client = provider_client(base)
+        try:
+            for auth in (None, HeaderAuth("Authorization", TOKEN)):
+                with pytest.raises(OtherOrigin):
+                    await client.send(client.build_request("GET", target, params={"k": TOKEN}), auth=auth)
+            # The same URL, fetched as public, does arrive: the refusal above was the rule's.
+            async with client.stream_public(target) as response:
+                assert response.status_code == 404
+        finally:
+            await client.aclose()
+        [public] = provider.requests + other.requests
+        assert TOKEN.encode() not in public.raw and b"x-auth-token" not in public.raw.lower()
+
+
+async def test_public_fetch_carries_no_auth_headers_or_cookies() -> None:
+    with FakeServer() as provider, FakeServer() as other:
+        provider.route(
+            "GET", "/login", lambda _: Response(200, {"Set-Cookie": "sid=cookie-secret-99; Path=/"})
+        )
+        other.route("GET", "/file", lambda _: Response(200, {}, b"audio"))
+        client = ProviderClient(PRIVATE_OK, provider.base_url, auth=httpx.BasicAuth("user", "pass-secret"))
+        try:
+            async with client.stream("GET", "/login"):
+                pass
+            for url in (f"{other.base_url}/file", f"{provider.base_url}/file"):  # even on its own origin
+                async with client.stream_public(url) as response:
+                    await response.aread()
+            async with client.stream("GET", "/again"):
+                pass
+        finally:
+            await client.aclose()
+        public = [*other.requests, *(r for r in provider.requests if r.path == "/file")]
+        assert len(public) == 2
+        for request in public:
+            raw = request.raw.lower()
+            assert b"authorization" not in raw and b"cookie" not in raw
+            assert b"cookie-secret-99" not in raw and b"cGFzcy1zZWNyZXQ" not in request.raw
+        again = next(r for r in provider.requests if r.path == "/again")
+        assert again.headers["cookie"] == "sid=cookie-secret-99"  # the provider's jar works at home
+        assert again.headers["authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("header", ["Authorization", "cookie", "X-Auth-Token", "Proxy-Authorization"])
+def test_credentials_cannot_be_set_as_raw_headers(header: str) -> None:
+    client = provider_client("https://pbx.example.test")
+    with pytest.raises(ValueError, match="auth="):
+        client.build_request("GET", "/x", headers={header: TOKEN})
+
+
+async def test_public_fetch_still_obeys_the_address_rules() -> None:
+    with FakeServer() as server:
+        client = ProviderClient(STRICT, "https://pbx.example.test")
+        try:
+            with pytest.raises(AddressNotAllowed, match="loopback"):
+                async with client.stream_public(f"{server.base_url}/file"):
+                    pass
+            with pytest.raises(AddressNotAllowed, match="credentials"):
+                async with client.stream_public(f"http://u:p@127.0.0.1:{server.port}/file"):
+                    pass
+        finally:
+            await client.aclose()
+        assert server.requests == []

@@ -38,6 +38,9 @@ def server_settings(data_dir: Path, database_url: str) -> Settings:
         # The shared test server never pulls in the background: its providers point at
         # hosts that do not exist. Sync tests start servers of their own.
         sync=SyncSettings(enabled=False),
+        # Released audio is freed by the first sweep a test runs, not behind its back.
+        blob_grace_seconds=0.0,
+        blob_sweep_seconds=24 * 3600.0,
     )
 
 
