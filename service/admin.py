@@ -6,14 +6,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from service.auth import Scope, generate_key, parse_scopes
 from service.ids import uuid7
-from service.providers.store import seal_context
+from service.providers.store import seal_context, stored_kind
 from service.sealing import Keyring
 from service.storage.db import Database
-from service.storage.models import Account, ApiKey, Business, ProviderSecret, utcnow
+from service.storage.models import Account, ApiKey, Business, Provider, ProviderSecret, utcnow
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 
@@ -105,30 +107,70 @@ class Admin:
 
 
 async def reseal_all(db: Database, keyring: Keyring, *, batch: int = 200) -> int:
-    """Re-seal every secret not under the primary key. Commits per batch, so an
-    interrupted run resumes where it stopped (the key_id column says what is left)."""
-    done = 0
+    """Re-seal every secret not under the primary key or not in the current format; return
+    how many. Walks the rows in id order and commits per batch, so an interrupted run can
+    simply be run again (rows already done are skipped).
+
+    Each row is written by compare-and-set on the sealed value it read: a PATCH that wrote
+    the row meanwhile is never undone. Such a row is read again and retried; it may need
+    nothing by then (the PATCH sealed it under the primary key)."""
+    done, after = 0, 0
     while True:
         async with db.session() as session:
             rows = list(
                 (
                     await session.exec(
-                        select(ProviderSecret)
-                        .where(col(ProviderSecret.key_id) != keyring.primary_id)
+                        _sealed_rows()
+                        .where(col(ProviderSecret.id) > after)
+                        .order_by(col(ProviderSecret.id))
                         .limit(batch)
                     )
                 ).all()
             )
             if not rows:
                 return done
-            for row in rows:
-                row.sealed = keyring.reseal(
-                    row.sealed, seal_context(row.business_id, row.provider_id, row.field)
-                )
-                row.key_id = keyring.primary_id
-                session.add(row)
+            for secret, provider in rows:
+                done += await _reseal_row(session, keyring, secret, provider)
             await session.commit()
-            done += len(rows)
+            after = rows[-1][0].id or 0
+
+
+def _sealed_rows() -> Select[ProviderSecret, Provider]:
+    """A secret with its provider (whose settings its seal context needs), read in one
+    statement so both are seen at the same instant, and read afresh each time."""
+    return (
+        select(ProviderSecret, Provider)
+        .join(Provider, col(Provider.id) == col(ProviderSecret.provider_id))
+        .execution_options(populate_existing=True)
+    )
+
+
+async def _reseal_row(
+    session: AsyncSession, keyring: Keyring, secret: ProviderSecret, provider: Provider
+) -> int:
+    """1 if this call re-sealed the row, 0 if it needed nothing or is gone."""
+    while keyring.needs_reseal(secret.sealed):
+        ctx = seal_context(
+            secret.business_id,
+            secret.provider_id,
+            secret.field,
+            kind=stored_kind(provider.kind),
+            settings=provider.settings,
+        )
+        resealed = keyring.reseal(secret.sealed, ctx)
+        written = await session.exec(
+            update(ProviderSecret)
+            .where(col(ProviderSecret.id) == secret.id, col(ProviderSecret.sealed) == secret.sealed)
+            .values(sealed=resealed, key_id=keyring.key_id_of(resealed))
+            .execution_options(synchronize_session=False)
+        )
+        if written.rowcount == 1:
+            return 1
+        fresh = (await session.exec(_sealed_rows().where(col(ProviderSecret.id) == secret.id))).first()
+        if fresh is None:
+            return 0
+        secret, provider = fresh
+    return 0
 
 
 async def keys_in_use(db: Database) -> set[int]:

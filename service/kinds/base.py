@@ -20,6 +20,7 @@ MAX_URL = 2048
 
 # A stored secret whose value is not needed to validate a merge (PATCH without it).
 KEPT = object()
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 class FieldType(enum.Enum):
@@ -49,6 +50,9 @@ class FieldSpec:
     minimum: int | None = None
     maximum: int | None = None
     schemes: tuple[str, ...] = ("http", "https")
+    # A host field says where the credentials are sent: its origin is bound into every
+    # sealed secret, and changing it needs every secret sent again.
+    locates: bool = False
 
     def check(self, value: Any, *, policy: NetworkPolicy) -> Any:
         """The value as stored, or InvalidArgument naming config.<field>."""
@@ -115,6 +119,31 @@ class ProviderKind:
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.secret)
 
+    @property
+    def host_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.locates)
+
+    def origins(self, settings: Mapping[str, Any]) -> dict[str, str]:
+        """Each host field's normalised origin ("" when unset), defaults counted: where the
+        secrets go, and so what they are bound to."""
+        full = self.with_defaults(settings)
+        return {name: origin_of(full.get(name)) for name in self.host_fields}
+
+    def origin(self, settings: Mapping[str, Any]) -> str:
+        """All host fields' origins as one string, the part bound into each sealed secret."""
+        return "\n".join(f"{name}={value}" for name, value in self.origins(settings).items())
+
+    def require_secrets_if_moved(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        """A stored secret is sent only to the origin it was saved for: when `after` (a
+        validated merge, stored secrets KEPT) moves any host field to another origin, every
+        stored secret must be in it again. InvalidArgument names the ones that are not."""
+        old, new = self.origins(before), self.origins(after)
+        moved = [f"config.{name}" for name in self.host_fields if old[name] != new[name]]
+        missing = [f"config.{name}" for name in self.secret_fields if after.get(name) is KEPT]
+        if moved and missing:
+            also = f" (so must {', '.join(missing[1:])})" if len(missing) > 1 else ""
+            raise InvalidArgument(missing[0], f"must be sent again when {' and '.join(moved)} changes{also}")
+
     def validate(self, config: Mapping[str, Any], *, policy: NetworkPolicy) -> dict[str, Any]:
         """The whole config, checked field by field. Values that are KEPT (stored secrets
         not sent again) pass as present. None means "not set"."""
@@ -154,6 +183,26 @@ class ProviderKind:
         return {f.name: full[f.name] for f in self.fields if f.read_as is where and f.name in full}
 
 
+def origin_of(value: Any) -> str:
+    """``scheme://host:port`` of a URL, lower-cased, IDNA-encoded, default port spelled out;
+    "" for no URL. Two spellings of one origin give one string; path and query are not part
+    of it (credential stores bind the same way)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    parts = urlsplit(value.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").removesuffix(".")
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    else:
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            host = host.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return f"{scheme}://{host}:{port}"
+
+
 def url(
     name: str,
     *,
@@ -161,9 +210,17 @@ def url(
     read_as: ReadAs = ReadAs.BASE_URL,
     default: str | None = None,
     schemes: tuple[str, ...] = ("http", "https"),
+    locates: bool,
 ) -> FieldSpec:
+    """A URL setting; each kind says whether it is a host field (credentials go there)."""
     return FieldSpec(
-        name, FieldType.URL, required=required, read_as=read_as, default=default, schemes=schemes
+        name,
+        FieldType.URL,
+        required=required,
+        read_as=read_as,
+        default=default,
+        schemes=schemes,
+        locates=locates,
     )
 
 
