@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.sealing import (
     FORMAT_VERSION,
@@ -28,6 +27,7 @@ from service.sealing import (
     retire_key,
     write_key_file,
 )
+from tests.support.seals import seal_v1
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(100, 132))
@@ -166,18 +166,6 @@ def test_context_parts_must_be_non_empty(part: str) -> None:
 
 WHERE = "baseUrl=https://pbx.example.com:443"
 AT_PBX = replace(CTX, origin=WHERE)
-
-
-def seal_v1(key_id: int, key: bytes, plaintext: str, ctx: SealContext) -> bytes:
-    """A value as format 1 sealed it, written out here from its definition: the associated
-    data is the header and the length-prefixed (purpose, business, row, field), no origin."""
-    header = struct.pack(">BI", 1, key_id)
-    aad = header + b"".join(
-        struct.pack(">I", len(p.encode())) + p.encode()
-        for p in (ctx.purpose, ctx.business_id, ctx.row_id, ctx.field)
-    )
-    nonce = os.urandom(12)
-    return header + nonce + AESGCM(key).encrypt(nonce, plaintext.encode(), aad)
 
 
 @pytest.mark.parametrize(
