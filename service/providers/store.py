@@ -280,12 +280,14 @@ class ProviderStore:
     async def _row(
         session: AsyncSession, business_id: str, provider_id: str, *, for_update: bool = False
     ) -> Provider:
-        query = select(Provider).where(
-            col(Provider.id) == provider_id, col(Provider.business_id) == business_id
-        )
+        mine = (col(Provider.id) == provider_id, col(Provider.business_id) == business_id)
         if for_update:
-            query = query.with_for_update()
-        row = (await session.exec(query)).first()
+            # Lock before reading, so PATCHes merge one after another (a merge written over
+            # a newer move would leave its secrets sealed for another origin). A write does
+            # it on both databases: PostgreSQL locks the row; SQLite, with no row locks and
+            # no write lock until a transaction's first write, takes its write lock.
+            await session.exec(update(Provider).where(*mine).values(updated_at=utcnow()))
+        row = (await session.exec(select(Provider).where(*mine))).first()
         if row is None:
             raise ProviderNotFound()
         return row

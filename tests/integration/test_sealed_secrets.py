@@ -1,5 +1,6 @@
-"""master-keys reseal on a live database: it never undoes a concurrent PATCH, and it
-upgrades format 1 values (sealed before origins were bound) to format 2."""
+"""Sealed secrets on a live database: reseal never undoes a concurrent PATCH and
+upgrades format 1 values (sealed before origins were bound); PATCHes racing a move keep
+the secrets openable."""
 
 from __future__ import annotations
 
@@ -139,3 +140,26 @@ async def test_reseal_upgrades_format_1_values_and_binds_the_origin(env: Env) ->
     await env.set_base_url(first, "https://moved.example.com")
     with pytest.raises(SealBroken, match="password"):
         await store.open_config(env.business, first)
+
+
+async def test_a_move_racing_another_patch_leaves_secrets_that_open(env: Env) -> None:
+    """A move re-seals the secrets for the new origin; a PATCH of another setting that read
+    the provider before the move committed must not write the old host back under them."""
+    ids = await env.create(6)
+    store = env.store()
+
+    async def move(i: int, provider_id: str) -> None:
+        for k in range(1, 6):
+            config = {"baseUrl": f"https://pbx-{i}-{k}.example.com", "password": f"pw-{i}-{k}"}
+            await store.update(env.business, provider_id, name=None, config=config, is_active=None)
+
+    async def toggle(provider_id: str) -> None:
+        for k in range(1, 11):
+            config = {"headless": k % 2 == 0}
+            await store.update(env.business, provider_id, name=None, config=config, is_active=None)
+
+    await asyncio.gather(*(move(i, p) for i, p in enumerate(ids)), *(toggle(p) for p in ids))
+    for i, provider_id in enumerate(ids):
+        _, config = await store.open_config(env.business, provider_id)
+        assert (config["baseUrl"], config["password"]) == (f"https://pbx-{i}-5.example.com", f"pw-{i}-5")
+        assert config["headless"] is True
