@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from service.auth import Scope, generate_key, parse_scopes
+from service.errors import KindNotSupported
 from service.ids import uuid7
 from service.providers.store import seal_context, stored_kind
 from service.sealing import Keyring
@@ -150,12 +151,15 @@ async def _reseal_row(
 ) -> int:
     """1 if this call re-sealed the row, 0 if it needed nothing or is gone."""
     while keyring.needs_reseal(secret.sealed):
+        try:
+            kind = stored_kind(provider.kind)
+        except KindNotSupported:
+            raise AdminError(
+                f"provider {provider.id} is of kind {provider.kind!r}, which this version does not "
+                "know, so its secrets cannot be re-sealed: delete it, or re-seal with a version that knows it"
+            ) from None
         ctx = seal_context(
-            secret.business_id,
-            secret.provider_id,
-            secret.field,
-            kind=stored_kind(provider.kind),
-            settings=provider.settings,
+            secret.business_id, secret.provider_id, secret.field, kind=kind, settings=provider.settings
         )
         resealed = keyring.reseal(secret.sealed, ctx)
         written = await session.exec(

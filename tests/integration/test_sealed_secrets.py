@@ -14,7 +14,7 @@ from typing import cast
 import pytest
 from sqlmodel import col, select, update
 
-from service.admin import Admin, reseal_all
+from service.admin import Admin, AdminError, reseal_all
 from service.connectors.http import NetworkPolicy
 from service.kinds import KINDS
 from service.providers.store import ProviderStore, seal_context
@@ -163,3 +163,15 @@ async def test_a_move_racing_another_patch_leaves_secrets_that_open(env: Env) ->
         _, config = await store.open_config(env.business, provider_id)
         assert (config["baseUrl"], config["password"]) == (f"https://pbx-{i}-5.example.com", f"pw-{i}-5")
         assert config["headless"] is True
+
+
+async def test_reseal_stops_with_a_clear_error_at_a_kind_it_does_not_know(env: Env) -> None:
+    known, legacy = await env.create(2)
+    async with env.db.session() as session:
+        await session.exec(update(Provider).where(col(Provider.id) == legacy).values(kind="legacy"))
+        await session.commit()
+    rotated = add_key(env.ring)
+    with pytest.raises(AdminError, match=f"provider {legacy} is of kind 'legacy'"):
+        await reseal_all(env.db, rotated, batch=1)
+    # What came before it is done, and stays done on the next run.
+    assert {s.provider_id: s.key_id for s in await env.secrets()} == {known: 2, legacy: 1}
