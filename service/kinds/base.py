@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 from service.connectors.base import Connector
 from service.connectors.http import NetworkPolicy
+from service.connectors.http import origin_of as http_origin_of
 from service.errors import InvalidArgument
 from service.netsafety import UnsafeAddress, check_url
 
@@ -20,7 +23,7 @@ MAX_URL = 2048
 
 # A stored secret whose value is not needed to validate a merge (PATCH without it).
 KEPT = object()
-_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_WS_TWINS = {"ws": "http", "wss": "https"}
 
 
 class FieldType(enum.Enum):
@@ -184,23 +187,21 @@ class ProviderKind:
 
 
 def origin_of(value: Any) -> str:
-    """``scheme://host:port`` of a URL, lower-cased, IDNA-encoded, default port spelled out;
-    "" for no URL. Two spellings of one origin give one string; path and query are not part
-    of it (credential stores bind the same way)."""
+    """``scheme://host:port`` of a host field's URL, in the spelling of the connectors'
+    origin rule (``connectors.http.origin_of``), so "the same origin" means one thing
+    everywhere; a ws(s) URL takes its http(s) twin's, under its own scheme. "" for no URL."""
     if not isinstance(value, str) or not value:
         return ""
-    parts = urlsplit(value.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").removesuffix(".")
-    if ":" in host:
-        host = f"[{host}]"  # an IPv6 literal
-    else:
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError:
-            host = host.lower()
-    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
-    return f"{scheme}://{host}:{port}"
+    try:
+        url = httpx.URL(value.strip())
+        twin = _WS_TWINS.get(url.scheme)
+        origin = http_origin_of(url.copy_with(scheme=twin) if twin else url)
+    except httpx.InvalidURL:
+        origin = None
+    if origin is None:  # not a URL a secret may go to: bind the value as given
+        return value
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{url.scheme}://{host}:{origin.port}"
 
 
 def url(

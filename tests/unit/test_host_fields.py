@@ -1,4 +1,5 @@
-"""Host fields: what counts as the same origin, and what a kind binds its secrets to."""
+"""Host fields: what counts as the same origin (the connectors' rule, ws(s) included), and
+what a kind binds its secrets to."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from service.kinds.base import KEPT, origin_of
     [
         ("https://pbx.example.com", "HTTPS://PBX.Example.COM/"),
         ("https://pbx.example.com", "https://pbx.example.com:443/api?x=1"),
-        ("http://pbx.example.com", "http://pbx.example.com.:80"),
+        ("http://pbx.example.com", "http://pbx.example.com:80"),
         ("wss://ws.example.com", "wss://ws.example.com:443"),
         ("https://bücher.example", "https://xn--bcher-kva.example"),
-        ("http://[::1]:8080", "http://[::1]:8080/pbx"),
+        ("http://[::1]:8080", "http://[0:0::1]:8080/pbx"),
     ],
 )
 def test_same_origin(a: str, b: str) -> None:
@@ -30,6 +31,7 @@ def test_same_origin(a: str, b: str) -> None:
         ("https://pbx.example.com", "http://pbx.example.com"),
         ("https://pbx.example.com", "https://pbx.example.com:8443"),
         ("https://pbx.example.com", "https://pbx.example.com.evil.example"),
+        ("https://pbx.example.com", "https://pbx.example.com."),  # the connectors' rule: may differ
         ("ws://ws.example.com", "wss://ws.example.com"),
         ("https://pbx.example.com", None),
     ],
@@ -39,7 +41,7 @@ def test_other_origin(a: str, b: str | None) -> None:
 
 
 def test_origin_spelling() -> None:
-    assert origin_of("HTTPS://PBX.example.com./api") == "https://pbx.example.com:443"
+    assert origin_of("HTTPS://PBX.example.com/api") == "https://pbx.example.com:443"
     assert origin_of("http://[::1]:8080/x") == "http://[::1]:8080"
     assert origin_of(None) == origin_of("") == ""
 
