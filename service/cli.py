@@ -260,9 +260,9 @@ def parser() -> argparse.ArgumentParser:
     )
     master.add_parser("init", help="create a key file").set_defaults(fn=cmd_master_init)
     master.add_parser("add", help="add a key and make it primary").set_defaults(fn=cmd_master_add)
-    master.add_parser("reseal", help="re-seal every secret under the primary key").set_defaults(
-        fn=cmd_master_reseal
-    )
+    master.add_parser(
+        "reseal", help="re-seal every secret under the primary key, in the current format"
+    ).set_defaults(fn=cmd_master_reseal)
     mr = master.add_parser("retire", help="remove a key no secret uses any more")
     mr.add_argument("key_id", type=int)
     mr.set_defaults(fn=cmd_master_retire)

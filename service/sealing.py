@@ -221,7 +221,7 @@ class Keyring:
         """Open and seal again under the primary key, in the current format.
 
         Always re-seals (fresh nonce), so it also proves the value still opens; use
-        ``needs_reseal`` first to skip values already under the primary key.
+        ``needs_reseal`` first to skip values already under the primary key, in this format.
         """
         return self.seal(self.open(sealed, ctx), ctx)
 
