@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlmodel import col, select, update
+from sqlalchemy import bindparam
+from sqlalchemy import update as sa_update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
@@ -130,8 +132,7 @@ async def reseal_all(db: Database, keyring: Keyring, *, batch: int = 200) -> int
             )
             if not rows:
                 return done
-            for secret, provider in rows:
-                done += await _reseal_row(session, keyring, secret, provider)
+            done += await _reseal_batch(session, keyring, rows)
             await session.commit()
             after = rows[-1][0].id or 0
 
@@ -146,35 +147,74 @@ def _sealed_rows() -> Select[ProviderSecret, Provider]:
     )
 
 
+_TABLE = ProviderSecret.__table__  # type: ignore[attr-defined]
+# Write the new value only where the row still holds the one read: compare-and-set.
+_SWAP = (
+    sa_update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row"), _TABLE.c.sealed == bindparam("read"))
+    .values(sealed=bindparam("new"), key_id=bindparam("key"))
+)
+
+
+async def _reseal_batch(
+    session: AsyncSession, keyring: Keyring, rows: list[tuple[ProviderSecret, Provider]]
+) -> int:
+    """Compare-and-set the rows that need it in one round trip, then read them back: a row
+    not holding what was written had changed since it was read, and is retried on its own."""
+    planned = {
+        secret.id: (secret.sealed, _resealed(keyring, secret, provider))
+        for secret, provider in rows
+        if keyring.needs_reseal(secret.sealed)
+    }
+    if not planned:
+        return 0
+    connection = await session.connection()
+    await connection.execute(
+        _SWAP,
+        [
+            {"row": row, "read": read, "new": new, "key": keyring.key_id_of(new)}
+            for row, (read, new) in planned.items()
+        ],
+    )
+    done = 0
+    written = await session.exec(_sealed_rows().where(col(ProviderSecret.id).in_(planned)))
+    for secret, provider in written.all():
+        if secret.sealed == planned[secret.id][1]:
+            done += 1
+        else:
+            done += await _reseal_row(session, keyring, secret, provider)
+    return done
+
+
 async def _reseal_row(
     session: AsyncSession, keyring: Keyring, secret: ProviderSecret, provider: Provider
 ) -> int:
-    """1 if this call re-sealed the row, 0 if it needed nothing or is gone."""
+    """One row changed under a batch: compare-and-set it, re-reading until it holds what was
+    written or needs nothing. 1 if this call re-sealed it, 0 if not (or it is gone)."""
     while keyring.needs_reseal(secret.sealed):
-        try:
-            kind = stored_kind(provider.kind)
-        except KindNotSupported:
-            raise AdminError(
-                f"provider {provider.id} is of kind {provider.kind!r}, which this version does not "
-                "know, so its secrets cannot be re-sealed: delete it, or re-seal with a version that knows it"
-            ) from None
-        ctx = seal_context(
-            secret.business_id, secret.provider_id, secret.field, kind=kind, settings=provider.settings
-        )
-        resealed = keyring.reseal(secret.sealed, ctx)
-        written = await session.exec(
-            update(ProviderSecret)
-            .where(col(ProviderSecret.id) == secret.id, col(ProviderSecret.sealed) == secret.sealed)
-            .values(sealed=resealed, key_id=keyring.key_id_of(resealed))
-            .execution_options(synchronize_session=False)
-        )
-        if written.rowcount == 1:
+        resealed = _resealed(keyring, secret, provider)
+        swap = {"row": secret.id, "read": secret.sealed, "new": resealed, "key": keyring.key_id_of(resealed)}
+        if (await (await session.connection()).execute(_SWAP, swap)).rowcount == 1:
             return 1
         fresh = (await session.exec(_sealed_rows().where(col(ProviderSecret.id) == secret.id))).first()
         if fresh is None:
             return 0
         secret, provider = fresh
     return 0
+
+
+def _resealed(keyring: Keyring, secret: ProviderSecret, provider: Provider) -> bytes:
+    try:
+        kind = stored_kind(provider.kind)
+    except KindNotSupported:
+        raise AdminError(
+            f"provider {provider.id} is of kind {provider.kind!r}, which this version does not "
+            "know, so its secrets cannot be re-sealed: delete it, or re-seal with a version that knows it"
+        ) from None
+    ctx = seal_context(
+        secret.business_id, secret.provider_id, secret.field, kind=kind, settings=provider.settings
+    )
+    return keyring.reseal(secret.sealed, ctx)
 
 
 async def keys_in_use(db: Database) -> set[int]:

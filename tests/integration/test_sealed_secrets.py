@@ -81,7 +81,8 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
     await db.dispose()
 
 
-async def test_reseal_never_undoes_a_racing_patch(env: Env) -> None:
+@pytest.mark.parametrize("batch", [1, 8], ids=["row-by-row", "batched"])
+async def test_reseal_never_undoes_a_racing_patch(env: Env, batch: int) -> None:
     providers, rounds = 24, 12
     ids = await env.create(providers)
     rotated = add_key(env.ring)
@@ -97,7 +98,7 @@ async def test_reseal_never_undoes_a_racing_patch(env: Env) -> None:
                 env.business, provider_id, name=None, config={"password": f"pw-{i}-{k}"}, is_active=None
             )
 
-    resealing = asyncio.create_task(reseal_all(env.db, rotated, batch=1))
+    resealing = asyncio.create_task(reseal_all(env.db, rotated, batch=batch))
     await asyncio.gather(*(patch_often(i, p) for i, p in enumerate(ids)))
     await resealing
     await reseal_all(env.db, rotated, batch=1)  # whatever the race left behind, if anything
