@@ -15,8 +15,9 @@ What the PBX does, with the source for each, and what this connector does about 
   1c6947c "expires_in is in seconds (according to OAuth) since 20.0.9" turns auth.ts's
   ``expires_in * 60 * 1000`` into ``expires_in * 1000``). 3CX tokens live about a minute
   (PROVIDERS.md: ``"expires_in":60``), so a value under ``MINUTES_BELOW`` is read as
-  minutes (an old PBX's ``1``), anything else as seconds. Either misreading is harmless:
-  too long a lifetime costs one 401 and a renewal, too short one an early login.
+  minutes (an old PBX's ``1``), anything else as seconds. Sources do not say which values
+  old PBXs sent, so a value such as 60 is ambiguous; reading it as seconds is the cheaper
+  mistake: too short a lifetime costs an early login, too long one a 401 and a renewal.
 - **Roles.** The XAPI client is given a group and a role (3cx/xapi-tutorial README.md,
   "Select group and desired role"); a role that may not see recordings answers 403 on
   ``Recordings``: ``AccessDenied`` (the fix is the role, not the password). The connection
@@ -53,7 +54,13 @@ What the PBX does, with the source for each, and what this connector does about 
   form ``client_id=Webclient&grant_type=refresh_token``, cookie
   ``RefreshTokenCookie=<refresh token>``, answered like a token request, sometimes with a
   new refresh token. With ``headless`` the session renews that way and posts the password
-  only when there is no refresh token or the refresh is refused.
+  only when there is no refresh token or the refresh is refused. (The tutorial's auth.ts
+  also declares a ``refresh_token`` in the client-credentials answer, but no source shows
+  a refresh grant for an XAPI client, so that login always posts the client secret.)
+
+Where sources disagree: PROVIDERS.md saw ``CallType`` ``Internal``, swagger.yaml says
+``Local`` (both read as internal); PROVIDERS.md says a new token "may" invalidate the old,
+the tutorial says only one can be active (modelled as always).
 
 ``CallRecord.external_id``, ``recording_ref`` and ``position`` are all the recording ``Id``
 (decimal).
