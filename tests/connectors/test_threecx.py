@@ -5,6 +5,7 @@ What every connector must do (bad credentials, faults, streaming) is in test_con
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +20,7 @@ from service.connectors.base import (
     Direction,
     Outcome,
     UnexpectedAnswer,
+    UnreadableAnswer,
 )
 from service.connectors.threecx import ArchiveOutOfReach, ThreeCXConnector
 from tests.connectors.kinds import THREECX, ThreeCXKind
@@ -181,6 +183,17 @@ async def test_refused_login_after_a_cancelled_token_is_authentication_failed(
             fake.cancel_next(1)
 
 
+async def test_a_burst_of_downloads_after_a_cancel_logs_in_once(
+    fake: FakeThreeCX, conn: ThreeCXConnector
+) -> None:
+    calls = [fake.add_call(T0 + timedelta(minutes=i)) for i in range(6)]
+    await collect(conn, T0, T0 + timedelta(days=1))
+    fake.expire_tokens()  # another login cancelled the token every download shares
+    got = await asyncio.gather(*(digest(conn, str(c.id)) for c in calls))
+    assert [g.sha256 for g in got] == [c.audio.sha256() for c in calls]
+    assert fake.password_logins == 2
+
+
 # -- expires_in: minutes before 20.0.9, seconds since ----------------------------------------
 
 
@@ -280,6 +293,16 @@ async def test_null_start_time_falls_back_on_end_time_and_rows_without_times_are
     records = [r async for r in conn.list_calls(T0, T0 + timedelta(days=1), after="0")]
     assert [r.external_id for r in records] == [str(no_start.id), str(last.id)]
     assert records[0].started_at == T0 + timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(("field", "value"), [("StartTime", "yesterday"), ("EndTime", 17), ("Id", "7")])
+async def test_an_unreadable_row_names_its_field(
+    fake: FakeThreeCX, conn: ThreeCXConnector, field: str, value: object
+) -> None:
+    fake.add_call(T0).extra[field] = value
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.field == field
 
 
 # -- listing by Id ---------------------------------------------------------------------------
