@@ -28,6 +28,7 @@ class Scope(enum.StrEnum):
     VIEW_RECORDING_SELF = "view_recording_self"
     MANAGE_RECORDING_REVIEW = "manage_recording_review"
     MANAGE_CALL_RECORDING = "manage_call_recording"
+    MANAGE_RECORDING_COLLECTION = "manage_recording_collection"
     MANAGE_ALL = "manage_all"
 
 
