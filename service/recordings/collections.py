@@ -167,6 +167,8 @@ class CollectionStore:
             changes["color"] = check_color(color)
         async with self._db.session() as session:
             row = await self._row(session, business_id, collection_id)
+            if not changes:
+                return
             for field, value in changes.items():
                 setattr(row, field, value)
             row.updated_at = utcnow()

@@ -5,6 +5,8 @@ remove by repeated callRecordingId; scopes, businesses and bad input."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -16,6 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from service.auth import Scope
+from service.storage.models import Collection
 from tests.e2e.test_recordings_api import register
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, Tenant
@@ -202,6 +205,16 @@ def test_scopes(server: RunningServer) -> None:
         assert client.get(f"/api/v1/collections/{collection['id']}").json()["name"] == "QA Q2"
 
 
+def stored_updated_at(server: RunningServer, collection_id: str) -> datetime:
+    async def read() -> datetime:
+        async with server.service.db.session() as session:
+            row = await session.get(Collection, collection_id)
+            assert row is not None
+            return row.updated_at
+
+    return server.call(read())
+
+
 def recordings_as(server: RunningServer, tenant: Tenant) -> list[str]:
     """A recording of the tenant's business, registered by a key with manage_call_recording."""
     key = server.call(
@@ -280,6 +293,31 @@ def test_paging(server: RunningServer) -> None:
         many = [str(uuid.uuid4()) for _ in range(999)] + [ids[0]]
         refused = add(client, made[1], many)
         assert refused.status_code == 404 and refused.json()["message"].endswith("and 994 more")
+
+
+def test_concurrent_adds_of_the_same_recordings_add_each_once(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        ids = recordings(client, 40)
+        collection = create(client)
+
+    def add_all(order: int) -> int:
+        with server.http(tenant.business_key) as client:
+            response = add(client, collection["id"], ids[::-1] if order % 2 else ids)
+            assert response.status_code == 200, response.text
+            return int(response.json()["added"])
+
+    with ThreadPoolExecutor(4) as pool:
+        added = list(pool.map(add_all, range(4)))
+    assert sum(added) == 40
+    with server.http(tenant.business_key) as client:
+        assert client.get(f"/api/v1/collections/{collection['id']}").json()["itemCount"] == 40
+        # A PATCH with nothing in it changes nothing, not even the stored updated_at.
+        before = stored_updated_at(server, collection["id"])
+        assert client.patch(f"/api/v1/collections/{collection['id']}", json={}).json() == {"ok": True}
+        assert stored_updated_at(server, collection["id"]) == before
+        client.patch(f"/api/v1/collections/{collection['id']}", json={"name": "Renamed"})
+        assert stored_updated_at(server, collection["id"]) > before
 
 
 def test_the_same_over_grpc(server: RunningServer) -> None:
