@@ -22,6 +22,8 @@ from service.storage.db import Database
 from service.storage.models import Collection, CollectionItem, Recording, utcnow
 
 MAX_NAME, MAX_DESCRIPTION, MAX_IDS = 100, 1000, 1000
+# The request fields that name recordings, as the mirrored API spells them.
+ADD_FIELD, REMOVE_FIELD = "callRecordingIds", "callRecordingId"
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -185,55 +187,41 @@ class CollectionStore:
     async def add(self, business_id: str, collection_id: str, recording_ids: Sequence[str]) -> ItemsChanged:
         """All or nothing: every id must be a recording of this business. Adding one that is
         already there changes nothing (ON CONFLICT DO NOTHING), so retries are safe."""
-        field = "callRecordingIds"
-        ids = check_recording_ids(field, recording_ids)
-        for attempt in (1, 2):
-            async with self._db.session() as session:
-                row = await self._row(session, business_id, collection_id)
-                known = set(
-                    (
-                        await session.exec(
-                            select(Recording.id).where(
-                                col(Recording.id).in_(ids), col(Recording.business_id) == business_id
-                            )
-                        )
-                    ).all()
-                )
-                missing = [i for i in ids if i not in known]
-                if missing:
-                    raise CollectionRecordingsNotFound(field, missing)
-                now = utcnow()
-                stmt = insert_for(self._db.dialect, CollectionItem).values(
-                    [{"collection_id": row.id, "recording_id": i, "added_at": now} for i in ids]
-                )
-                try:
-                    # RETURNING lists the rows inserted: a multi-row INSERT's rowcount is
-                    # not reliable across drivers (psycopg reports -1).
-                    result = await session.exec(
-                        stmt.on_conflict_do_nothing(
-                            index_elements=["collection_id", "recording_id"]
-                        ).returning(col(CollectionItem.recording_id))
+        ids = check_recording_ids(ADD_FIELD, recording_ids)
+        async with self._db.session() as session:
+            row = await self._row(session, business_id, collection_id)
+            await self._require_recordings(session, business_id, ids)
+            now = utcnow()
+            stmt = insert_for(self._db.dialect, CollectionItem).values(
+                [{"collection_id": row.id, "recording_id": i, "added_at": now} for i in ids]
+            )
+            try:
+                # RETURNING lists the rows inserted: a multi-row INSERT's rowcount is not
+                # reliable across drivers (psycopg reports -1).
+                result = await session.exec(
+                    stmt.on_conflict_do_nothing(index_elements=["collection_id", "recording_id"]).returning(
+                        col(CollectionItem.recording_id)
                     )
-                except IntegrityError:
-                    # A recording or the collection was deleted since it was read: look again.
-                    if attempt == 2:
-                        raise
-                    await session.rollback()
-                    continue
-                added = len(result.all())
-                if added:
-                    row.updated_at = now
-                    session.add(row)
-                counts = await self._counts(session, [row.id])
-                await session.commit()
-            return ItemsChanged(added, counts.get(row.id, 0))
-        raise AssertionError("unreachable")
+                )
+            except IntegrityError:
+                # A foreign key: the collection or a recording was deleted since it was read.
+                await session.rollback()
+                await self._row(session, business_id, collection_id)
+                await self._require_recordings(session, business_id, ids)
+                raise
+            added = len(result.all())
+            if added:
+                row.updated_at = now
+                session.add(row)
+            counts = await self._counts(session, [row.id])
+            await session.commit()
+        return ItemsChanged(added, counts.get(row.id, 0))
 
     async def remove(
         self, business_id: str, collection_id: str, recording_ids: Sequence[str]
     ) -> ItemsChanged:
         """Ids not in the collection are no error: the answer says how many were."""
-        ids = check_recording_ids("callRecordingId", recording_ids)
+        ids = check_recording_ids(REMOVE_FIELD, recording_ids)
         async with self._db.session() as session:
             row = await self._row(session, business_id, collection_id)
             result = await session.exec(
@@ -248,6 +236,16 @@ class CollectionStore:
             counts = await self._counts(session, [row.id])
             await session.commit()
         return ItemsChanged(removed, counts.get(row.id, 0))
+
+    @staticmethod
+    async def _require_recordings(session: AsyncSession, business_id: str, ids: list[str]) -> None:
+        query = select(Recording.id).where(
+            col(Recording.id).in_(ids), col(Recording.business_id) == business_id
+        )
+        known = set((await session.exec(query)).all())
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise CollectionRecordingsNotFound(ADD_FIELD, missing)
 
     @staticmethod
     async def _counts(session: AsyncSession, collection_ids: list[str]) -> dict[str, int]:

@@ -4,6 +4,7 @@ remove by repeated callRecordingId; scopes, businesses and bad input."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -16,8 +17,10 @@ from callvault.v1 import collections_pb2 as pb
 from callvault.v1 import collections_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import create_engine, text
 
 from service.auth import Scope
+from service.storage.db import install_sqlite_pragmas, sync_url
 from service.storage.models import Collection
 from tests.e2e.test_recordings_api import register
 from tests.support.grpc_errors import error_info
@@ -318,6 +321,32 @@ def test_concurrent_adds_of_the_same_recordings_add_each_once(server: RunningSer
         assert stored_updated_at(server, collection["id"]) == before
         client.patch(f"/api/v1/collections/{collection['id']}", json={"name": "Renamed"})
         assert stored_updated_at(server, collection["id"]) > before
+
+
+def test_a_recording_deleted_while_it_is_added_is_not_found(server: RunningServer) -> None:
+    """The add reads the recording, then another transaction deletes it before the insert's
+    foreign key check: the answer is 404 naming it (not a 500), and nothing is added."""
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        gone, kept = recordings(client, 2)
+        collection = create(client)
+    engine = create_engine(sync_url(server.settings.resolved_database_url))
+    install_sqlite_pragmas(engine)
+    try:
+        with engine.connect() as conn, ThreadPoolExecutor(1) as pool:
+            deleting = conn.begin()
+            conn.execute(text("DELETE FROM recording WHERE id = :id"), {"id": gone})
+            with server.http(tenant.business_key) as client:
+                adding = pool.submit(add, client, collection["id"], [kept, gone])
+                time.sleep(0.5)  # the add now waits on the deleting transaction's lock
+                deleting.commit()
+                response = adding.result(timeout=20)
+    finally:
+        engine.dispose()
+    assert response.status_code == 404, response.text
+    assert response.json()["message"] == f"callRecordingIds: no such recording in this business: {gone}"
+    with server.http(tenant.business_key) as client:
+        assert client.get(f"/api/v1/collections/{collection['id']}").json()["itemCount"] == 0
 
 
 def test_the_same_over_grpc(server: RunningServer) -> None:
