@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -20,8 +20,9 @@ from grpc_status import rpc_status
 from sqlalchemy import create_engine, text
 
 from service.auth import Scope
+from service.ids import uuid7
 from service.storage.db import install_sqlite_pragmas, sync_url
-from service.storage.models import Collection
+from service.storage.models import Collection, Recording
 from tests.e2e.test_recordings_api import register
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, Tenant
@@ -296,6 +297,35 @@ def test_paging(server: RunningServer) -> None:
         many = [str(uuid.uuid4()) for _ in range(999)] + [ids[0]]
         refused = add(client, made[1], many)
         assert refused.status_code == 404 and refused.json()["message"].endswith("and 994 more")
+
+
+def test_a_thousand_recordings_in_one_call(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    ids = [uuid7() for _ in range(1000)]
+
+    async def seed() -> None:
+        async with server.service.db.session() as session:
+            session.add_all(
+                Recording(
+                    id=i,
+                    business_id=tenant.business_id,
+                    origin="upload",
+                    source="upload",
+                    external_id=f"bulk-{n}",
+                    call_at=datetime(2026, 5, 20, tzinfo=UTC),
+                    direction="in",
+                )
+                for n, i in enumerate(ids)
+            )
+            await session.commit()
+
+    server.call(seed())
+    with server.http(tenant.business_key) as client:
+        collection = create(client)
+        assert add(client, collection["id"], ids).json() == {"ok": True, "added": 1000, "itemCount": 1000}
+        page = client.get(f"/api/v1/collections/{collection['id']}", params={"limit": 200}).json()
+        assert len(page["items"]) == 200 and page["itemCount"] == 1000
+        assert remove(client, collection["id"], ids).json() == {"ok": True, "removed": 1000, "itemCount": 0}
 
 
 def test_concurrent_adds_of_the_same_recordings_add_each_once(server: RunningServer) -> None:
