@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from sqlmodel import col, select
 
@@ -33,6 +34,9 @@ class Scope(enum.StrEnum):
 
 
 _KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+# What a call needs: a scope, or a tuple of scopes any one of which will do.
+Requirement: TypeAlias = Scope | tuple[Scope, ...]
 
 
 def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
@@ -78,12 +82,13 @@ class Principal:
     def has(self, scope: Scope) -> bool:
         return Scope.MANAGE_ALL in self.scopes or scope in self.scopes
 
-    def require(self, *scopes: Scope) -> None:
-        """Every scope named (a call that reaches two kinds of data needs both); the
-        refusal names the first one missing."""
-        for scope in scopes:
-            if not self.has(scope):
-                raise MissingScope(scope.value)
+    def require(self, *needs: Requirement) -> None:
+        """Every requirement named (a call that reaches two kinds of data needs both); a
+        tuple is met by any one of its scopes. The refusal names the first one unmet."""
+        for need in needs:
+            alternatives = need if isinstance(need, tuple) else (need,)
+            if not any(self.has(s) for s in alternatives):
+                raise MissingScope(" or ".join(s.value for s in alternatives))
 
 
 def bearer_token(authorization: str | None) -> str:

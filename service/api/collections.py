@@ -10,15 +10,15 @@ from callvault.v1 import collections_pb2_grpc
 
 from service.api.convert import present, timestamp
 from service.api.recordings import recording_message
-from service.auth import Scope
+from service.auth import Requirement, Scope
 from service.recordings.collections import CollectionStore, CollectionView
 from service.recordings.query import page_bounds
 from service.transport.calls import CallAuth, MetadataContext
 
-# The mirrored API also lists view_recording_self for reading; callvault has no agent
-# identities yet, so that scope alone grants no recordings here either (as for /recordings).
-VIEW = (Scope.VIEW_RECORDING_ALL, Scope.MANAGE_RECORDING_COLLECTION)
-MANAGE = (Scope.MANAGE_RECORDING_COLLECTION,)
+# Reading takes either scope. The mirrored API also lists view_recording_self; callvault
+# has no agent identities yet, so that scope alone grants no recordings here either.
+VIEW: tuple[Requirement, ...] = ((Scope.VIEW_RECORDING_ALL, Scope.MANAGE_RECORDING_COLLECTION),)
+MANAGE: tuple[Requirement, ...] = (Scope.MANAGE_RECORDING_COLLECTION,)
 
 
 def _fields(view: CollectionView) -> dict[str, Any]:

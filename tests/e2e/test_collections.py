@@ -205,6 +205,12 @@ def test_scopes(server: RunningServer) -> None:
                 assert response.json()["error"] == "insufficient_scope"
     with server.http(viewer.business_key) as client:
         assert client.get("/api/v1/collections").json()["total"] == 0
+    with server.http(
+        server.new_tenant("Config", scopes=(Scope.MANAGE_PROVIDER_CONFIG,)).business_key
+    ) as client:
+        assert client.get("/api/v1/collections").json()["message"] == (
+            "this key lacks the view_recording_all or manage_recording_collection scope"
+        )
     with server.http(curator.business_key) as client:
         assert client.get(f"/api/v1/collections/{collection['id']}").json()["name"] == "QA Q2"
 
