@@ -24,7 +24,7 @@ from sqlmodel import col, select
 
 from service.admin import AdminError
 from service.sealing import Keyring, generate_key
-from service.storage.models import ProviderSecret
+from service.storage.models import Provider, ProviderSecret
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, Tenant
 from tests.support.snapshot import business_rows
@@ -373,9 +373,18 @@ def test_secret_that_cannot_be_opened_is_a_clear_error(server: RunningServer) ->
             row = (
                 await session.exec(select(ProviderSecret).where(col(ProviderSecret.provider_id) == provider))
             ).one()
-            from service.providers.store import seal_context
+            from service.providers.store import seal_context, stored_kind
 
-            row.sealed = other.seal("s3cret", seal_context(tenant.business_id, provider, row.field))
+            stored = await session.get(Provider, provider)
+            assert stored is not None
+            ctx = seal_context(
+                tenant.business_id,
+                provider,
+                row.field,
+                kind=stored_kind(stored.kind),
+                settings=stored.settings,
+            )
+            row.sealed = other.seal("s3cret", ctx)
             row.key_id = 99
             session.add(row)
             await session.commit()
