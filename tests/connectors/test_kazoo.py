@@ -208,6 +208,19 @@ async def test_raw_start_key_of_4_1_is_passed_back_as_received(kind: KazooKind) 
         assert rec_id in fake.recordings and fake.recordings[rec_id].created == created
 
 
+async def test_integer_start_key_of_later_4_1_is_passed_back_and_repeats_dropped(kind: KazooKind) -> None:
+    with FakeKazoo(max_page_size=3, key_style="raw_created") as fake:
+        # Two documents written in one second, the oldest, split across the page boundary.
+        pair = [fake.add_recording(T0 + timedelta(hours=1)) for _ in range(2)]
+        recs = [*pair, *(fake.add_recording(T0 + timedelta(hours=h)) for h in (2, 3))]
+        connector = kind.make(fake)
+        got = await ids(connector, T0, T0 + timedelta(days=1))
+        await connector.aclose()
+    assert sorted(got) == sorted(r.id for r in recs)  # each once
+    sent = [r.query["start_key"] for r in _listings(fake) if "start_key" in r.query]
+    assert sent == [str(pair[0].created)]  # the page after it serves both again
+
+
 async def test_opaque_start_key_is_passed_back_untouched(fake: FakeKazoo, conn: KazooConnector) -> None:
     for h in range(5):
         fake.add_recording(T0 + timedelta(hours=h))

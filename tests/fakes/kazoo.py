@@ -17,7 +17,10 @@ Behaviours of real servers, each with its source in 2600hz/kazoo:
   ``next_start_key`` as base64url of the Erlang term, ``api_resource:maybe_decode_start_key``
   reads it back) or "raw" (4.1: ``crossbar_doc`` puts the raw CouchDB view key in the
   envelope, for recordings the JSON array ``[created, id]`` before KAZOO-5392; the fake reads
-  ``start_key`` back as that JSON value's text and refuses anything else).
+  ``start_key`` back as that JSON value's text and refuses anything else), or "raw_created"
+  (4.1 from KAZOO-5392 on: ``cb_recordings:fix_resp_start_keys_fold`` answers only the
+  integer ``created``, read back with ``kz_term:to_integer``, so rows of that second on the
+  previous page come again).
 - ``direction`` of a document is the recorded leg's, relative to the media switch
   (``kzc_recording:store_recording_meta`` stores ``kapps_call:direction``; ``cdrs.md``:
   "inbound - leg came into the media switch (typically the A-leg)"). ``add_call`` writes one
@@ -286,7 +289,10 @@ class FakeKazoo(FakeServer):
         page, rest = keys[:size], keys[size:]
         extra: dict[str, Any] = {"page_size": len(page), "start_key": req.query.get("start_key", "")}
         if rest:
-            extra["next_start_key"] = list(rest[0]) if self.key_style == "raw" else _encode_key(rest[0])
+            extra["next_start_key"] = {
+                "raw": list(rest[0]),
+                "raw_created": rest[0][0],
+            }.get(self.key_style) or _encode_key(rest[0])
         rows = [self.recordings[rec_id].document() for _, rec_id in page]
         body = _body(rows, req.headers.get("x-auth-token", ""), extra)
         if self.mangle_listing is not None:
@@ -312,6 +318,8 @@ class FakeKazoo(FakeServer):
         return Response(200, headers, rec.audio.chunks(), length=rec.audio.size)
 
     def _read_key(self, text: str) -> tuple[int, str]:
+        if self.key_style == "raw_created":
+            return int(text), "\uffff"  # every id of that second sorts below
         if self.key_style != "raw":
             return _decode_key(text)
         created, rec_id = json.loads(text)  # the raw view key, sent back as its JSON text
