@@ -5,6 +5,8 @@ Why it looks the way it does (sources: the 2600hz/kazoo repository, branches 4.1
 - Auth is ``PUT /v2/api_auth`` with the account API key; the answer's ``auth_token`` goes in
   ``X-Auth-Token`` and lives about an hour. ``TokenSession`` reuses it until five minutes
   before that, and logs in again (with backoff, more than once) when an answer is a 401.
+- A 403 with a live token is crossbar's ``forbidden`` (``cb_simple_authz``): the key's user
+  may not see this account. That is ``AccessDenied``, not a bad key.
 - ``/v2/accounts/{id}/recordings`` filters on the recording document's *creation* time
   (CouchDB view keyed on ``pvt_created``, Gregorian seconds, both bounds inclusive), not on
   the call's ``start``, and refuses ranges over ``crossbar.maximum_range`` (31 days by
@@ -64,10 +66,12 @@ from typing import Any
 import httpx
 
 from service.connectors.base import (
+    AccessDenied,
     AudioNotReady,
     AudioStream,
     AuthenticationFailed,
     CallRecord,
+    ConnectorError,
     Direction,
     Outcome,
     RecordingNotFound,
@@ -153,7 +157,7 @@ class KazooConnector:
         path = f"{self._account_path}/recordings/{ref}"
         async with self._authorized(path, headers={"Accept": _AUDIO_ACCEPT}) as response:
             if response.status_code != 404:
-                raise_for_status(response)
+                _raise_for_status(response)
                 content_type = media_type(response)
                 if not content_type.startswith("audio/"):
                     raise UnexpectedAnswer()
@@ -193,7 +197,7 @@ class KazooConnector:
 
     async def _get_envelope(self, path: str, params: Mapping[str, str | int]) -> Mapping[str, Any]:
         async with self._authorized(path, params=params) as response:
-            raise_for_status(response)
+            _raise_for_status(response)
             body = await read_json(response, self._policy)
         return _success(body)
 
@@ -201,7 +205,7 @@ class KazooConnector:
         """The audio was a 404: AudioNotReady if the document is there (its audio is not
         written yet), RecordingNotFound if the document is gone too."""
         async with self._authorized(path) as response:
-            raise_for_status(response, not_found=RecordingNotFound)
+            _raise_for_status(response, not_found=RecordingNotFound)
             body = await read_json(response, self._policy)
         _success(body)
         raise AudioNotReady()
@@ -250,6 +254,16 @@ def _success(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, dict) or body.get("status") != "success":
         raise UnreadableAnswer("status")
     return body
+
+
+def _raise_for_status(
+    response: httpx.Response, *, not_found: type[ConnectorError] = UnexpectedAnswer
+) -> None:
+    """A 403 with a token the provider took is crossbar's ``forbidden``: this key's user may
+    not see the account (``cb_simple_authz``), a matter of rights, not of the key."""
+    if response.status_code == 403:
+        raise AccessDenied()
+    raise_for_status(response, not_found=not_found)
 
 
 def _key_text(key: Any) -> str:

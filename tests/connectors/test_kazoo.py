@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from service.connectors.base import (
+    AccessDenied,
     AudioNotReady,
     AuthenticationFailed,
     Direction,
@@ -301,3 +302,13 @@ async def test_an_unreadable_listing_names_its_field(
     with pytest.raises(UnreadableAnswer) as caught:
         await ids(conn, T0, T0 + timedelta(days=1))
     assert caught.value.field == field and field in caught.value.message
+
+
+async def test_an_account_the_key_may_not_see_is_access_denied(fake: FakeKazoo, kind: KazooKind) -> None:
+    fake.add_recording(T0 + timedelta(hours=1))
+    connector = kind.make(fake, accountId="0123456789abcdef0123456789abcdef")  # not the key's
+    await connector.check()  # the key itself is fine
+    with pytest.raises(AccessDenied):
+        await ids(connector, T0, T0 + timedelta(days=1))
+    await connector.aclose()
+    assert fake.auth_calls() == 1  # a 403 is not a stale token
