@@ -5,7 +5,8 @@
 - ``GET /v2/accounts/{id}/recordings``: ``X-Auth-Token`` required; filters on the document's
   creation time (inclusive both ends, Gregorian seconds), refuses ranges over ``max_range``
   with Kazoo's 400 validation error, serves at most ``max_page_size`` rows newest first and
-  links pages with opaque ``start_key``/``next_start_key``.
+  links pages with ``start_key``/``next_start_key`` (see ``key_style``); another account
+  than the key's -> 403 ``forbidden``.
 - ``GET /v2/accounts/{id}/recordings/{rec}``: the JSON document, or with ``Accept:
   audio/mpeg`` the audio, streamed from a deterministic ``Blob``.
 
@@ -32,6 +33,9 @@ Behaviours of real servers, each with its source in 2600hz/kazoo:
 - ``hold_audio(rec, n)``: the document is saved before its audio (``store_recording_meta``,
   then ``store_recording``, retried); until then ``cb_recordings`` answers the audio with
   404 ``bad_identifier`` (no ``attachment_names``) while the document itself reads fine.
+
+``mangle_listing`` (a hook rewriting each listing envelope) is a what-if, not Kazoo's: an
+answer the connector cannot read.
 """
 
 from __future__ import annotations
