@@ -5,6 +5,16 @@ Why it looks the way it does:
 - There is no session: every request carries ``hash = sha256_hex`` of its parameter values in
   the documented order, then the app secret (plain concatenation). The secret itself never
   leaves this process.
+- The docs give the history hash in two orders: the "Use API" page
+  (docs.antbuddy.us/integration-document-guide/antring/use-api, and seed 003) puts appId first,
+  ``appId + created_from + created_to + limit + page + appSecret`` (its worked example glues
+  the appId to the first date, "65446465436742018-02-07..."); another page of the same docs
+  gives ``created_from + created_to + limit + page + appId + appSecret``. A server checking
+  the other order answers 400, as for any bad hash. So the seed's order is tried first, the
+  other on a 400, and the one that worked is kept in ``hash_order`` for the rest of this
+  connector's life (a caller may store it and hand it back as the ``hashOrder`` setting);
+  only when both are refused are the credentials wrong. ``play_recording`` has one order
+  (``appId + media + appSecret``).
 - ``/oapi/v1/call/histories`` takes at most 31 days and at most 100 rows per page, with no
   cursor and no total: pages are walked until a short one. Pages are numbered, so a call
   arriving mid-walk can shift a row onto the next page; ids already yielded are skipped.
@@ -22,10 +32,12 @@ Why it looks the way it does:
 
 ``recording_ref`` is the row's ``recording`` file name (None when empty). ``external_id``: see
 ``external_id``.
+An answer this module cannot read raises ``UnreadableAnswer`` naming the field.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import mimetypes
@@ -46,8 +58,9 @@ from service.connectors.base import (
     Outcome,
     RecordingNotFound,
     UnexpectedAnswer,
+    UnreadableAnswer,
 )
-from service.connectors.common import finite_float, first_sighting, object_list, required_text, utc, windows
+from service.connectors.common import finite_float, first_sighting, required_text, utc, windows
 from service.connectors.http import (
     NetworkPolicy,
     ProviderClient,
@@ -78,6 +91,13 @@ _OUTCOMES = {
 }
 
 
+class HashOrder(enum.StrEnum):
+    """Where appId goes in the history hash (see the module docstring)."""
+
+    APP_ID_FIRST = "appIdFirst"  # the seed's and the "Use API" page's
+    APP_ID_LAST = "appIdLast"  # the other page's
+
+
 class AntBuddyConnector:
     """One AntBuddy open-API application (appId + appSecret)."""
 
@@ -85,9 +105,15 @@ class AntBuddyConnector:
         base_url = config.get("baseUrl") or DEFAULT_BASE_URL
         if not isinstance(base_url, str):
             raise ValueError("baseUrl is malformed")
-        signature = Signature(required_text(config, "appId"), required_text(config, "appSecret"))
+        app_id, secret = required_text(config, "appId"), required_text(config, "appSecret")
+        self._signatures = {order: Signature(app_id, secret, order) for order in HashOrder}
+        stored = config.get("hashOrder")
+        # The history hash order that worked last; public so it can be stored and given back.
+        self.hash_order = HashOrder(stored) if stored in set(HashOrder) else HashOrder.APP_ID_FIRST
         self._policy = policy
-        self._client = ProviderClient(policy, base_url.strip().rstrip("/"), auth=signature)
+        self._client = ProviderClient(
+            policy, base_url.strip().rstrip("/"), auth=self._signatures[HashOrder.APP_ID_FIRST]
+        )
 
     async def check(self) -> None:
         """One signed history request over the last few minutes."""
@@ -142,11 +168,18 @@ class AntBuddyConnector:
             "limit": str(limit),
             "page": str(page),
         }
-        async with self._client.stream("GET", HISTORIES, params=params) as response:
-            with connector_errors():
-                _raise_for_status(response)
-                body = await read_json(response, self._policy)
-        return _rows(body)
+        tried = self.hash_order
+        for order in (tried, *(other for other in HashOrder if other is not tried)):
+            auth = self._signatures[order]
+            async with self._client.stream("GET", HISTORIES, params=params, auth=auth) as response:
+                if response.status_code == 400:  # a wrong hash: perhaps the other order's
+                    continue
+                with connector_errors():
+                    _raise_for_status(response)
+                    body = await read_json(response, self._policy)
+            self.hash_order = order
+            return _rows(body)
+        raise AuthenticationFailed()
 
     async def _media_url(self, media: str) -> httpx.URL:
         async with self._client.stream("GET", PLAY_RECORDING, params={"media": media}) as response:
@@ -159,17 +192,21 @@ class AntBuddyConnector:
 class Signature(httpx.Auth):
     """AntBuddy's request signing, attached by ``ProviderClient`` to requests for its origin
     only: ``appId`` first, then the request's own parameters in order, then ``hash``, the
-    sha256_hex of all their values and the app secret, plainly concatenated. The secret
-    itself never leaves this process."""
+    sha256_hex of all their values and the app secret, plainly concatenated (with
+    ``APP_ID_LAST``, appId's value goes after the others' in the hash, not in the URL). The
+    secret itself never leaves this process."""
 
-    def __init__(self, app_id: str, secret: str) -> None:
+    def __init__(self, app_id: str, secret: str, order: HashOrder = HashOrder.APP_ID_FIRST) -> None:
         self._app_id = app_id
         self._secret = secret
+        self._order = order
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        params = [("appId", self._app_id), *request.url.params.multi_items()]
-        digest = hashlib.sha256("".join([*(v for _, v in params), self._secret]).encode()).hexdigest()
-        request.url = request.url.copy_with(params=[*params, ("hash", digest)])
+        own = [v for _, v in request.url.params.multi_items()]
+        values = [*own, self._app_id] if self._order is HashOrder.APP_ID_LAST else [self._app_id, *own]
+        digest = hashlib.sha256("".join([*values, self._secret]).encode()).hexdigest()
+        params = [("appId", self._app_id), *request.url.params.multi_items(), ("hash", digest)]
+        request.url = request.url.copy_with(params=params)
         yield request
 
     def __repr__(self) -> str:
@@ -202,7 +239,7 @@ def external_id(row: Mapping[str, Any]) -> str:
 def _record(row: Mapping[str, Any]) -> CallRecord:
     stamp = finite_float(row.get("unix_timestamp"))
     if stamp is None or not 0 <= stamp < 1e14:
-        raise UnexpectedAnswer()
+        raise UnreadableAnswer("unix_timestamp")
     seconds = stamp / 1000 if stamp > 1e11 else stamp  # tolerate milliseconds
     recording = row.get("recording")
     return CallRecord(
@@ -241,7 +278,12 @@ def _number(party: Any) -> str:
 
 
 def _rows(body: Any) -> list[dict[str, Any]]:
-    return object_list(body.get("data") if isinstance(body, dict) else body)
+    """The rows of a bare array or of ``{"data": [...]}``; anything else is unreadable, never
+    an empty page."""
+    rows = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise UnreadableAnswer("data")
+    return rows
 
 
 def _url_in(body: bytes) -> str:
@@ -255,7 +297,7 @@ def _url_in(body: bytes) -> str:
         if isinstance(value, dict):
             value = next((value[k] for k in ("url", "value", "link", "data") if value.get(k)), None)
     if not isinstance(value, str) or not value.strip():
-        raise UnexpectedAnswer()
+        raise UnreadableAnswer("url")
     url: str = value.strip()
     return url
 

@@ -47,6 +47,10 @@ class CallRecord:
     # grows as rows are written, so a late row of a long call sorts after earlier ones).
     # Opaque outside the connector; None for providers listed by time only.
     position: str | None = None
+    # The provider's id of the call this row belongs to, where one call can give several rows
+    # (Kazoo: one recording per recorded leg, all naming the call's interaction id). None
+    # when each row is a call of its own.
+    call_id: str | None = None
 
 
 @dataclass(slots=True)

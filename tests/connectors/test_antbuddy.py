@@ -10,8 +10,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from service.connectors.antbuddy import DEFAULT_BASE_URL, AntBuddyConnector, external_id
-from service.connectors.base import AuthenticationFailed, Direction, Outcome, RateLimited, UnexpectedAnswer
+from service.connectors.antbuddy import DEFAULT_BASE_URL, AntBuddyConnector, HashOrder, external_id
+from service.connectors.base import (
+    AuthenticationFailed,
+    Direction,
+    Outcome,
+    RateLimited,
+    UnexpectedAnswer,
+    UnreadableAnswer,
+)
 from tests.connectors.kinds import ANTBUDDY, AntBuddyKind
 from tests.connectors.support import POLICY, assert_secret_free, digest, ids
 from tests.fakes.antbuddy import FakeAntBuddy, sha256_hex
@@ -199,3 +206,62 @@ async def test_refused_storage_url_is_not_an_authentication_failure(
         async with conn.open_recording(row["recording"]):
             pass
     assert caught.value.retryable
+
+
+# -- the hash order, and answers that cannot be read ------------------------------------------
+
+
+async def test_a_server_checking_the_other_hash_order_is_met(
+    fake: FakeAntBuddy, conn: AntBuddyConnector
+) -> None:
+    fake.hash_order = "appIdLast"
+    calls = [fake.add_call(T0 + timedelta(days=d)) for d in (1, 40)]  # two windows
+    got = await ids(conn, T0, T0 + timedelta(days=60))
+    assert sorted(got) == sorted(external_id(c) for c in calls)
+    assert conn.hash_order is HashOrder.APP_ID_LAST
+    assert fake.hash_refusals == 1  # the seed's order once, then the one that worked
+    q = fake.history_requests()[1].query
+    signed = q["created_from"] + q["created_to"] + q["limit"] + q["page"] + q["appId"] + fake.app_secret
+    assert q["hash"] == sha256_hex(signed)
+    await ids(conn, T0, T0 + timedelta(days=60))
+    assert fake.hash_refusals == 1  # remembered by this connector
+
+
+async def test_the_seed_s_order_is_tried_first(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
+    await conn.check()
+    assert fake.hash_refusals == 0 and conn.hash_order is HashOrder.APP_ID_FIRST
+
+
+async def test_a_stored_hash_order_is_tried_first(fake: FakeAntBuddy) -> None:
+    fake.hash_order = "appIdLast"
+    connector = make(fake, hashOrder="appIdLast")
+    await connector.check()
+    await connector.aclose()
+    assert fake.hash_refusals == 0 and len(fake.history_requests()) == 1
+
+
+@pytest.mark.parametrize("order", ["appIdFirst", "appIdLast"])
+async def test_wrong_secret_is_refused_in_both_orders(fake: FakeAntBuddy, order: str) -> None:
+    fake.hash_order = order
+    connector = make(fake, appSecret="wrong-secret")
+    with pytest.raises(AuthenticationFailed):
+        await connector.check()
+    await connector.aclose()
+    assert fake.hash_refusals == 2
+
+
+async def test_an_envelope_without_rows_is_unreadable_not_empty(
+    fake: FakeAntBuddy, conn: AntBuddyConnector
+) -> None:
+    fake.add_call(T0 + timedelta(hours=1))
+    fake.envelope = "other"
+    with pytest.raises(UnreadableAnswer) as caught:
+        await ids(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.field == "data" and "data" in caught.value.message
+
+
+async def test_a_row_without_a_time_names_the_field(fake: FakeAntBuddy, conn: AntBuddyConnector) -> None:
+    fake.add_call(T0 + timedelta(hours=1))["unix_timestamp"] = "yesterday"
+    with pytest.raises(UnreadableAnswer) as caught:
+        await ids(conn, T0 - timedelta(days=400), T0 + timedelta(days=1))
+    assert caught.value.field == "unix_timestamp"

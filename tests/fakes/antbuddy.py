@@ -10,8 +10,14 @@
   ``/media/{name}?sig=...`` (a signed storage URL: the sig must come back untouched).
 - ``GET /media/{name}``: the audio, streamed from a deterministic ``Blob``.
 
-Switches: ``play_shape`` ("text", "json_string", "json_url", "json_data"), ``envelope``
-("list" for a bare array, "data" for ``{"data": [...]}``), ``media_type``, ``on_history`` (a
+Switches: ``hash_order`` (which order the history hash is checked in: "appIdFirst", the
+seed's and the "Use API" page's ``appId + created_from + created_to + limit + page +
+appSecret``, docs.antbuddy.us/integration-document-guide/antring/use-api; or "appIdLast",
+``created_from + created_to + limit + page + appId + appSecret``, the order another page of
+the same docs gives; a server checking the other order than ours answers 400 like any bad
+hash), ``play_shape`` ("text", "json_string", "json_url", "json_data"), ``envelope``
+("list" for a bare array, "data" for ``{"data": [...]}``, "other" for
+``{"items": [...]}``, a shape the docs do not show: a what-if for unreadable answers), ``media_type``, ``on_history`` (a
 hook run after each history answer is built, e.g. to add a call mid-walk), ``media_base``
 (where the media URL points: the docs say "another address", so another origin; serve it
 there with ``mount_media(server)``), ``cookie`` (a ``Set-Cookie`` value on every API answer,
@@ -31,6 +37,7 @@ from urllib.parse import quote
 from tests.fakes.httpserver import Blob, FakeServer, Request, Response
 
 HISTORY_ORDER = ("appId", "created_from", "created_to", "limit", "page")
+HISTORY_ORDERS = {"appIdFirst": HISTORY_ORDER, "appIdLast": (*HISTORY_ORDER[1:], "appId")}
 _STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -55,9 +62,12 @@ class FakeAntBuddy(FakeServer):
         self.max_window = timedelta(days=max_days)
         self.max_limit = max_limit
         self.calls: list[dict[str, Any]] = []
+        self._times: list[float] = []  # each call's start, kept apart so a test may spoil the row's
         self.media: dict[str, Blob] = {}
         self.play_shape = "json_url"
         self.envelope = "list"
+        self.hash_order = "appIdFirst"
+        self.hash_refusals = 0  # history requests refused for their hash
         self.media_type = "audio/mpeg"
         self.on_history: Callable[[FakeAntBuddy], None] | None = None
         self.media_base: str | None = None  # where play_recording's URL points; None: this server
@@ -103,6 +113,7 @@ class FakeAntBuddy(FakeServer):
                 "recording": name,
             }
             self.calls.append(row)
+            self._times.append(at.timestamp())
             return row
 
     def history_requests(self) -> list[Request]:
@@ -116,8 +127,9 @@ class FakeAntBuddy(FakeServer):
 
     def _histories(self, req: Request) -> Response:
         q = req.query
-        signed = "".join(q[k] for k in HISTORY_ORDER if k in q)
+        signed = "".join(q[k] for k in HISTORY_ORDERS[self.hash_order] if k in q)
         if q.get("appId") != self.app_id or q.get("hash") != sha256_hex(signed + self.app_secret):
+            self.hash_refusals += 1
             return _bad("invalid hash")
         try:
             low, high = _parse(q["created_from"]), _parse(q["created_to"])
@@ -128,12 +140,17 @@ class FakeAntBuddy(FakeServer):
             return _bad("time range must not exceed 31 days")
         if not 1 <= limit <= self.max_limit or page < 1:
             return _bad("invalid limit or page")
-        rows = [c for c in self.calls if low.timestamp() <= c["unix_timestamp"] <= high.timestamp()]
-        rows.sort(key=lambda c: c["unix_timestamp"], reverse=True)
-        answer = rows[(page - 1) * limit : page * limit]
+        timed = [
+            (t, c)
+            for t, c in zip(self._times, self.calls, strict=True)
+            if low.timestamp() <= t <= high.timestamp()
+        ]
+        timed.sort(key=lambda pair: pair[0], reverse=True)
+        answer = [c for _, c in timed[(page - 1) * limit : page * limit]]
         if self.on_history is not None:
             self.on_history(self)
-        return self._with_cookie(Response.json(answer if self.envelope == "list" else {"data": answer}))
+        body = {"list": answer, "data": {"data": answer}, "other": {"items": answer}}[self.envelope]
+        return self._with_cookie(Response.json(body))
 
     def _play(self, req: Request) -> Response:
         q = req.query
