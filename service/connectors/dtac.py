@@ -161,14 +161,19 @@ class DtacConnector:
         raise UnexpectedAnswer("too many pages")
 
     def _record(self, row: dict[str, Any]) -> CallRecord:
+        rec_id = str(row.get("id", ""))
+        if not rec_id.isascii() or not rec_id.isdigit():  # it goes into the mediastream path
+            raise UnreadableAnswer("id")
         try:
-            rec_id = str(row["id"])
             started = datetime.strptime(str(row["timestamp"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        except (KeyError, ValueError):
+            raise UnreadableAnswer("timestamp") from None
+        try:
             duration = float(row.get("duration") or 0)
-        except (KeyError, TypeError, ValueError):
-            raise UnexpectedAnswer() from None
-        if not math.isfinite(duration) or not rec_id.isascii() or not rec_id.isdigit():
-            raise UnexpectedAnswer()
+        except (TypeError, ValueError):
+            raise UnreadableAnswer("duration") from None
+        if not math.isfinite(duration):
+            raise UnreadableAnswer("duration")
         local, remote = str(row.get("localParty") or ""), str(row.get("remoteParty") or "")
         direction = {"IN": Direction.INBOUND, "OUT": Direction.OUTBOUND}.get(
             str(row.get("direction")).upper()

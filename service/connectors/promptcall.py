@@ -291,6 +291,8 @@ def _raise_failure(body: dict[str, Any], *, not_found: type[ConnectorError] = Un
     """Turn ``{"success": false, "msg": ...}`` into a fixed error; the msg is never shown."""
     if body.get("success") is True:
         return
+    if "success" not in body:
+        raise UnreadableAnswer("success")
     msg = str(body.get("msg") or "").lower()
     if any(word in msg for word in _AUTH_WORDS):
         raise AuthenticationFailed()

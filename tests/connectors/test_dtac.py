@@ -225,3 +225,21 @@ async def test_empty_or_relative_recording_url_falls_back_to_mediastream(
     assert record.recording_ref == f"{fake.base_url}/orktrack/rest/mediastream/{call.id}"
     assert (await digest(conn, record.recording_ref)).sha256 == call.audio.sha256()  # type: ignore[union-attr]
     assert fake.requests[-1].path == f"/orktrack/rest/mediastream/{call.id}"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"timestamp": "01/05/2026 00:00"}, "timestamp"),
+        ({"id": "1 OR 1"}, "id"),
+        ({"duration": "long"}, "duration"),
+    ],
+)
+async def test_a_row_that_cannot_be_read_names_its_field(
+    fake: FakeDtac, conn: DtacConnector, override: dict[str, str], field: str
+) -> None:
+    fake.add_call(T0)
+    fake.row_fields = override
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(hours=1))
+    assert caught.value.field == field

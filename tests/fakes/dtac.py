@@ -28,6 +28,8 @@ Switches for how real servers misbehave (each with its source):
   they ask ``page=N+1`` until a short page.
 - ``recording_url``: ``"absolute"`` (default), ``"empty"`` or ``"relative"``; public clients
   ignore the field and fetch ``/orktrack/rest/mediastream/{id}``.
+- ``row_fields``: values merged into every row, for rows a connector cannot read (issue 10,
+  item 7: that is an error naming the field, never a skipped row).
 
 Helpers: ``add_call(start, ...)`` -> ``DtacCall`` (``audio`` is a ``Blob`` or None),
 ``expire_tokens()``; settings ``username``, ``password``, ``max_pagesize``, ``max_results``,
@@ -83,6 +85,7 @@ class FakeDtac(FakeServer):
         self.strict_query = False
         self.next_page_uri = True
         self.recording_url: Literal["absolute", "empty", "relative"] = "absolute"
+        self.row_fields: dict[str, Any] = {}
         self.tokens = Tokens(token_lifetime)
         self.calls: dict[int, DtacCall] = {}
         self.route("POST", r"/orktrack/rest/user/login", self._login)
@@ -182,6 +185,7 @@ class FakeDtac(FakeServer):
             "remoteParty": call.remote_party,
             "direction": call.direction,
             "recordingURL": url if call.audio else "",
+            **self.row_fields,
         }
 
     def _audio(self, req: Request) -> Response:
