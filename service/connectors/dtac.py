@@ -1,7 +1,10 @@
 """DTAC OneCall voice record: an OrecX OrkTrack server, read over its REST API.
 
-What the sources say (public OrkTrack clients written against DTAC's own host,
-onecallvoicerecord.dtac.co.th, found in public GitHub code; PROVIDERS.md; issue 10):
+What the sources say: PROVIDERS.md; issue 10; and public OrkTrack clients written against
+DTAC's own host, onecallvoicerecord.dtac.co.th, found by content in public GitHub code (the
+code index names their files, not their repositories): a PHP ``Services/OneCallClient.php``
+with ``api/sync/process_single.php``, TypeScript ``lib/oreka.ts`` clients and their audio
+routes, a React talk-time dashboard, and a Node server with a userscript relaying the token.
 
 - Login is ``POST /orktrack/rest/user/login?version=orktrack&accesspolicy=all&licenseinfo=true``
   with HTTP Basic credentials and an empty body; the answer's ``accesstoken`` goes bare in
@@ -22,13 +25,16 @@ onecallvoicerecord.dtac.co.th, found in public GitHub code; PROVIDERS.md; issue 
   ``includeprograms``, which only widen rows and are not sent. Clients page by ``page=N``
   and stop at a short page (one also requires ``nextPageUri``, the rest never read it), so
   pages are asked by number here too and ``nextPageUri`` is ignored: the walk never leaves
-  the configured origin. ``pagesize`` is at most 500 (the most clients ask for against this
-  host; others ask 1000 to 10000 against other deployments). A range answering
+  the configured origin. Sources disagree on ``pagesize`` too (the Node server 500, one
+  TypeScript client 1000, the PHP client 5000, the dashboard 10000) and none says what the
+  server caps, so 500 is asked, and a smaller ``pageSize`` in the answer is taken as the
+  page size when telling a short page. A range answering
   ``limitReached`` is split in half rather than read short. Rows are kept by their own
   ``timestamp`` (UTC, ``YYYY-MM-DD HH:MM:SS``), so a call on a window edge belongs to exactly
   one window whether the server's ends are inclusive or not, and a row repeated by a shifting
   page (one client guards against this "offset pagination race") is yielded once.
-- Audio: clients fetch ``/orktrack/rest/mediastream/{id}`` with the token, not the row's
+- Audio: clients fetch ``/orktrack/rest/mediastream/{id}`` with the token (one also puts it
+  in the query as ``at=``, which we never do: URLs get logged), not the row's
   ``recordingURL``. So an absolute ``recordingURL`` is used as given, and an empty or relative
   one falls back to the mediastream URL on the configured base. Any URL is fetched with the
   token, so one on another origin (another host or port, or ``http://`` for an ``https://``
