@@ -215,6 +215,15 @@ async def test_pages_are_asked_by_number_without_next_page_uri(fake: FakeDtac, c
     assert [r.external_id for r in await collect(conn, T0, T0 + timedelta(days=1))] == inside
 
 
+async def test_a_server_serving_smaller_pages_than_asked_is_read_to_the_end(
+    fake: FakeDtac, conn: DtacConnector
+) -> None:
+    fake.page_cap = 5  # pages of 5 although 7 are asked, with "pageSize": 5
+    inside = spread(fake, 23, T0, timedelta(minutes=10))
+    assert [r.external_id for r in await collect(conn, T0, T0 + timedelta(days=1))] == inside
+    assert len([r for r in fake.requests if r.path == LIST]) == 5
+
+
 @pytest.mark.parametrize("shape", ["empty", "relative"])
 async def test_empty_or_relative_recording_url_falls_back_to_mediastream(
     fake: FakeDtac, conn: DtacConnector, shape: str

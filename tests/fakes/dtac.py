@@ -28,6 +28,8 @@ Switches for how real servers misbehave (each with its source):
   they ask ``page=N+1`` until a short page.
 - ``recording_url``: ``"absolute"`` (default), ``"empty"`` or ``"relative"``; public clients
   ignore the field and fetch ``/orktrack/rest/mediastream/{id}``.
+- ``page_cap``: serve at most this many rows a page, whatever ``pagesize`` asks, and say so
+  in ``pageSize`` (inferred: clients ask 500 to 10000 and none says what the server caps).
 - ``row_fields``: values merged into every row, for rows a connector cannot read (issue 10,
   item 7: that is an error naming the field, never a skipped row).
 
@@ -86,6 +88,7 @@ class FakeDtac(FakeServer):
         self.next_page_uri = True
         self.recording_url: Literal["absolute", "empty", "relative"] = "absolute"
         self.row_fields: dict[str, Any] = {}
+        self.page_cap: int | None = None
         self.tokens = Tokens(token_lifetime)
         self.calls: dict[int, DtacCall] = {}
         self.route("POST", r"/orktrack/rest/user/login", self._login)
@@ -152,6 +155,7 @@ class FakeDtac(FakeServer):
             self.drop_objects -= 1
             return Response.json({"resultCount": 0})
         cap = min(self.max_results, asked_max) if asked_max > 0 else self.max_results
+        size = min(size, self.page_cap or size)
         hits = sorted(
             (c for c in self.calls.values() if start <= c.start <= end), key=lambda c: (c.start, c.id)
         )
