@@ -9,15 +9,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.connectors.base import CallRecord, Direction, Outcome, UnexpectedAnswer
+from service.connectors.base import (
+    AuthenticationFailed,
+    CallRecord,
+    Direction,
+    Outcome,
+    UnexpectedAnswer,
+    UnreadableAnswer,
+)
 from service.connectors.dtac import DEFAULT_BASE_URL, DtacConnector
-from tests.connectors.kinds import DTAC, DtacKind
+from tests.connectors.kinds import DTAC, DtacKind, SmallPages
 from tests.connectors.support import POLICY, collect, digest
 from tests.fakes.dtac import FakeDtac
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 LIST = DTAC.LIST
 make = DTAC.make
+
+
+class QuickRenewal(SmallPages):
+    backoff_base = 0.001
 
 
 @pytest.fixture
@@ -63,7 +74,9 @@ async def test_listing_walks_every_window_and_page_once(fake: FakeDtac, conn: Dt
     assert [r.external_id for r in records] == inside
     pages = [r for r in fake.requests if r.path == LIST]
     assert {p.query["startdate"] for p in pages} == {"20260501_000000", "20260502_000000", "20260503_000000"}
-    assert len(pages) == 3 + 3 + 3  # 21, 20 and 19 rows in pages of 7
+    # 21, 21 and 18 rows in pages of 7: a full last page is followed by an empty one, since
+    # pages are asked by number until a short page, as public clients do
+    assert len(pages) == 4 + 4 + 3
 
 
 async def test_boundary_calls_belong_to_one_window(fake: FakeDtac, conn: DtacConnector) -> None:
@@ -94,7 +107,8 @@ async def test_listing_normalises_rows(fake: FakeDtac, conn: DtacConnector) -> N
         recording_ref=f"{fake.base_url}/orktrack/rest/recordings/{call.id}/audio",
     )
     assert second.external_id == str(missed.id) and second.direction is Direction.OUTBOUND
-    assert second.recording_ref is None
+    # no recordingURL: the mediastream URL public clients fetch for every row
+    assert second.recording_ref == f"{fake.base_url}/orktrack/rest/mediastream/{missed.id}"
 
 
 async def test_token_expiry_mid_walk_logs_in_again(fake: FakeDtac, conn: DtacConnector) -> None:
@@ -106,14 +120,6 @@ async def test_token_expiry_mid_walk_logs_in_again(fake: FakeDtac, conn: DtacCon
             fake.expire_tokens()  # the next page answers 403
     assert seen == inside
     assert fake.tokens.issued == 2
-
-
-async def test_next_page_on_another_origin_is_refused(fake: FakeDtac, conn: DtacConnector) -> None:
-    spread(fake, 10, T0, timedelta(minutes=10))
-    fake.link_base = "http://127.0.0.2:9"
-    with pytest.raises(UnexpectedAnswer):
-        await collect(conn, T0, T0 + timedelta(days=1))
-    assert all(r.path != LIST or r.query["page"] == "1" for r in fake.requests)
 
 
 async def test_over_wide_pages_are_refused_by_the_fake(fake: FakeDtac) -> None:
@@ -135,3 +141,114 @@ async def test_recording_after_token_expiry_logs_in_again(fake: FakeDtac, conn: 
     fake.expire_tokens()
     assert record.recording_ref is not None
     assert (await digest(conn, record.recording_ref)).sha256 == call.audio.sha256()  # type: ignore[union-attr]
+
+
+async def test_stale_token_answered_200_on_audio_logs_in_again(fake: FakeDtac, conn: DtacConnector) -> None:
+    call = fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    fake.stale_as_200, fake.recording_url = True, "empty"
+    fake.expire_tokens()  # the audio request answers 200 {"error": "invalid access token"}
+    assert record.recording_ref is not None
+    assert (await digest(conn, record.recording_ref)).sha256 == call.audio.sha256()  # type: ignore[union-attr]
+    assert fake.tokens.issued == 2
+
+
+# -- how the real server behaves (issue 10, item 5) ----------------------------------------
+
+
+async def test_stale_token_answered_200_logs_in_again_and_retries_the_page(
+    fake: FakeDtac, conn: DtacConnector
+) -> None:
+    """DTAC may answer an expired token with HTTP 200 and an error body: not an empty page."""
+    fake.stale_as_200 = True
+    inside = spread(fake, 30, T0, timedelta(minutes=10))
+    seen: list[str] = []
+    async for record in conn.list_calls(T0, T0 + timedelta(days=1)):
+        seen.append(record.external_id)
+        if len(seen) == 3:
+            fake.expire_tokens()  # the next page answers 200 {"error": "invalid access token"}
+    assert seen == inside
+    assert fake.tokens.issued == 2
+    pages = [r.query["page"] for r in fake.requests if r.path == LIST]
+    assert pages == ["1", "2", "2", "3", "4", "5"]  # page 2 asked again with the new token
+
+
+async def test_token_stale_after_every_login_is_authentication_failed(fake: FakeDtac) -> None:
+    fake.stale_as_200 = True
+    fake.tokens.lifetime = 0.0  # every token is stale as soon as it is issued
+    spread(fake, 3, T0, timedelta(minutes=10))
+    connector = make(fake, QuickRenewal)
+    with pytest.raises(AuthenticationFailed):
+        await collect(connector, T0, T0 + timedelta(days=1))
+    await connector.aclose()
+    assert fake.tokens.issued > 2  # more than one renewal before giving up
+
+
+async def test_answer_without_objects_is_unreadable_not_empty(fake: FakeDtac, conn: DtacConnector) -> None:
+    spread(fake, 10, T0, timedelta(minutes=10))
+    fake.drop_objects = 1  # HTTP 200 {"resultCount": 0}
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.field == "objects" and "objects" in caught.value.message
+
+
+async def test_listing_asks_as_public_clients_do(fake: FakeDtac, conn: DtacConnector) -> None:
+    fake.strict_query = True  # 400 without sort and maxresults
+    inside = spread(fake, 10, T0, timedelta(minutes=10))
+    assert [r.external_id for r in await collect(conn, T0, T0 + timedelta(days=1))] == inside
+    first, second = [r.query for r in fake.requests if r.path == LIST]
+    assert first == {
+        "range": "custom",
+        "startdate": "20260501_000000",
+        "enddate": "20260502_000000",
+        "sort": "",
+        "page": "1",
+        "pagesize": "7",
+        "maxresults": "-1",
+    }
+    assert second == {**first, "page": "2"}
+
+
+async def test_pages_are_asked_by_number_without_next_page_uri(fake: FakeDtac, conn: DtacConnector) -> None:
+    fake.next_page_uri = False  # public clients never read it
+    inside = spread(fake, 30, T0, timedelta(minutes=10))
+    assert [r.external_id for r in await collect(conn, T0, T0 + timedelta(days=1))] == inside
+
+
+async def test_a_server_serving_smaller_pages_than_asked_is_read_to_the_end(
+    fake: FakeDtac, conn: DtacConnector
+) -> None:
+    fake.page_cap = 5  # pages of 5 although 7 are asked, with "pageSize": 5
+    inside = spread(fake, 23, T0, timedelta(minutes=10))
+    assert [r.external_id for r in await collect(conn, T0, T0 + timedelta(days=1))] == inside
+    assert len([r for r in fake.requests if r.path == LIST]) == 5
+
+
+@pytest.mark.parametrize("shape", ["empty", "relative"])
+async def test_empty_or_relative_recording_url_falls_back_to_mediastream(
+    fake: FakeDtac, conn: DtacConnector, shape: str
+) -> None:
+    fake.recording_url = shape  # type: ignore[assignment]
+    call = fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.recording_ref == f"{fake.base_url}/orktrack/rest/mediastream/{call.id}"
+    assert (await digest(conn, record.recording_ref)).sha256 == call.audio.sha256()  # type: ignore[union-attr]
+    assert fake.requests[-1].path == f"/orktrack/rest/mediastream/{call.id}"
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"timestamp": "01/05/2026 00:00"}, "timestamp"),
+        ({"id": "1 OR 1"}, "id"),
+        ({"duration": "long"}, "duration"),
+    ],
+)
+async def test_a_row_that_cannot_be_read_names_its_field(
+    fake: FakeDtac, conn: DtacConnector, override: dict[str, str], field: str
+) -> None:
+    fake.add_call(T0)
+    fake.row_fields = override
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(hours=1))
+    assert caught.value.field == field

@@ -6,14 +6,25 @@ What every connector must do (bad credentials, faults, streaming) is in test_con
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from service.connectors.base import AuthenticationFailed, CallRecord, Direction, Outcome, UnexpectedAnswer
+from service.connectors.base import (
+    AuthenticationFailed,
+    CallRecord,
+    Direction,
+    Outcome,
+    RecordingNotFound,
+    UnexpectedAnswer,
+    UnreadableAnswer,
+)
 from service.connectors.promptcall import PromptCallConnector
+from service.errors import InvalidArgument
+from service.kinds.promptcall import KIND
 from tests.connectors.kinds import PROMPTCALL, PromptCallKind
-from tests.connectors.support import collect, digest
+from tests.connectors.support import POLICY, collect, digest
 from tests.fakes.promptcall import FakePromptCall
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -115,7 +126,10 @@ async def test_listing_normalises_rows(fake: FakePromptCall, conn: PromptCallCon
         callee="0812345678",
         direction=Direction.OUTBOUND,
         outcome=Outcome.ANSWERED,
-        recording_ref=out.uniqueid,
+        recording_ref=(
+            f"uniqueid={out.uniqueid}&filename={out.uniqueid}.wav"
+            "&src=201&dst=0812345678&calldate=2026-05-01+07%3A00%3A00"
+        ),
     )
     assert (second.external_id, second.direction, second.outcome) == (
         missed.uniqueid,
@@ -153,3 +167,107 @@ async def test_recording_with_revoked_key_is_authentication_failed(
     fake.api_secret = "rotated"
     with pytest.raises(AuthenticationFailed):
         await digest(conn, cdr.uniqueid)
+
+
+# -- what the documentation leaves open (issue 10, item 6) -----------------------------------
+
+
+async def test_time_zone_defaults_to_bangkok(fake: FakePromptCall, conn: PromptCallConnector) -> None:
+    cdr = fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.started_at == T0 == cdr.start
+    assert fake.requests[0].query["startTime"] == "2026-05-01 07:00:00"
+    assert KIND.readable({}, KIND.by_name["timeZone"].read_as) == {"timeZone": "Asia/Bangkok"}
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Sao_Paulo", "Europe/Berlin"])
+async def test_cdr_times_are_read_in_the_providers_time_zone(fake: FakePromptCall, zone: str) -> None:
+    fake.tz = ZoneInfo(zone)  # the PBX's wall clock
+    inside = spread(fake, 12, T0, timedelta(hours=2))
+    fake.add_call(T0 - timedelta(minutes=1))
+    fake.add_call(T0 + timedelta(days=1))
+    connector = make(fake, timeZone=zone)
+    records = await collect(connector, T0, T0 + timedelta(days=1))
+    await connector.aclose()
+    assert [(r.external_id, r.started_at) for r in records] == [
+        (uid, fake.calls[uid].start) for uid in inside
+    ]
+    expected = T0.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    assert fake.requests[0].query["startTime"] == expected
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "../../etc/passwd", "UTC+7", 7])
+def test_time_zone_setting_must_be_an_iana_zone(bad: object) -> None:
+    config = {"baseUrl": "https://pbx.example.com", "apiKey": "k", "apiSecret": "s", "timeZone": bad}
+    with pytest.raises(InvalidArgument) as caught:
+        KIND.validate(config, policy=POLICY)
+    assert "config.timeZone" in str(caught.value)
+
+
+@pytest.mark.parametrize("lookup", ["filename", "src+dst+calldate"])
+async def test_recording_falls_back_to_the_other_documented_lookups(
+    fake: FakePromptCall, conn: PromptCallConnector, lookup: str
+) -> None:
+    fake.recapi_lookups = {lookup}  # this PBX answers only that look-up
+    cdr = fake.add_call(T0, src="0899999999", dst="205")
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.recording_ref is not None
+    assert cdr.audio is not None and (await digest(conn, record.recording_ref)).sha256 == cdr.audio.sha256()
+    asked = [r.query for r in fake.requests if r.path == PROMPTCALL.REC]
+    assert asked[0] == {"uniqueid": cdr.uniqueid}  # the documented look-up first
+    wanted = (
+        {"filename": f"{cdr.uniqueid}.wav"}
+        if lookup == "filename"
+        else {"src": "0899999999", "dst": "205", "calldate": "2026-05-01 07:00:00"}
+    )
+    assert asked[-1] == wanted
+
+
+async def test_recording_no_lookup_finds_is_not_found(
+    fake: FakePromptCall, conn: PromptCallConnector
+) -> None:
+    fake.recapi_lookups = set()
+    fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.recording_ref is not None
+    with pytest.raises(RecordingNotFound):
+        await digest(conn, record.recording_ref)
+    assert len([r for r in fake.requests if r.path == PROMPTCALL.REC]) == 3
+
+
+async def test_revoked_key_stops_the_lookups(fake: FakePromptCall, conn: PromptCallConnector) -> None:
+    fake.add_call(T0)
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    fake.api_secret = "rotated"
+    with pytest.raises(AuthenticationFailed):
+        await digest(conn, str(record.recording_ref))
+    assert len([r for r in fake.requests if r.path == PROMPTCALL.REC]) == 1
+
+
+async def test_other_cdr_column_names_are_read(fake: FakePromptCall, conn: PromptCallConnector) -> None:
+    fake.columns = {"calldate": "start", "recordingfile": "record"}
+    fake.recapi_lookups = {"filename"}
+    cdr = fake.add_call(T0 + timedelta(minutes=5))
+    [record] = await collect(conn, T0, T0 + timedelta(hours=1))
+    assert record.started_at == cdr.start
+    assert (
+        cdr.audio is not None and (await digest(conn, str(record.recording_ref))).sha256 == cdr.audio.sha256()
+    )
+
+
+async def test_answer_without_value_is_unreadable_not_empty(
+    fake: FakePromptCall, conn: PromptCallConnector
+) -> None:
+    spread(fake, 3, T0, timedelta(hours=1))
+    fake.drop_value = 1  # {"success": true}
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.field == "value"
+
+
+async def test_row_without_a_time_is_unreadable(fake: FakePromptCall, conn: PromptCallConnector) -> None:
+    fake.columns = {"calldate": "when"}
+    fake.add_call(T0)
+    with pytest.raises(UnreadableAnswer) as caught:
+        await collect(conn, T0, T0 + timedelta(days=1))
+    assert caught.value.field == "calldate"

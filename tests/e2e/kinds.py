@@ -62,7 +62,7 @@ PROFILES = [
         fake=FakePromptCall,
         config=lambda f: {"baseUrl": f.base_url, "apiKey": f.api_key, "apiSecret": f.api_secret},
         secret_field="apiSecret",
-        read=lambda f: {"baseUrl": f.base_url},
+        read=lambda f: {"baseUrl": f.base_url, "config": {"timeZone": "Asia/Bangkok"}},  # the default
         preview=lambda f: _host(f),
         record=lambda f, at: f.add_call(at, size=48_000).audio,
     ),

@@ -35,6 +35,7 @@ from service.storage.db import Database
 from service.storage.migrate import upgrade
 from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc
 from tests.fakes.antbuddy import FakeAntBuddy
+from tests.fakes.dtac import FakeDtac
 from tests.fakes.httpserver import Fault, Request
 from tests.fakes.kazoo import FakeKazoo, FakeRecording
 
@@ -667,3 +668,36 @@ def test_interval_comes_from_the_provider_settings_and_backoff_is_capped_by_it()
     waits = [failure_backoff(n, timedelta(minutes=5)) for n in range(1, 6)]
     assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5)]
     assert failure_backoff(10_000, timedelta(hours=1)) == timedelta(hours=1)
+
+
+# -- answers a connector cannot read (issue 10, items 5 and 7) ---------------------------
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_a_dtac_answer_without_objects_fails_the_pull_and_keeps_the_cursor(env: Env) -> None:
+    """Today's clients read such an answer as an empty page; the pull would then move the
+    cursor past the calls it never saw."""
+    with FakeDtac() as dtac:
+        calls = [dtac.add_call(NOW - timedelta(hours=h), size=4096 + h) for h in (30, 5, 2)]
+        config = {"baseUrl": dtac.base_url, "username": dtac.username, "password": dtac.password}
+        provider_id = await env.providers.create(
+            env.business_id, kind="dtac", name="DTAC", config=config, is_active=True
+        )
+        puller = await env.puller()
+        dtac.drop_objects = 1_000  # every listing answers HTTP 200 {"resultCount": 0}
+
+        job = await puller.pull(provider_id)
+
+        message = "unexpected answer from provider: objects"
+        assert (job.state, job.error) == ("failed", message)
+        state = await env.state(provider_id)
+        assert (state.last_error, state.cursor) == (message, None)
+        assert (await env.providers.get(env.business_id, provider_id)).last_sync_error == message
+        assert await env.rows(provider_id) == []
+
+        dtac.drop_objects = 0
+        assert (await puller.pull(provider_id)).state == "succeeded"
+        rows = await env.rows(provider_id)
+        assert sorted(r.external_id for r in rows) == sorted(str(c.id) for c in calls)
+        assert all(r.processing_status == "stored" for r in rows)
+        assert dtac.handler_errors == []
