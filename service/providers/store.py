@@ -21,7 +21,9 @@ from service.kinds.base import KEPT, ProviderKind, ReadAs
 from service.providers.connection import ConnectionChecker
 from service.sealing import Keyring, SealContext
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, SyncJob, utcnow
+from service.storage.models import Provider, ProviderSecret, Recording, utcnow
+from service.sync.queue import forget_provider
+from service.sync.state import last_error
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
 NAME_MIN, NAME_MAX = 2, 60
@@ -120,10 +122,9 @@ class ProviderStore:
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
-            sync = await session.get(ProviderSync, provider_id)
         spec = self._readable_kind(row)
         return ProviderDetails(
-            last_sync_error=sync.last_error if sync else None,
+            last_sync_error=await last_error(self._db, row.id),
             id=row.id,
             kind=row.kind,
             name=row.name,
@@ -185,21 +186,10 @@ class ProviderStore:
             recordings = list(
                 (await session.exec(select(Recording.id).where(col(Recording.provider_id) == row.id))).all()
             )
-            # Audio not fetched yet can never be now: say so rather than leave it pending.
-            await session.exec(
-                update(Recording)
-                .where(col(Recording.provider_id) == row.id, col(Recording.processing_status) == "pending")
-                .values(processing_status="failed", last_error="provider deleted")
-            )
+            await forget_provider(session, row.id)  # its sync jobs and state, and pending audio
             await session.exec(
                 update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
             )
-            await session.exec(
-                update(SyncJob)
-                .where(col(SyncJob.provider_id) == row.id, col(SyncJob.state) == "queued")
-                .values(state="failed", error="provider deleted", finished_at=utcnow())
-            )
-            await session.exec(delete(ProviderSync).where(col(ProviderSync.provider_id) == row.id))
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
             await session.commit()

@@ -27,13 +27,15 @@ from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
-from service.recordings.lease import Lease, ensure_state
-from service.recordings.progress import Progress, start_job
-from service.recordings.puller import ProviderBusy, Puller, failure_backoff, interval_of
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
-from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.storage.models import JobState, Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.sync.lease import Lease
+from service.sync.queue import Progress, claim
+from service.sync.runner import ProviderBusy, interval_of
+from service.sync.scheduler import Puller
+from service.sync.state import ensure_state, failure_backoff
 from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.httpserver import Fault, Request
 from tests.fakes.kazoo import FakeKazoo, FakeRecording
@@ -257,7 +259,9 @@ async def test_pulls_store_every_recording_once_and_find_only_new_calls(
     late = [kazoo.add_recording(datetime.now(UTC) - timedelta(minutes=m), audio_size=999 + m) for m in (3, 1)]
     kazoo.clear_requests()
     third = await puller.pull(provider_id)
-    assert (third.state, third.recordings_stored, third.calls_seen) == ("succeeded", 2, 2)
+    # Every pull re-reads the trailing day for late rows: the six calls of the last day are
+    # listed again (and left alone), the two new ones downloaded.
+    assert (third.state, third.recordings_stored, third.calls_seen) == ("succeeded", 2, 2 + 6)
     assert len(audio_requests(kazoo)) == 2
     await assert_stored_once(env, provider_id, calls + late)
     text = logged(caplog)
@@ -444,7 +448,7 @@ async def crashed_mid_pull(env: Env, provider_id: str, registry: ProcessRegistry
     running with some counters; `registry` is that process, and beats no more unless told to."""
     await ensure_state(env.db, provider_id, env.business_id)
     assert await Lease(env.db, registry, seconds=120).claim(provider_id)
-    stale = await start_job(env.db, provider_id, env.business_id, registry.id, None)
+    stale = await claim(env.db, provider_id, env.business_id, registry.id, None)
     assert stale is not None and stale.runner == registry.id
     stale.recordings_stored, stale.bytes_stored = 5, 5000
     await Progress(env.db, stale).save()
@@ -484,7 +488,7 @@ async def test_a_killed_holder_is_taken_over_in_seconds_and_its_job_continued(
     assert [j.id for j in await env.jobs(provider_id)] == [stale.id]  # no second job
     await assert_stored_once(env, provider_id, calls)
     # The killed process's writes, were it to wake, no longer land on the job.
-    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    await Progress(env.db, stale).finish(JobState.FAILED, "lease lost to another process")
     assert (await env.job(stale.id)).state == "succeeded"
 
 
@@ -534,7 +538,7 @@ async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_
     loser = await env.process("loser")  # alive, but it stopped renewing its lease
     await ensure_state(env.db, provider_id, env.business_id)
     assert await Lease(env.db, loser, seconds=0.5).claim(provider_id)
-    stale = await start_job(env.db, provider_id, env.business_id, loser.id, None)
+    stale = await claim(env.db, provider_id, env.business_id, loser.id, None)
     assert stale is not None
     puller = await env.puller(owner="survivor")
 
@@ -544,7 +548,7 @@ async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_
     job = await puller.pull(provider_id)
 
     assert (job.id, job.state, job.runner) == (stale.id, "succeeded", "survivor")
-    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    await Progress(env.db, stale).finish(JobState.FAILED, "lease lost to another process")
     assert (await env.job(stale.id)).state == "succeeded"
     await assert_stored_once(env, provider_id, calls)
 
@@ -616,7 +620,8 @@ async def test_request_sync_wakes_the_loop_which_finishes_the_job(env: Env, kazo
         await wait_for(lambda: _finished(env, provider_id, 2), within=5)
 
         manual = await env.job(queued.id)
-        assert (manual.state, manual.recordings_stored, manual.calls_seen) == ("succeeded", 1, 1)
+        # The two earlier calls are in the trailing day every pull re-reads: listed, not fetched.
+        assert (manual.state, manual.recordings_stored, manual.calls_seen) == ("succeeded", 1, 1 + 2)
         assert manual.started_at is not None and manual.finished_at is not None
         await assert_stored_once(env, provider_id, [*calls, late])
         assert await env.jobs(inactive_id) == []

@@ -19,9 +19,9 @@ from sqlmodel import SQLModel, col
 from service.connectors.base import CallRecord, Direction
 from service.ids import uuid7
 from service.recordings.phones import normalize
-from service.storage.models import Recording
+from service.storage.models import Recording, RecordingStatus
 
-PENDING, STORED, FAILED, NO_AUDIO = "pending", "stored", "failed", "no_audio"
+PENDING, NO_AUDIO = RecordingStatus.PENDING, RecordingStatus.NO_AUDIO
 KEY = ("business_id", "origin", "external_id")
 MAX_EXTERNAL_ID = 200
 MAX_REF = 2000
