@@ -25,6 +25,7 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
+from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.sealing import Keyring, generate_key
@@ -37,8 +38,11 @@ from service.sync.runner import ProviderBusy, interval_of
 from service.sync.scheduler import Puller
 from service.sync.state import ensure_state, failure_backoff
 from tests.fakes.antbuddy import FakeAntBuddy
+from tests.fakes.dtac import FakeDtac
 from tests.fakes.httpserver import Fault, Request
 from tests.fakes.kazoo import FakeKazoo, FakeRecording
+from tests.fakes.ledger import FakeLedger
+from tests.sixth_kind.kind import KIND as LEDGER
 
 POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
 SYNC = replace(
@@ -672,3 +676,139 @@ def test_interval_comes_from_the_provider_settings_and_backoff_is_capped_by_it()
     waits = [failure_backoff(n, timedelta(minutes=5)) for n in range(1, 6)]
     assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5)]
     assert failure_backoff(10_000, timedelta(hours=1)) == timedelta(hours=1)
+
+
+# -- late rows, audio not ready, unreadable answers (the sixth kind: tests/sixth_kind/) --
+
+
+@pytest.fixture
+def ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLedger]:
+    """The test-only sixth kind, registered the one way a kind is: its KIND in the registry."""
+    monkeypatch.setitem(KINDS, LEDGER.name, LEDGER)
+    with FakeLedger() as fake:
+        yield fake
+        assert fake.handler_errors == []
+
+
+async def ledger_provider(env: Env, fake: FakeLedger) -> str:
+    config = {"baseUrl": fake.base_url, "token": fake.token}
+    return await env.providers.create(
+        env.business_id, kind="ledger", name="Ledger", config=config, is_active=True
+    )
+
+
+async def statuses(env: Env, provider_id: str) -> dict[str, tuple[str, str | None]]:
+    return {r.external_id: (r.processing_status, r.last_error) for r in await env.rows(provider_id)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_rows_written_late_are_found_beyond_the_highest_position(env: Env, ledger: FakeLedger) -> None:
+    """A call longer than any window is written when it ends, its start long before the
+    last pull: the puller stores the highest position it listed and asks for rows beyond it."""
+    first = [ledger.add_call(NOW - timedelta(hours=h)) for h in (5, 1)]
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 2)
+    assert (await env.state(provider_id)).position == "2"
+
+    # Eight more rows make ids reach 10, so "10" must count above "9" (not as text).
+    late = [ledger.add_call(NOW - timedelta(days=2, hours=h)) for h in range(8)]
+    ledger.clear_requests()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 8)
+    [listing] = [r for r in ledger.requests if r.path == "/calls"]
+    assert listing.query["after"] == "2"
+    assert (await env.state(provider_id)).position == "10"
+    assert set(await statuses(env, provider_id)) == {str(c.id) for c in first + late}
+
+    ledger.clear_requests()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 0, 0)
+    [listing] = [r for r in ledger.requests if r.path == "/calls"]
+    assert listing.query["after"] == "10"
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_audio_not_ready_stays_pending_then_is_stored(env: Env, ledger: FakeLedger) -> None:
+    """Audio the provider lists but 404s "not ready" for a while: pending with the reason,
+    tried again on each pull without spending its failed attempts, then stored."""
+    call = ledger.add_call(NOW - timedelta(minutes=30))
+    ledger.audio_not_ready(call.id, answers=SYNC.recording_attempts + 1)  # more than the attempt budget
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    for _ in range(SYNC.recording_attempts + 1):
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 0, 0)
+        assert await statuses(env, provider_id) == {str(call.id): ("pending", "recording not ready yet")}
+    [row] = await env.rows(provider_id)
+    assert row.attempts == 0
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    assert await statuses(env, provider_id) == {str(call.id): ("stored", None)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_audio_never_ready_fails_with_the_reason_after_the_age_limit(
+    env: Env, ledger: FakeLedger
+) -> None:
+    call = ledger.add_call(NOW - timedelta(minutes=30))
+    ledger.audio_not_ready(call.id, answers=1000)
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller(audio_wait_hours=0.0005)  # under two seconds
+    job = await puller.pull(provider_id)
+    assert await statuses(env, provider_id) == {str(call.id): ("pending", "recording not ready yet")}
+    await asyncio.sleep(2.0)
+    job = await puller.pull(provider_id)
+    assert (job.state, job.failures) == ("succeeded", 1)
+    [(status, reason)] = (await statuses(env, provider_id)).values()
+    assert status == "failed"
+    assert reason is not None and reason.startswith("recording not ready yet; gave up after")
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_an_unreadable_answer_fails_the_pull_naming_the_field_and_keeps_the_cursor(
+    env: Env, ledger: FakeLedger
+) -> None:
+    ledger.add_call(NOW - timedelta(hours=1))
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    assert (await puller.pull(provider_id)).state == "succeeded"
+    before = await env.state(provider_id)
+
+    ledger.unreadable = True
+    ledger.add_call(NOW - timedelta(minutes=5))
+    job = await puller.pull(provider_id)
+    assert (job.state, job.error) == ("failed", "unexpected answer from provider: calls")
+    after = await env.state(provider_id)
+    assert (after.cursor, after.position) == (before.cursor, before.position) == (before.cursor, "1")
+    assert after.last_error == "unexpected answer from provider: calls"
+    details = await env.providers.get(env.business_id, provider_id)
+    assert details.last_sync_error == "unexpected answer from provider: calls"
+
+    ledger.unreadable = False
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    assert (await env.providers.get(env.business_id, provider_id)).last_sync_error is None
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_rows_listed_by_time_are_re_read_over_the_trailing_day(env: Env) -> None:
+    """A provider listed by start time only (DTAC): a call written after the last pull with
+    a start five hours before it is found, because every pull re-reads the last day."""
+    with FakeDtac() as dtac:
+        dtac.add_call(NOW - timedelta(hours=2))
+        config = {"baseUrl": dtac.base_url, "username": dtac.username, "password": dtac.password}
+        provider_id = await env.providers.create(
+            env.business_id, kind="dtac", name="DTAC", config=config, is_active=True
+        )
+        puller = await env.puller()
+        assert (await puller.pull(provider_id)).recordings_stored == 1
+        assert (await env.state(provider_id)).position is None
+
+        late = dtac.add_call(NOW - timedelta(hours=5))
+        too_old = dtac.add_call(NOW - timedelta(hours=30))  # outside the day: not re-read
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        listed = {r.external_id for r in await env.rows(provider_id)}
+        assert str(late.id) in listed and str(too_old.id) not in listed
