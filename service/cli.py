@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from service import logs
-from service.admin import Admin, AdminError, keys_in_use, reseal_all
+from service.admin import Admin, AdminError
 from service.auth import Scope
 from service.blobs.factory import blob_store, close_blob_store
+from service.canary import check_canaries, forget_canary
 from service.config import Settings
 from service.keys import MissingMasterKeys, load_keyring
+from service.processes import ProcessRegistry
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import set_retention
+from service.rotation import RotationRefused, reseal_fleet, still_needed
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
 from service.storage.migrate import upgrade
@@ -35,9 +38,10 @@ async def _serve(settings: Settings) -> None:
     from service.server import Server, Service
 
     server = Server(Service(settings))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, server.service.keyring.request_reload)
     await server.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(
@@ -51,11 +55,13 @@ async def _serve(settings: Settings) -> None:
 
 
 def serve_one(settings: Settings) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server listens for it: never die of it
     logs.configure(settings.log_level)
     asyncio.run(_serve(settings))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server listens for it: never die of it
     settings = _settings()
     logs.configure(settings.log_level)
     if not args.no_migrate:
@@ -178,12 +184,28 @@ def cmd_master_init(args: argparse.Namespace) -> None:
     print(f"created {path} with key {keyring.primary_id}")
 
 
+def _registry(db: Database, settings: Settings) -> ProcessRegistry:
+    """The fleet's view, for reading only: a command is not a server process and never beats."""
+    return ProcessRegistry(
+        db, heartbeat_seconds=settings.heartbeat_seconds, dead_after_seconds=settings.dead_after_seconds
+    )
+
+
 def cmd_master_add(args: argparse.Namespace) -> None:
-    path = _key_file(_settings())
-    keyring = add_key(load_key_file(path))
-    write_key_file(path, keyring)
+    settings = _settings()
+    path = _key_file(settings)
+    current = load_key_file(path)
+    keyring = add_key(current)
+
+    async def run(db: Database) -> None:
+        await check_canaries(db, current)  # never extend a key file that is not the fleet's
+        write_key_file(path, keyring)
+        await check_canaries(db, keyring)  # the new key's canary
+
+    _with_db(run)
     print(
-        f"key {keyring.primary_id} is now primary; run `callvault master-keys reseal`, then retire the old keys"
+        f"key {keyring.primary_id} is now primary; running servers load it within "
+        f"{settings.key_reload_seconds:g} s (at once on SIGHUP); then run `callvault master-keys reseal`"
     )
 
 
@@ -191,20 +213,36 @@ def cmd_master_reseal(args: argparse.Namespace) -> None:
     settings = _settings()
     keyring = load_keyring(settings, create_in_dev=False)
 
-    resealed = _with_db(lambda db: reseal_all(db, keyring))
-    print(f"re-sealed {resealed} secrets under key {keyring.primary_id}")
+    async def run(db: Database) -> int:
+        # Re-sealing under bytes the servers do not hold would lose every secret.
+        await check_canaries(db, keyring)
+        return await reseal_fleet(
+            db,
+            _registry(db, settings),
+            keyring,
+            wait_seconds=args.wait,
+            say=lambda line: print(line, flush=True),
+        )
+
+    _with_db(run)
 
 
 def cmd_master_retire(args: argparse.Namespace) -> None:
     settings = _settings()
     path = _key_file(settings)
+    keyring = retire_key(load_key_file(path), args.key_id)
 
-    if args.key_id in _with_db(keys_in_use):
-        raise SystemExit(
-            f"key {args.key_id} still seals stored secrets: run `callvault master-keys reseal` first"
-        )
-    write_key_file(path, retire_key(load_key_file(path), args.key_id))
-    print(f"retired key {args.key_id}")
+    async def run(db: Database) -> None:
+        if reasons := await still_needed(db, _registry(db, settings), [args.key_id]):
+            raise RotationRefused(
+                f"key {args.key_id} cannot be retired yet: {'; '.join(reasons)}. "
+                "Run `callvault master-keys reseal` first"
+            )
+        write_key_file(path, keyring)
+        await forget_canary(db, args.key_id)
+
+    _with_db(run)
+    print(f"retired key {args.key_id}; running servers drop it at their next reload")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -260,9 +298,17 @@ def parser() -> argparse.ArgumentParser:
     )
     master.add_parser("init", help="create a key file").set_defaults(fn=cmd_master_init)
     master.add_parser("add", help="add a key and make it primary").set_defaults(fn=cmd_master_add)
-    master.add_parser("reseal", help="re-seal every secret under the primary key").set_defaults(
-        fn=cmd_master_reseal
+    ms = master.add_parser(
+        "reseal", help="re-seal every secret under the primary key, once every live server seals with it"
     )
+    ms.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for every live server to load the primary key (default 60)",
+    )
+    ms.set_defaults(fn=cmd_master_reseal)
     mr = master.add_parser("retire", help="remove a key no secret uses any more")
     mr.add_argument("key_id", type=int)
     mr.set_defaults(fn=cmd_master_retire)

@@ -156,6 +156,8 @@ class Settings:
     http_port: int = 8080
     master_keys: str = field(default="", repr=False)
     key_file: Path | None = None
+    # How often a server process looks at the key file for a rotated keyring (also on SIGHUP).
+    key_reload_seconds: float = 2.0
     grace_seconds: float = 10.0
     health_interval_seconds: float = 5.0
     # Every server process beats its row this often; one silent for dead_after is gone.
@@ -214,6 +216,7 @@ class Settings:
             http_port=_int(env, "CALLVAULT_HTTP_PORT", 8080),
             master_keys=env.get("CALLVAULT_MASTER_KEYS", ""),
             key_file=_path(env, "CALLVAULT_KEY_FILE"),
+            key_reload_seconds=_float(env, "CALLVAULT_KEY_RELOAD_SECONDS", 2.0),
             grace_seconds=_float(env, "CALLVAULT_GRACE_SECONDS", 10.0),
             health_interval_seconds=_float(env, "CALLVAULT_HEALTH_INTERVAL_SECONDS", 5.0),
             heartbeat_seconds=_float(env, "CALLVAULT_HEARTBEAT_SECONDS", 2.0),

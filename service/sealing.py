@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import os
 import struct
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,6 +35,7 @@ __all__ = [
     "Keyring",
     "SealBroken",
     "SealContext",
+    "Sealer",
     "SealingError",
     "UnknownKey",
     "UnsupportedFormat",
@@ -208,6 +210,39 @@ class Keyring:
         ``needs_reseal`` first to skip values already under the primary key.
         """
         return self.seal(self.open(sealed, ctx), ctx)
+
+    def holds(self, other: Keyring) -> bool:
+        """True when every key of ``other`` is here under the same id with the same bytes."""
+        return all(
+            i in self._keys and hmac.compare_digest(self._keys[i], key) for i, key in other._keys.items()
+        )
+
+    def only(self, key_id: int) -> Keyring:
+        """A keyring of just this key, primary: to seal under one key that is not primary."""
+        if key_id not in self._keys:
+            raise UnknownKey(key_id)
+        return Keyring({key_id: self._keys[key_id]}, key_id)
+
+
+class Sealer(Protocol):
+    """What a store needs of a keyring: a fixed ``Keyring``, or one that follows the key
+    file while the process runs (``service.livekeys.LiveKeyring``)."""
+
+    @property
+    def primary_id(self) -> int: ...
+
+    @property
+    def ids(self) -> tuple[int, ...]: ...
+
+    def seal(self, plaintext: str, ctx: SealContext) -> bytes: ...
+
+    def open(self, sealed: bytes, ctx: SealContext) -> str: ...
+
+    def key_id_of(self, sealed: bytes) -> int: ...
+
+    def needs_reseal(self, sealed: bytes) -> bool: ...
+
+    def reseal(self, sealed: bytes, ctx: SealContext) -> bytes: ...
 
 
 def _decode_key(text: str) -> bytes:

@@ -34,6 +34,7 @@ from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import Settings, TlsSettings
 from service.keys import load_keyring
+from service.livekeys import LiveKeyring
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
@@ -62,13 +63,19 @@ class Service:
     def __init__(self, settings: Settings, keyring: Keyring | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.resolved_database_url)
-        self.keyring = keyring or load_keyring(settings)
         self.processes = ProcessRegistry(
             self.db,
             heartbeat_seconds=settings.heartbeat_seconds,
             dead_after_seconds=settings.dead_after_seconds,
         )
-        self.processes.note_keyring(self.keyring.primary_id, self.keyring.ids)
+        follow = None if keyring is not None or settings.master_keys else settings.resolved_key_file
+        self.keyring = LiveKeyring(
+            keyring or load_keyring(settings),
+            db=self.db,
+            registry=self.processes,
+            path=follow,
+            fixed_by="the caller" if keyring is not None else "CALLVAULT_MASTER_KEYS",
+        )
         self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
         self.blobs = blob_store(settings)
@@ -171,6 +178,7 @@ class Server:
         self._monitor: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
 
     def _rest_app(self) -> Any:
         bindings = self.service.bindings()
@@ -202,6 +210,8 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        # Before listening: a process with the wrong master key must not serve at all.
+        await self.service.keyring.start()
         await open_blob_store(self.service.blobs, self.settings)
         for _, servicer, add in self.service.servicers:
             add(servicer, self.grpc)
@@ -235,6 +245,9 @@ class Server:
 
         await self.service.processes.beat()
         self._heartbeat = asyncio.create_task(self.service.processes.run(), name="heartbeat")
+        self._key_watch = asyncio.create_task(
+            self.service.keyring.run(self.settings.key_reload_seconds), name="key-watch"
+        )
         await self._check_health()
         self._monitor = asyncio.create_task(self._watch_health())
         if self.settings.sync.enabled:
@@ -291,6 +304,9 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self._monitor:
             self._monitor.cancel()
+        if self._key_watch:
+            self._key_watch.cancel()
+            await asyncio.gather(self._key_watch, return_exceptions=True)
         # Pulls stop where they are: a pull resumes from its cursor, and no blob is
         # visible before it is complete, so cancelling loses nothing.
         for task in self._background:

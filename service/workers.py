@@ -44,6 +44,7 @@ def run_workers(settings: Settings, target: Callable[[Settings], None]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # reload the master keys, in every worker
     exit_code = 0
     sentinels: dict[object, multiprocessing.process.BaseProcess] = {w.sentinel: w for w in workers}
     while sentinels:

@@ -19,7 +19,7 @@ from service.ids import uuid7
 from service.kinds import KINDS
 from service.kinds.base import KEPT, ProviderKind, ReadAs
 from service.providers.connection import ConnectionChecker
-from service.sealing import Keyring, SealContext
+from service.sealing import SealContext, Sealer
 from service.storage.db import Database
 from service.storage.models import Provider, ProviderSecret, Recording, utcnow
 from service.sync.queue import forget_provider
@@ -73,7 +73,7 @@ def seal_context(business_id: str, provider_id: str, field: str) -> SealContext:
 
 
 class ProviderStore:
-    def __init__(self, db: Database, keyring: Keyring, policy: NetworkPolicy) -> None:
+    def __init__(self, db: Database, keyring: Sealer, policy: NetworkPolicy) -> None:
         self._db = db
         self._keyring = keyring
         self._policy = policy

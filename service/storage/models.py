@@ -231,3 +231,13 @@ class ServerProcess(SQLModel, table=True):
     # The keyring it seals with: rotation waits until every live process has the new primary.
     primary_key_id: int | None = None
     key_ids: str = Field(default="", max_length=500)  # space-separated
+
+
+class KeyCanary(SQLModel, table=True):
+    """A known constant sealed under one master key, written when the key is first seen.
+    A process whose key source holds other bytes under that id cannot open it, and
+    refuses the keyring (at start, or on reload) instead of failing request by request."""
+
+    key_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.e2e.test_key_rotation import live, wait_until
 from tests.support.process import ServerProcess
 
 
@@ -63,3 +65,25 @@ def test_workers_need_fixed_ports(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, CALLVAULT_WORKERS="2", CALLVAULT_HTTP_PORT="0")
     result = server.cli("serve", check=False)
     assert result.returncode != 0 and "fixed ports" in result.stderr
+
+
+def test_sighup_reloads_the_master_keys_in_every_worker(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path, CALLVAULT_WORKERS="2", CALLVAULT_SYNC_ENABLED="0", CALLVAULT_KEY_RELOAD_SECONDS="3600"
+    ).start()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'callvault.db'}"
+    proc = server.proc
+    assert proc is not None
+
+    def primaries() -> list[int]:
+        workers = workers_of(server.pid)
+        return sorted(p.primary_key_id or 0 for p in live(database_url).values() if p.pid in workers)
+
+    try:
+        wait_until(lambda: primaries() == [1, 1], what="both workers to register")
+        server.cli("master-keys", "add")
+        proc.send_signal(signal.SIGHUP)  # to the parent, which passes it on
+        wait_until(lambda: primaries() == [2, 2], what="both workers to load key 2")
+        assert proc.poll() is None
+    finally:
+        assert server.stop() == 0, server.output()[-2000:]

@@ -190,6 +190,19 @@ def test_reseal_checks_the_context(ring: Keyring) -> None:
         add_key(ring).reseal(sealed, wrong)
 
 
+def test_holds_compares_ids_and_bytes_and_only_seals_under_one_key() -> None:
+    both = Keyring({1: KEY1, 2: KEY2}, primary_id=2)
+    assert both.holds(Keyring({1: KEY1}, 1)) and both.holds(both)
+    assert not Keyring({1: KEY1}, 1).holds(both)
+    assert not both.holds(Keyring({1: KEY2}, 1))  # same id, other bytes
+    one = both.only(1)
+    assert (one.ids, one.primary_id) == ((1,), 1)
+    sealed = one.seal(SECRET, CTX)
+    assert both.key_id_of(sealed) == 1 and both.open(sealed, CTX) == SECRET
+    with pytest.raises(UnknownKey):
+        both.only(3)
+
+
 def test_retire_refuses_primary_and_unknown() -> None:
     ring = Keyring({1: KEY1, 2: KEY2}, primary_id=2)
     with pytest.raises(ValueError, match="key 2 is the primary key"):
