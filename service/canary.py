@@ -13,9 +13,8 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from service.providers.store import seal_context
-from service.recordings.ingest import insert_for
 from service.sealing import Keyring, SealContext, SealingError
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import KeyCanary, ProviderSecret, utcnow
 
 CANARY_TEXT = "callvault master key canary"

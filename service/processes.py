@@ -26,9 +26,8 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import ServerProcess, utcnow
-from service.sync.ingest import insert_for
 
 log = logging.getLogger("callvault.processes")
 

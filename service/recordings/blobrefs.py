@@ -51,9 +51,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.blobs.base import BlobError, BlobInfo, BlobStore
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import Blob, Recording, utcnow
-from service.sync.ingest import insert_for
 
 log = logging.getLogger("callvault.blobs")
 

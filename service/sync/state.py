@@ -26,9 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from service.config import SyncSettings
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import Provider, ProviderSync, as_utc, utcnow
-from service.sync.ingest import insert_for
 
 FAILURE_BACKOFF_SECONDS = 60.0  # a failing provider waits 1, 2, 4... minutes, up to its interval
 MAX_ERROR = 200
