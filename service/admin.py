@@ -6,14 +6,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
+from sqlalchemy import update as sa_update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from service.auth import Scope, generate_key, parse_scopes
+from service.errors import KindNotSupported
 from service.ids import uuid7
-from service.providers.store import seal_context
+from service.providers.store import seal_context, stored_kind
 from service.sealing import Keyring
 from service.storage.db import Database
-from service.storage.models import Account, ApiKey, Business, ProviderSecret, utcnow
+from service.storage.models import Account, ApiKey, Business, Provider, ProviderSecret, utcnow
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 
@@ -105,32 +110,108 @@ class Admin:
 
 
 async def reseal_all(db: Database, keyring: Keyring, *, batch: int = 200) -> int:
-    """Re-seal every secret not under the primary key. Commits per batch, so an
-    interrupted run resumes where it stopped (the key_id column says what is left)."""
-    done = 0
+    """Re-seal every secret not under the primary key or not in the current format; return
+    how many. Walks the rows in id order and commits per batch, so an interrupted run can
+    simply be run again (rows already done are skipped).
+
+    Each row is written by compare-and-set on the sealed value it read: a PATCH that wrote
+    the row meanwhile is never undone. Such a row is read again and retried; it may need
+    nothing by then (the PATCH sealed it under the primary key)."""
+    done, after = 0, 0
     while True:
         async with db.session() as session:
             rows = list(
                 (
                     await session.exec(
-                        select(ProviderSecret)
-                        .where(col(ProviderSecret.key_id) != keyring.primary_id)
+                        _sealed_rows()
+                        .where(col(ProviderSecret.id) > after)
+                        .order_by(col(ProviderSecret.id))
                         .limit(batch)
                     )
                 ).all()
             )
             if not rows:
                 return done
-            for row in rows:
-                row.sealed = keyring.reseal(
-                    row.sealed, seal_context(row.business_id, row.provider_id, row.field)
-                )
-                row.key_id = keyring.primary_id
-                session.add(row)
+            done += await _reseal_batch(session, keyring, rows)
             await session.commit()
-            done += len(rows)
+            after = rows[-1][0].id or 0
 
 
-async def keys_in_use(db: Database) -> set[int]:
-    async with db.session() as session:
-        return set((await session.exec(select(ProviderSecret.key_id).distinct())).all())
+def _sealed_rows() -> Select[ProviderSecret, Provider]:
+    """A secret with its provider (whose settings its seal context needs), read in one
+    statement so both are seen at the same instant, and read afresh each time."""
+    return (
+        select(ProviderSecret, Provider)
+        .join(Provider, col(Provider.id) == col(ProviderSecret.provider_id))
+        .execution_options(populate_existing=True)
+    )
+
+
+_TABLE = ProviderSecret.__table__  # type: ignore[attr-defined]
+# Write the new value only where the row still holds the one read: compare-and-set.
+_SWAP = (
+    sa_update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row"), _TABLE.c.sealed == bindparam("read"))
+    .values(sealed=bindparam("new"), key_id=bindparam("key"))
+)
+
+
+async def _reseal_batch(
+    session: AsyncSession, keyring: Keyring, rows: list[tuple[ProviderSecret, Provider]]
+) -> int:
+    """Compare-and-set the rows that need it in one round trip, then read them back: a row
+    not holding what was written had changed since it was read, and is retried on its own."""
+    planned = {
+        secret.id: (secret.sealed, _resealed(keyring, secret, provider))
+        for secret, provider in rows
+        if keyring.needs_reseal(secret.sealed)
+    }
+    if not planned:
+        return 0
+    connection = await session.connection()
+    await connection.execute(
+        _SWAP,
+        [
+            {"row": row, "read": read, "new": new, "key": keyring.key_id_of(new)}
+            for row, (read, new) in planned.items()
+        ],
+    )
+    done = 0
+    written = await session.exec(_sealed_rows().where(col(ProviderSecret.id).in_(planned)))
+    for secret, provider in written.all():
+        if secret.sealed == planned[secret.id][1]:
+            done += 1
+        else:
+            done += await _reseal_row(session, keyring, secret, provider)
+    return done
+
+
+async def _reseal_row(
+    session: AsyncSession, keyring: Keyring, secret: ProviderSecret, provider: Provider
+) -> int:
+    """One row changed under a batch: compare-and-set it, re-reading until it holds what was
+    written or needs nothing. 1 if this call re-sealed it, 0 if not (or it is gone)."""
+    while keyring.needs_reseal(secret.sealed):
+        resealed = _resealed(keyring, secret, provider)
+        swap = {"row": secret.id, "read": secret.sealed, "new": resealed, "key": keyring.key_id_of(resealed)}
+        if (await (await session.connection()).execute(_SWAP, swap)).rowcount == 1:
+            return 1
+        fresh = (await session.exec(_sealed_rows().where(col(ProviderSecret.id) == secret.id))).first()
+        if fresh is None:
+            return 0
+        secret, provider = fresh
+    return 0
+
+
+def _resealed(keyring: Keyring, secret: ProviderSecret, provider: Provider) -> bytes:
+    try:
+        kind = stored_kind(provider.kind)
+    except KindNotSupported:
+        raise AdminError(
+            f"provider {provider.id} is of kind {provider.kind!r}, which this version does not "
+            "know, so its secrets cannot be re-sealed: delete it, or re-seal with a version that knows it"
+        ) from None
+    ctx = seal_context(
+        secret.business_id, secret.provider_id, secret.field, kind=kind, settings=provider.settings
+    )
+    return keyring.reseal(secret.sealed, ctx)

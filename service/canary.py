@@ -12,10 +12,11 @@ from __future__ import annotations
 from sqlalchemy import delete
 from sqlmodel import col, select
 
+from service.kinds import KINDS
 from service.providers.store import seal_context
 from service.sealing import Keyring, SealContext, SealingError
 from service.storage.db import Database, insert_for
-from service.storage.models import KeyCanary, ProviderSecret, utcnow
+from service.storage.models import KeyCanary, Provider, ProviderSecret, utcnow
 
 CANARY_TEXT = "callvault master key canary"
 PURPOSE = "key-canary"
@@ -72,12 +73,22 @@ async def forget_canary(db: Database, key_id: int) -> None:
 async def _prove_on_a_secret(db: Database, keyring: Keyring, key_id: int) -> None:
     """Secrets sealed before canaries existed are the only witness to a key's bytes."""
     async with db.session() as session:
-        query = select(ProviderSecret).where(col(ProviderSecret.key_id) == key_id).limit(1)
-        row = (await session.exec(query)).first()
-    if row is None:
+        query = (
+            select(ProviderSecret, Provider)
+            .join(Provider, col(Provider.id) == col(ProviderSecret.provider_id))
+            .where(col(ProviderSecret.key_id) == key_id)
+            .limit(1)
+        )
+        found = (await session.exec(query)).first()
+    if found is None:
         return
+    row, provider = found
+    kind = KINDS.get(provider.kind)
+    if kind is None:  # its origin cannot be worked out: no witness here
+        return
+    ctx = seal_context(row.business_id, row.provider_id, row.field, kind=kind, settings=provider.settings)
     try:
-        keyring.open(row.sealed, seal_context(row.business_id, row.provider_id, row.field))
+        keyring.open(row.sealed, ctx)
     except SealingError:
         raise WrongKey(key_id, "the stored secrets") from None
 

@@ -40,10 +40,12 @@ async def _serve(settings: Settings) -> None:
     server = Server(Service(settings))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, server.service.keyring.request_reload)
-    await server.start()
+    # Before listening: a SIGTERM that arrives while we start (a balancer may already have
+    # probed us) is a clean stop as soon as the start is done, never a kill mid-start.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
     print(
         f"callvault serving: gRPC on {settings.grpc_host}:{server.grpc_port}, "
         f"REST on http://{settings.http_host}:{server.http_port}",
@@ -299,7 +301,8 @@ def parser() -> argparse.ArgumentParser:
     master.add_parser("init", help="create a key file").set_defaults(fn=cmd_master_init)
     master.add_parser("add", help="add a key and make it primary").set_defaults(fn=cmd_master_add)
     ms = master.add_parser(
-        "reseal", help="re-seal every secret under the primary key, once every live server seals with it"
+        "reseal",
+        help="re-seal every secret under the primary key in the current format, once every live server seals with it",
     )
     ms.add_argument(
         "--wait",

@@ -2,8 +2,12 @@
 
 A sealed value is ``version (1 byte) | key id (uint32 BE) | nonce (12 bytes) | ciphertext+tag``.
 The key id travels with the value so keys can be rotated without a flag day, and the
-associated data binds the value to (purpose, business id, row id, field): a sealed value
-copied to another row, another business or another field does not open.
+associated data binds the value to (purpose, business id, row id, field, origin): a sealed
+value copied to another row, another business or another field, or left in place after the
+place it is sent to changed, does not open.
+
+Format 2 binds the origin; format 1 (no origin) still opens, with the associated data it
+was sealed with, until ``reseal`` upgrades it (``needs_reseal`` says so).
 
 Master keys come from the environment (``parse_keys_env``) or a key file
 (``load_key_file``), never from the database the sealed values live in. Nothing here
@@ -48,7 +52,8 @@ __all__ = [
     "write_key_file",
 ]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # what ``seal`` writes
+_READABLE_VERSIONS: Final = frozenset({1, FORMAT_VERSION})
 KEY_SIZE: Final = 32  # AES-256
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16
@@ -73,11 +78,12 @@ class UnknownKey(SealingError):
 
 
 class SealBroken(SealingError):
-    """Authentication failed: the value was moved to another row or field, or altered."""
+    """Authentication failed: the value was moved to another row, field or origin, or altered."""
 
     def __init__(self, ctx: SealContext) -> None:
         super().__init__(
-            f"sealed value does not open for {ctx.purpose}/{ctx.field}: wrong row, wrong field or tampered"
+            f"sealed value does not open for {ctx.purpose}/{ctx.field}: "
+            "wrong row, wrong field, wrong origin or tampered"
         )
 
 
@@ -89,40 +95,49 @@ class UnsupportedFormat(SealingError):
 class SealContext:
     """Where a sealed value belongs; it is authenticated but not stored in the value.
 
-    Every part must be non-empty: an empty row id would make values interchangeable
-    between all rows that forgot to set one.
+    Every part but ``origin`` must be non-empty: an empty row id would make values
+    interchangeable between all rows that forgot to set one. ``origin`` is an extra bound
+    part (where the value may be sent, for example); empty binds nothing more. It is bound
+    from format 2 on: format 1 values ignore it.
     """
 
     purpose: str  # e.g. "provider-secret"
     business_id: str
     row_id: str
     field: str
+    origin: str = ""
 
     def __post_init__(self) -> None:
         for name in ("purpose", "business_id", "row_id", "field"):
             part = getattr(self, name)
             if not isinstance(part, str) or not part:
                 raise ValueError(f"SealContext.{name} must be a non-empty string")
+        if not isinstance(self.origin, str):
+            raise ValueError("SealContext.origin must be a string")
 
 
 def _aad(header: bytes, ctx: SealContext) -> bytes:
-    # Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+    # Length prefixes keep ("ab", "c") and ("a", "bc") apart. The version byte in the
+    # header says which parts are bound, and is itself authenticated.
+    parts = [ctx.purpose, ctx.business_id, ctx.row_id, ctx.field]
+    if header[0] >= 2:
+        parts.append(ctx.origin)
     out = bytearray(header)
-    for part in (ctx.purpose, ctx.business_id, ctx.row_id, ctx.field):
+    for part in parts:
         encoded = part.encode("utf-8")
         out += struct.pack(">I", len(encoded))
         out += encoded
     return bytes(out)
 
 
-def _parse_header(sealed: bytes) -> int:
-    """Return the key id of a sealed value after checking its framing."""
+def _parse_header(sealed: bytes) -> tuple[int, int]:
+    """Return (format version, key id) of a sealed value after checking its framing."""
     if len(sealed) < _MIN_SEALED_SIZE:
         raise UnsupportedFormat(f"sealed value is too short ({len(sealed)} bytes, need {_MIN_SEALED_SIZE})")
     version, key_id = _HEADER.unpack_from(sealed)
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise UnsupportedFormat(f"sealed value has unsupported format version {version}")
-    return int(key_id)
+    return int(version), int(key_id)
 
 
 def _check_key_id(key_id: object) -> int:
@@ -183,7 +198,7 @@ class Keyring:
 
     def open(self, sealed: bytes, ctx: SealContext) -> str:
         """Open a value sealed for exactly this context, under any key in the ring."""
-        key_id = _parse_header(sealed)
+        _, key_id = _parse_header(sealed)
         aead = self._aeads.get(key_id)
         if aead is None:
             raise UnknownKey(key_id)
@@ -197,17 +212,18 @@ class Keyring:
 
     def key_id_of(self, sealed: bytes) -> int:
         """The key a value was sealed with; it need not be in this keyring."""
-        return _parse_header(sealed)
+        return _parse_header(sealed)[1]
 
     def needs_reseal(self, sealed: bytes) -> bool:
-        """True when the value is not under the primary key (rotation left it behind)."""
-        return _parse_header(sealed) != self._primary_id
+        """True when the value is not under the primary key (rotation left it behind) or
+        not in the current format (sealed before the origin was bound)."""
+        return _parse_header(sealed) != (FORMAT_VERSION, self._primary_id)
 
     def reseal(self, sealed: bytes, ctx: SealContext) -> bytes:
-        """Open and seal again under the primary key.
+        """Open and seal again under the primary key, in the current format.
 
         Always re-seals (fresh nonce), so it also proves the value still opens; use
-        ``needs_reseal`` first to skip values already under the primary key.
+        ``needs_reseal`` first to skip values already under the primary key, in this format.
         """
         return self.seal(self.open(sealed, ctx), ctx)
 

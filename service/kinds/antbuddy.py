@@ -6,7 +6,7 @@ from service.kinds.base import ProviderKind, ReadAs, secret, text, url
 KIND = ProviderKind(
     name="antbuddy",
     fields=(
-        url("baseUrl", default=DEFAULT_BASE_URL),
+        url("baseUrl", locates=True, default=DEFAULT_BASE_URL),
         text("appId", read_as=ReadAs.CONFIG),
         secret("appSecret"),
     ),

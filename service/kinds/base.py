@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 from service.connectors.base import Connector
 from service.connectors.http import NetworkPolicy
+from service.connectors.http import origin_of as http_origin_of
 from service.errors import InvalidArgument
 from service.netsafety import UnsafeAddress, check_url
 
@@ -20,6 +23,7 @@ MAX_URL = 2048
 
 # A stored secret whose value is not needed to validate a merge (PATCH without it).
 KEPT = object()
+_WS_TWINS = {"ws": "http", "wss": "https"}
 
 
 class FieldType(enum.Enum):
@@ -49,6 +53,9 @@ class FieldSpec:
     minimum: int | None = None
     maximum: int | None = None
     schemes: tuple[str, ...] = ("http", "https")
+    # A host field says where the credentials are sent: its origin is bound into every
+    # sealed secret, and changing it needs every secret sent again.
+    locates: bool = False
 
     def check(self, value: Any, *, policy: NetworkPolicy) -> Any:
         """The value as stored, or InvalidArgument naming config.<field>."""
@@ -115,6 +122,31 @@ class ProviderKind:
     def secret_fields(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields if f.secret)
 
+    @property
+    def host_fields(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields if f.locates)
+
+    def origins(self, settings: Mapping[str, Any]) -> dict[str, str]:
+        """Each host field's normalised origin ("" when unset), defaults counted: where the
+        secrets go, and so what they are bound to."""
+        full = self.with_defaults(settings)
+        return {name: origin_of(full.get(name)) for name in self.host_fields}
+
+    def origin(self, settings: Mapping[str, Any]) -> str:
+        """All host fields' origins as one string, the part bound into each sealed secret."""
+        return "\n".join(f"{name}={value}" for name, value in self.origins(settings).items())
+
+    def require_secrets_if_moved(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        """A stored secret is sent only to the origin it was saved for: when `after` (a
+        validated merge, stored secrets KEPT) moves any host field to another origin, every
+        stored secret must be in it again. InvalidArgument names the ones that are not."""
+        old, new = self.origins(before), self.origins(after)
+        moved = [f"config.{name}" for name in self.host_fields if old[name] != new[name]]
+        missing = [f"config.{name}" for name in self.secret_fields if after.get(name) is KEPT]
+        if moved and missing:
+            also = f" (so must {', '.join(missing[1:])})" if len(missing) > 1 else ""
+            raise InvalidArgument(missing[0], f"must be sent again when {' and '.join(moved)} changes{also}")
+
     def validate(self, config: Mapping[str, Any], *, policy: NetworkPolicy) -> dict[str, Any]:
         """The whole config, checked field by field. Values that are KEPT (stored secrets
         not sent again) pass as present. None means "not set"."""
@@ -154,6 +186,24 @@ class ProviderKind:
         return {f.name: full[f.name] for f in self.fields if f.read_as is where and f.name in full}
 
 
+def origin_of(value: Any) -> str:
+    """``scheme://host:port`` of a host field's URL, in the spelling of the connectors'
+    origin rule (``connectors.http.origin_of``), so "the same origin" means one thing
+    everywhere; a ws(s) URL takes its http(s) twin's, under its own scheme. "" for no URL."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        url = httpx.URL(value.strip())
+        twin = _WS_TWINS.get(url.scheme)
+        origin = http_origin_of(url.copy_with(scheme=twin) if twin else url)
+    except httpx.InvalidURL:
+        origin = None
+    if origin is None:  # not a URL a secret may go to: bind the value as given
+        return value
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{url.scheme}://{host}:{origin.port}"
+
+
 def url(
     name: str,
     *,
@@ -161,9 +211,17 @@ def url(
     read_as: ReadAs = ReadAs.BASE_URL,
     default: str | None = None,
     schemes: tuple[str, ...] = ("http", "https"),
+    locates: bool,
 ) -> FieldSpec:
+    """A URL setting; each kind says whether it is a host field (credentials go there)."""
     return FieldSpec(
-        name, FieldType.URL, required=required, read_as=read_as, default=default, schemes=schemes
+        name,
+        FieldType.URL,
+        required=required,
+        read_as=read_as,
+        default=default,
+        schemes=schemes,
+        locates=locates,
     )
 
 

@@ -6,7 +6,7 @@ from service.kinds.base import FieldSpec, FieldType, ProviderKind, ReadAs, secre
 KIND = ProviderKind(
     name="dtac",
     fields=(
-        url("baseUrl", default=DEFAULT_BASE_URL),
+        url("baseUrl", locates=True, default=DEFAULT_BASE_URL),
         text("username", read_as=ReadAs.USERNAME),
         secret("password"),
         FieldSpec("pollIntervalMinutes", FieldType.INT, minimum=5, maximum=1440),

@@ -6,8 +6,8 @@ from service.kinds.base import ProviderKind, ReadAs, secret, text, url
 KIND = ProviderKind(
     name="kazoo",
     fields=(
-        url("baseUrl", required=True),
-        url("websocketUrl", read_as=ReadAs.CONFIG, schemes=("ws", "wss")),
+        url("baseUrl", locates=True, required=True),
+        url("websocketUrl", locates=True, read_as=ReadAs.CONFIG, schemes=("ws", "wss")),
         text("accountId", read_as=ReadAs.CONFIG),
         secret("apiKey"),
     ),

@@ -5,6 +5,6 @@ from service.kinds.base import ProviderKind, secret, url
 
 KIND = ProviderKind(
     name="promptcall",
-    fields=(url("baseUrl", required=True), secret("apiKey"), secret("apiSecret")),
+    fields=(url("baseUrl", locates=True, required=True), secret("apiKey"), secret("apiSecret")),
     connector=PromptCallConnector,
 )

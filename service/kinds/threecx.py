@@ -6,7 +6,7 @@ from service.kinds.base import FieldSpec, FieldType, ProviderKind, ReadAs, secre
 KIND = ProviderKind(
     name="threecx",
     fields=(
-        url("baseUrl", required=True),
+        url("baseUrl", locates=True, required=True),
         text("username", read_as=ReadAs.USERNAME),
         secret("password"),
         FieldSpec("headless", FieldType.BOOL),

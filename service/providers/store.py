@@ -5,7 +5,7 @@ Everything here is scoped by business id: a provider of another business is not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,8 +68,26 @@ def kind_of(name: str, *, field: str = "kind") -> ProviderKind:
     return kind
 
 
-def seal_context(business_id: str, provider_id: str, field: str) -> SealContext:
-    return SealContext(purpose=SECRET_PURPOSE, business_id=business_id, row_id=provider_id, field=field)
+def stored_kind(name: str) -> ProviderKind:
+    """The kind of a stored provider, which this server may no longer know."""
+    spec = KINDS.get(name)
+    if spec is None:
+        raise KindNotSupported(f"stored kind {name!r} cannot be read back by this server")
+    return spec
+
+
+def seal_context(
+    business_id: str, provider_id: str, field: str, *, kind: ProviderKind, settings: Mapping[str, Any]
+) -> SealContext:
+    """Where a provider's secret belongs: its business, row and field, and the origins of
+    the kind's host fields, so it opens only while the provider points where it was saved for."""
+    return SealContext(
+        purpose=SECRET_PURPOSE,
+        business_id=business_id,
+        row_id=provider_id,
+        field=field,
+        origin=kind.origin(settings),
+    )
 
 
 class ProviderStore:
@@ -122,7 +140,7 @@ class ProviderStore:
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
-        spec = self._readable_kind(row)
+        spec = stored_kind(row.kind)
         return ProviderDetails(
             last_sync_error=await last_error(self._db, row.id),
             id=row.id,
@@ -147,11 +165,13 @@ class ProviderStore:
         deadline: float | None = None,
     ) -> None:
         """Merge `config` into what is stored and re-validate the result. With validate, the
-        merged credentials are tested first, outside any transaction (it may take seconds)."""
+        merged credentials are tested first, outside any transaction (it may take seconds),
+        after the same checks, so a stored secret is never tested against a new host."""
         if validate:
-            kind_spec, current = await self.open_config(business_id, provider_id)
-            checked = kind_spec.validate({**current, **(config or {})}, policy=self._policy)
-            await self._connections.require(kind_spec, kind_spec.with_defaults(checked), deadline=deadline)
+            kind_spec, stored_settings, opened = await self._load(business_id, provider_id)
+            checked = self._merge(kind_spec, stored_settings, opened, config or {})
+            trial = {k: opened[k] if v is KEPT else v for k, v in checked.items()}
+            await self._connections.require(kind_spec, kind_spec.with_defaults(trial), deadline=deadline)
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id, for_update=True)
             if kind is not None and kind != row.kind:
@@ -161,11 +181,9 @@ class ProviderStore:
             if is_active is not None:
                 row.is_active = is_active
             if config:
-                spec = self._readable_kind(row)
+                spec = stored_kind(row.kind)
                 stored = await self._secret_rows(session, row.id)
-                merged: dict[str, Any] = {**row.settings, **{s.field: KEPT for s in stored}}
-                merged.update(config)
-                clean = spec.validate(merged, policy=self._policy)
+                clean = self._merge(spec, row.settings, [s.field for s in stored], config)
                 settings, secrets = spec.split(clean)
                 row.settings = settings
                 for secret_row in stored:
@@ -202,17 +220,40 @@ class ProviderStore:
 
     async def open_config(self, business_id: str, provider_id: str) -> tuple[ProviderKind, dict[str, Any]]:
         """The whole config with secrets opened, for a connector. Never leaves the process."""
+        spec, settings, opened = await self._load(business_id, provider_id)
+        return spec, {**spec.with_defaults(settings), **opened}
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _load(
+        self, business_id: str, provider_id: str
+    ) -> tuple[ProviderKind, dict[str, Any], dict[str, str]]:
+        """(kind, stored settings, opened secrets by field) of one provider."""
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
             stored = await self._secret_rows(session, row.id)
-        spec = self._readable_kind(row)
-        config = spec.with_defaults(row.settings)
-        for secret_row in stored:
-            ctx = seal_context(row.business_id, row.id, secret_row.field)
-            config[secret_row.field] = self._keyring.open(secret_row.sealed, ctx)
-        return spec, config
+        spec = stored_kind(row.kind)
+        opened = {
+            s.field: self._keyring.open(
+                s.sealed, seal_context(row.business_id, row.id, s.field, kind=spec, settings=row.settings)
+            )
+            for s in stored
+        }
+        return spec, row.settings, opened
 
-    # -- internals ---------------------------------------------------------------------
+    def _merge(
+        self,
+        spec: ProviderKind,
+        settings: Mapping[str, Any],
+        stored_secrets: Iterable[str],
+        config: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """A PATCH's config merged into what is stored and validated, stored secrets not
+        sent again KEPT. Moving a host field to another origin needs every secret again."""
+        merged = {**settings, **dict.fromkeys(stored_secrets, KEPT), **config}
+        clean = spec.validate(merged, policy=self._policy)
+        spec.require_secrets_if_moved(settings, clean)
+        return clean
 
     def _summary(self, row: Provider) -> ProviderSummary:
         spec = KINDS.get(row.kind)
@@ -226,22 +267,17 @@ class ProviderStore:
         )
 
     @staticmethod
-    def _readable_kind(row: Provider) -> ProviderKind:
-        spec = KINDS.get(row.kind)
-        if spec is None:
-            raise KindNotSupported(f"stored kind {row.kind!r} cannot be read back by this server")
-        return spec
-
-    @staticmethod
     async def _row(
         session: AsyncSession, business_id: str, provider_id: str, *, for_update: bool = False
     ) -> Provider:
-        query = select(Provider).where(
-            col(Provider.id) == provider_id, col(Provider.business_id) == business_id
-        )
+        mine = (col(Provider.id) == provider_id, col(Provider.business_id) == business_id)
         if for_update:
-            query = query.with_for_update()
-        row = (await session.exec(query)).first()
+            # Lock before reading, so PATCHes merge one after another (a merge written over
+            # a newer move would leave its secrets sealed for another origin). A write does
+            # it on both databases: PostgreSQL locks the row; SQLite, with no row locks and
+            # no write lock until a transaction's first write, takes its write lock.
+            await session.exec(update(Provider).where(*mine).values(updated_at=utcnow()))
+        row = (await session.exec(select(Provider).where(*mine))).first()
         if row is None:
             raise ProviderNotFound()
         return row
@@ -262,8 +298,10 @@ class ProviderStore:
         existing: list[ProviderSecret] | None = None,
     ) -> None:
         by_field = {s.field: s for s in existing or []}
+        spec = stored_kind(row.kind)
         for field, value in secrets.items():
-            sealed = self._keyring.seal(str(value), seal_context(row.business_id, row.id, field))
+            ctx = seal_context(row.business_id, row.id, field, kind=spec, settings=row.settings)
+            sealed = self._keyring.seal(str(value), ctx)
             secret_row = by_field.get(field) or ProviderSecret(
                 provider_id=row.id, business_id=row.business_id, field=field, key_id=0, sealed=b""
             )

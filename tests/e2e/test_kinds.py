@@ -12,6 +12,7 @@ import pytest
 from callvault.v1 import providers_pb2 as pb
 from callvault.v1 import providers_pb2_grpc
 
+from service.kinds import KINDS
 from tests.e2e.kinds import PROFILES, KindProfile
 from tests.fakes.httpserver import FakeServer, Fault
 from tests.support.postgres import free_port
@@ -146,7 +147,12 @@ def test_unreachable_and_timeout(server: RunningServer, profile: KindProfile, fa
             "error": "host unreachable",
         }
 
-        client.patch(f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": fake.base_url}})
+        # A new host needs the secrets sent again.
+        moved = {
+            "baseUrl": fake.base_url,
+            **{f: profile.config(fake)[f] for f in KINDS[profile.kind].secret_fields},
+        }
+        assert client.patch(f"/api/v1/providers/{provider_id}", json={"config": moved}).json() == {"ok": True}
         fake.faults.add(Fault.slow(delay=server.settings.network.read_timeout + 1.5), path="/", times=None)
         assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {
             "ok": False,

@@ -10,6 +10,8 @@ from callvault.v1 import providers_pb2 as pb
 from callvault.v1 import providers_pb2_grpc
 from google.protobuf import struct_pb2
 
+from tests.e2e.test_providers_rest import THREECX
+from tests.fakes.threecx import FakeThreeCX
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer
 
@@ -102,3 +104,37 @@ def test_grpc_errors_carry_error_info(
     if reason == "invalid_argument":
         assert info.metadata["field"] == "name"
         assert error.details().startswith("name:")
+
+
+def test_moving_base_url_over_grpc_needs_the_secret_again(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    md = metadata(tenant.business_key)
+    with FakeThreeCX() as old, FakeThreeCX() as new, server.channel() as channel:
+        stub = providers_pb2_grpc.ProviderServiceStub(channel)
+        created = stub.CreateProvider(
+            pb.CreateProviderRequest(kind="threecx", name="Main PBX", config=struct(**THREECX.config(old))),
+            metadata=md,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.UpdateProvider(
+                pb.UpdateProviderRequest(id=created.id, config=struct(baseUrl=new.base_url), validate=True),
+                metadata=md,
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details() == "config.password: must be sent again when config.baseUrl changes"
+        info = error_info(raised.value)
+        assert (info.reason, info.metadata["field"]) == ("invalid_argument", "config.password")
+        assert stub.GetProvider(pb.GetProviderRequest(id=created.id), metadata=md).base_url == old.base_url
+        assert stub.TestProvider(pb.TestProviderRequest(id=created.id), metadata=md).ok is True
+        assert old.requests and not new.requests
+
+        moved = stub.UpdateProvider(
+            pb.UpdateProviderRequest(
+                id=created.id, config=struct(baseUrl=new.base_url, password=new.client_secret)
+            ),
+            metadata=md,
+        )
+        assert moved.ok is True
+        old.clear_requests()
+        assert stub.TestProvider(pb.TestProviderRequest(id=created.id), metadata=md).ok is True
+        assert new.requests and not old.requests

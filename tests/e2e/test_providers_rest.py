@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import pytest
 
+from service.kinds import KINDS
+from tests.e2e.kinds import PROFILES, KindProfile
+from tests.fakes.kazoo import FakeKazoo
+from tests.fakes.threecx import FakeThreeCX
 from tests.support.server import RunningServer
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -17,6 +22,9 @@ SEED_CREATE: dict[str, Any] = {
     "config": {"baseUrl": "https://pbx.example.com", "username": "apiuser", "password": "s3cret"},
     "isActive": True,
 }
+
+
+THREECX, KAZOO = (next(p for p in PROFILES if p.kind == kind) for kind in ("threecx", "kazoo"))
 
 
 def create(client: httpx.Client, body: Mapping[str, Any] | None = None) -> str:
@@ -249,3 +257,161 @@ def test_oversized_body_is_refused(server: RunningServer) -> None:
         assert response.status_code == 400
         assert response.json() == {"error": "invalid_request", "message": "request body is over 1 MiB"}
         assert client.get("/api/v1/providers").json() == {"items": []}
+
+
+# --- a stored secret goes only to the origin it was saved for -----------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.kind for p in PROFILES])
+def test_moving_base_url_needs_every_secret_again(server: RunningServer, profile: KindProfile) -> None:
+    tenant = server.new_tenant()
+    secret_fields = KINDS[profile.kind].secret_fields
+    with profile.fake() as old, profile.fake() as new, server.http(tenant.business_key) as client:
+        provider_id = create(client, {"kind": profile.kind, "name": "Line", "config": profile.config(old)})
+        before = client.get(f"/api/v1/providers/{provider_id}").json()
+        expected = f"config.{secret_fields[0]}: must be sent again when config.baseUrl changes"
+        if len(secret_fields) > 1:
+            expected += f" (so must {', '.join(f'config.{f}' for f in secret_fields[1:])})"
+        for validate in (False, True):  # validate must not test the stored secret at the new host
+            moved = client.patch(
+                f"/api/v1/providers/{provider_id}",
+                json={"config": {"baseUrl": new.base_url}, "name": "Renamed", "validate": validate},
+            )
+            assert (moved.status_code, moved.json()) == (
+                400,
+                {"error": "invalid_argument", "message": expected},
+            )
+        assert client.get(f"/api/v1/providers/{provider_id}").json() == before
+        old.clear_requests()
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {"ok": True}
+        assert old.requests and not new.requests
+
+        # Sent again, the secrets go with the provider, and only there.
+        again = {f: profile.config(new)[f] for f in secret_fields}
+        moved = client.patch(
+            f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": new.base_url, **again}}
+        )
+        assert moved.json() == {"ok": True}
+        assert client.get(f"/api/v1/providers/{provider_id}").json()["baseUrl"] == new.base_url
+        old.clear_requests()
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {"ok": True}
+        assert new.requests and not old.requests
+
+
+def test_moved_provider_uses_the_secret_sent_with_the_move(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with (
+        FakeThreeCX() as old,
+        FakeThreeCX(client_secret="moved-secret") as new,
+        server.http(tenant.business_key) as client,
+    ):
+        provider_id = create(client, {"kind": "threecx", "name": "PBX", "config": THREECX.config(old)})
+        moved = client.patch(
+            f"/api/v1/providers/{provider_id}",
+            json={"config": {"baseUrl": new.base_url, "password": "moved-secret"}, "validate": True},
+        )
+        assert moved.json() == {"ok": True}
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {"ok": True}
+        # The old secret does not open the new host: the test passed on the new one.
+        assert client.patch(
+            f"/api/v1/providers/{provider_id}", json={"config": {"password": old.client_secret}}
+        ).json() == {"ok": True}
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {
+            "ok": False,
+            "error": "authentication failed",
+        }
+        assert old.requests == []  # neither secret was ever tried at the old host after the move
+
+
+def test_same_origin_spelled_otherwise_is_not_a_move(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        provider_id = create(client)  # https://pbx.example.com
+        for spelling in (
+            "https://PBX.Example.com/",
+            "https://pbx.example.com:443",
+            "https://pbx.example.com/pbx/api",  # another path on the same origin
+        ):
+            same = client.patch(f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": spelling}})
+            assert same.json() == {"ok": True}, spelling
+            _, config = server.call(server.service.providers.open_config(tenant.business_id, provider_id))
+            assert config["password"] == "s3cret"
+        for elsewhere in (
+            "http://pbx.example.com",
+            "https://pbx.example.com:8443",
+            "https://pbx2.example.com",
+            "https://pbx.example.com.",
+        ):
+            moved = client.patch(f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": elsewhere}})
+            assert moved.status_code == 400, elsewhere
+            assert (
+                moved.json()["message"] == "config.password: must be sent again when config.baseUrl changes"
+            )
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [
+        ("dtac", {"username": "+66812345678", "password": "pw"}),
+        ("antbuddy", {"appId": "app-1", "appSecret": "pw"}),
+    ],
+)
+def test_default_base_url_counts_as_the_stored_one(
+    server: RunningServer, kind: str, config: dict[str, Any]
+) -> None:
+    tenant = server.new_tenant()
+    default = next(f.default for f in KINDS[kind].fields if f.name == "baseUrl")
+    (secret_field,) = KINDS[kind].secret_fields
+    with server.http(tenant.business_key) as client:
+        provider_id = create(client, {"kind": kind, "name": "Line", "config": config})
+        explicit = client.patch(
+            f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": default.upper() + "/"}}
+        )
+        assert explicit.json() == {"ok": True}
+        _, opened = server.call(server.service.providers.open_config(tenant.business_id, provider_id))
+        assert opened[secret_field] == "pw"
+        moved = client.patch(
+            f"/api/v1/providers/{provider_id}", json={"config": {"baseUrl": "https://elsewhere.example.com"}}
+        )
+        assert moved.status_code == 400
+        assert (
+            moved.json()["message"]
+            == f"config.{secret_field}: must be sent again when config.baseUrl changes"
+        )
+        assert client.get(f"/api/v1/providers/{provider_id}").json()["baseUrl"] == default.upper()
+
+
+def test_kazoo_websocket_url_is_a_host_field(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with FakeKazoo() as fake, server.http(tenant.business_key) as client:
+        provider_id = create(client, {"kind": "kazoo", "name": "Kazoo", "config": KAZOO.config(fake)})
+        before = client.get(f"/api/v1/providers/{provider_id}").json()
+        for websocket in ("wss://ws.attacker.example.com", None):
+            moved = client.patch(
+                f"/api/v1/providers/{provider_id}", json={"config": {"websocketUrl": websocket}}
+            )
+            assert (moved.status_code, moved.json()) == (
+                400,
+                {
+                    "error": "invalid_argument",
+                    "message": "config.apiKey: must be sent again when config.websocketUrl changes",
+                },
+            ), websocket
+        both = client.patch(
+            f"/api/v1/providers/{provider_id}",
+            json={"config": {"websocketUrl": "wss://ws2.example.com", "baseUrl": "https://kz.example.com"}},
+        )
+        assert both.json()["message"] == (
+            "config.apiKey: must be sent again when config.baseUrl and config.websocketUrl changes"
+        )
+        assert client.get(f"/api/v1/providers/{provider_id}").json() == before
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {"ok": True}
+
+        moved = client.patch(
+            f"/api/v1/providers/{provider_id}",
+            json={"config": {"websocketUrl": "wss://ws2.example.com", "apiKey": fake.api_key}},
+        )
+        assert moved.json() == {"ok": True}
+        got = client.get(f"/api/v1/providers/{provider_id}").json()
+        assert got["config"]["websocketUrl"] == "wss://ws2.example.com"
+        assert client.post(f"/api/v1/providers/{provider_id}/test").json() == {"ok": True}

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from callvault.v1 import recordings_pb2, recordings_pb2_grpc
 from sqlalchemy import create_engine, text
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
 from service.sealing import SealBroken
 from service.storage.db import sync_url
-from service.storage.models import ProviderSecret
+from service.storage.models import Provider, ProviderSecret
 from tests.conftest import BACKENDS
 from tests.e2e.test_providers_rest import SEED_CREATE, create
 from tests.e2e.test_recordings_api import register, upload
@@ -225,3 +225,47 @@ def test_sqlite_files_are_owner_only(tmp_path: Path) -> None:
     finally:
         server.stop()
         os.umask(old_umask)
+
+
+def test_sealed_value_does_not_open_under_another_host(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        first = create(client)
+        elsewhere = {**SEED_CREATE["config"], "baseUrl": "https://other.example.com"}
+        second = create(client, {**SEED_CREATE, "name": "Second", "config": elsewhere})
+
+    async def sealed_of(provider_id: str) -> bytes:
+        async with server.service.db.session() as session:
+            query = select(ProviderSecret).where(col(ProviderSecret.provider_id) == provider_id)
+            return (await session.exec(query)).one().sealed
+
+    async def write(provider_id: str, *, sealed: bytes | None = None, base_url: str | None = None) -> None:
+        async with server.service.db.session() as session:
+            if sealed is not None:
+                await session.exec(
+                    update(ProviderSecret)
+                    .where(col(ProviderSecret.provider_id) == provider_id)
+                    .values(sealed=sealed)
+                )
+            if base_url is not None:
+                row = await session.get(Provider, provider_id)
+                assert row is not None
+                row.settings = {**row.settings, "baseUrl": base_url}
+                session.add(row)
+            await session.commit()
+
+    providers = server.service.providers
+    # Copied to a provider on another host: does not open.
+    server.call(write(second, sealed=server.call(sealed_of(first))))
+    with pytest.raises(SealBroken, match="password"):
+        server.call(providers.open_config(tenant.business_id, second))
+    # Left in place while the host is changed behind the API's back: does not open either,
+    # and opens again once the provider points back where the secret was saved for.
+    server.call(write(first, base_url="https://attacker.example.com"))
+    with pytest.raises(SealBroken, match="wrong origin"):
+        server.call(providers.open_config(tenant.business_id, first))
+    with server.http(tenant.business_key) as client:
+        answer = client.post(f"/api/v1/providers/{first}/test")
+        assert answer.status_code != 200 and "s3cret" not in answer.text  # never tried at the new host
+    server.call(write(first, base_url="https://pbx.example.com"))
+    assert server.call(providers.open_config(tenant.business_id, first))[1]["password"] == "s3cret"

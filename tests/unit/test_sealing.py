@@ -6,6 +6,7 @@ import base64
 import os
 import stat
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from service.sealing import (
     retire_key,
     write_key_file,
 )
+from tests.support.seals import seal_v1
 
 KEY1 = bytes(range(32))
 KEY2 = bytes(range(100, 132))
@@ -58,7 +60,7 @@ def test_round_trip(ring: Keyring) -> None:
 def test_layout_is_version_key_id_nonce_ciphertext_tag() -> None:
     ring = Keyring({7: KEY1}, primary_id=7)
     sealed = ring.seal(SECRET, CTX)
-    assert sealed[0] == FORMAT_VERSION == 1
+    assert sealed[0] == FORMAT_VERSION == 2
     assert sealed[1:5] == struct.pack(">I", 7)
     assert len(sealed) == 1 + 4 + 12 + len(SECRET.encode()) + 16
     assert ring.key_id_of(sealed) == 7
@@ -81,7 +83,8 @@ def test_value_does_not_open_in_another_context(ring: Keyring, other: SealContex
         ring.open(sealed, other)
     message = str(info.value)
     assert message == (
-        f"sealed value does not open for {other.purpose}/{other.field}: wrong row, wrong field or tampered"
+        f"sealed value does not open for {other.purpose}/{other.field}: "
+        "wrong row, wrong field, wrong origin or tampered"
     )
     assert SECRET not in message
 
@@ -128,8 +131,10 @@ def test_truncated_and_unknown_version_are_unsupported(ring: Keyring) -> None:
         ring.open(sealed[:32], CTX)
     with pytest.raises(UnsupportedFormat, match="too short"):
         ring.open(b"", CTX)
-    with pytest.raises(UnsupportedFormat, match="version 2"):
-        ring.open(b"\x02" + sealed[1:], CTX)
+    with pytest.raises(UnsupportedFormat, match="version 3"):
+        ring.open(b"\x03" + sealed[1:], CTX)
+    with pytest.raises(UnsupportedFormat, match="version 0"):
+        ring.open(b"\x00" + sealed[1:], CTX)
     with pytest.raises(SealBroken):  # long enough to parse, but the tag is cut
         ring.open(sealed[:-1], CTX)
 
@@ -155,6 +160,62 @@ def test_context_parts_must_be_non_empty(part: str) -> None:
     parts = {"purpose": "p", "business_id": "b", "row_id": "r", "field": "f", part: ""}
     with pytest.raises(ValueError, match=part):
         SealContext(**parts)
+
+
+# --- the origin (format 2) and format 1 values ------------------------------
+
+WHERE = "baseUrl=https://pbx.example.com:443"
+AT_PBX = replace(CTX, origin=WHERE)
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "baseUrl=https://evil.example.com:443",
+        "baseUrl=https://pbx.example.com:8443",
+        "baseUrl=http://pbx.example.com:443",
+        "",
+    ],
+    ids=["other-host", "other-port", "other-scheme", "no-origin"],
+)
+def test_value_does_not_open_for_another_origin(ring: Keyring, elsewhere: str) -> None:
+    sealed = ring.seal(SECRET, AT_PBX)
+    assert ring.open(sealed, AT_PBX) == SECRET
+    with pytest.raises(SealBroken, match="wrong origin") as info:
+        ring.open(sealed, replace(CTX, origin=elsewhere))
+    assert SECRET not in str(info.value) and WHERE not in str(info.value)
+
+
+def test_origin_is_length_prefixed_after_the_field(ring: Keyring) -> None:
+    # Without its own prefix the origin could lend characters to the field, or take them.
+    a = SealContext("provider-secret", "biz-1", "row-1", "api_tokenx", origin="y")
+    b = SealContext("provider-secret", "biz-1", "row-1", "api_token", origin="xy")
+    with pytest.raises(SealBroken):
+        ring.open(ring.seal(SECRET, a), b)
+
+
+def test_format_1_values_still_open_and_reseal_to_format_2() -> None:
+    ring = Keyring({1: KEY1}, primary_id=1)
+    old = seal_v1(1, KEY1, SECRET, CTX)
+    # Sealed before origins were bound, it opens whatever the origin now is...
+    assert ring.open(old, AT_PBX) == ring.open(old, CTX) == SECRET
+    # ...but not in another row, and it is due for re-sealing though its key is primary.
+    with pytest.raises(SealBroken):
+        ring.open(old, replace(AT_PBX, row_id="row-2"))
+    assert ring.key_id_of(old) == ring.primary_id and ring.needs_reseal(old)
+
+    new = ring.reseal(old, AT_PBX)
+    assert new[0] == 2 and ring.key_id_of(new) == 1 and not ring.needs_reseal(new)
+    assert ring.open(new, AT_PBX) == SECRET
+    with pytest.raises(SealBroken):
+        ring.open(new, CTX)
+
+
+def test_format_2_value_relabelled_as_format_1_does_not_open(ring: Keyring) -> None:
+    # The version byte is authenticated: dropping the origin binding by relabelling fails.
+    sealed = ring.seal(SECRET, AT_PBX)
+    with pytest.raises(SealBroken):
+        ring.open(b"\x01" + sealed[1:], AT_PBX)
 
 
 # --- rotation --------------------------------------------------------------
