@@ -17,7 +17,7 @@ from service.connectors.http import NetworkPolicy
 from service.errors import InvalidArgument, KindNotSupported, ProviderNotFound
 from service.ids import uuid7
 from service.kinds import KINDS
-from service.kinds.base import KEPT, ProviderKind, ReadAs
+from service.kinds.base import KEPT, ProviderKind
 from service.providers.connection import ConnectionChecker
 from service.sealing import SealContext, Sealer
 from service.storage.db import Database
@@ -140,16 +140,16 @@ class ProviderStore:
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
-        spec = stored_kind(row.kind)
+        shown = stored_kind(row.kind).read_back(row.settings)
         return ProviderDetails(
             last_sync_error=await last_error(self._db, row.id),
             id=row.id,
             kind=row.kind,
             name=row.name,
             is_active=row.is_active,
-            base_url=spec.readable(row.settings, ReadAs.BASE_URL).get("baseUrl"),
-            username=next(iter(spec.readable(row.settings, ReadAs.USERNAME).values()), None),
-            config=spec.readable(row.settings, ReadAs.CONFIG),
+            base_url=shown.base_url,
+            username=shown.username,
+            config=shown.config,
         )
 
     async def update(

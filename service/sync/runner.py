@@ -36,6 +36,8 @@ from service.blobs.base import BlobError, BlobStore
 from service.config import Settings
 from service.connectors.base import CallRecord, Connector, ConnectorError
 from service.errors import KindNotSupported, ProviderNotFound
+from service.kinds import KINDS
+from service.kinds.base import LATE_ROWS_HOURS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.recordings.retry import RetryPolicy, retrying
@@ -97,19 +99,16 @@ def failure_message(error: BaseException) -> str | None:
 
 
 def interval_of(provider: Provider, default_minutes: float) -> timedelta:
-    """How often the provider is pulled: its poll interval setting, if it has one."""
-    minutes = provider.settings.get("pollIntervalMinutes")
-    if isinstance(minutes, int) and not isinstance(minutes, bool) and minutes > 0:
-        return timedelta(minutes=minutes)
-    return timedelta(minutes=default_minutes)
+    """How often the provider is pulled: its kind's poll interval setting, if set."""
+    kind = KINDS.get(provider.kind)
+    minutes = kind.poll_interval_minutes(provider.settings) if kind else None
+    return timedelta(minutes=minutes or default_minutes)
 
 
 def late_rows_of(provider: Provider) -> timedelta:
-    """How far back every pull re-reads for rows written late (lateRowsHours)."""
-    hours = provider.settings.get("lateRowsHours")
-    if isinstance(hours, int) and not isinstance(hours, bool) and hours >= 0:
-        return timedelta(hours=hours)
-    return timedelta(hours=24)
+    """How far back every pull re-reads for rows written late (lateRowsHours, every kind's)."""
+    kind = KINDS.get(provider.kind)
+    return timedelta(hours=kind.late_rows_hours(provider.settings) if kind else LATE_ROWS_HOURS)
 
 
 @dataclass(slots=True)

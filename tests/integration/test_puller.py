@@ -668,11 +668,14 @@ async def _finished(env: Env, provider_id: str, count: int) -> bool:
         return int((await session.exec(query)).one()) >= count
 
 
-def test_interval_comes_from_the_provider_settings_and_backoff_is_capped_by_it() -> None:
+def test_interval_comes_from_the_kinds_poll_interval_field_and_backoff_is_capped_by_it() -> None:
     dtac = Provider(id="p", business_id="b", kind="dtac", name="DTAC", settings={"pollIntervalMinutes": 30})
     kazoo = Provider(id="q", business_id="b", kind="kazoo", name="Kazoo", settings={})
+    # A kind without a poll interval field: a stray setting of that name means nothing.
+    stray = Provider(id="r", business_id="b", kind="kazoo", name="Kz", settings={"pollIntervalMinutes": 30})
     assert interval_of(dtac, 15) == timedelta(minutes=30)
     assert interval_of(kazoo, 15) == timedelta(minutes=15)
+    assert interval_of(stray, 15) == timedelta(minutes=15)
     waits = [failure_backoff(n, timedelta(minutes=5)) for n in range(1, 6)]
     assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5)]
     assert failure_backoff(10_000, timedelta(hours=1)) == timedelta(hours=1)
@@ -812,3 +815,11 @@ async def test_rows_listed_by_time_are_re_read_over_the_trailing_day(env: Env) -
         assert (job.state, job.recordings_stored) == ("succeeded", 1)
         listed = {r.external_id for r in await env.rows(provider_id)}
         assert str(late.id) in listed and str(too_old.id) not in listed
+
+        # The trailing window is a setting of every kind: two days reach the 30-hour-old call.
+        await env.providers.update(
+            env.business_id, provider_id, name=None, config={"lateRowsHours": 48}, is_active=None
+        )
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        assert str(too_old.id) in {r.external_id for r in await env.rows(provider_id)}

@@ -5,6 +5,6 @@ from tests.sixth_kind.connector import LedgerConnector
 
 KIND = ProviderKind(
     name="ledger",
-    fields=(url("baseUrl", required=True), secret("token")),
+    fields=(url("baseUrl", locates=True, required=True), secret("token")),
     connector=LedgerConnector,
 )
