@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from sqlmodel import col, select
 
@@ -28,10 +29,14 @@ class Scope(enum.StrEnum):
     VIEW_RECORDING_SELF = "view_recording_self"
     MANAGE_RECORDING_REVIEW = "manage_recording_review"
     MANAGE_CALL_RECORDING = "manage_call_recording"
+    MANAGE_RECORDING_COLLECTION = "manage_recording_collection"
     MANAGE_ALL = "manage_all"
 
 
 _KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+# What a call needs: a scope, or a tuple of scopes any one of which will do.
+Requirement: TypeAlias = Scope | tuple[Scope, ...]
 
 
 def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
@@ -77,12 +82,13 @@ class Principal:
     def has(self, scope: Scope) -> bool:
         return Scope.MANAGE_ALL in self.scopes or scope in self.scopes
 
-    def require(self, *scopes: Scope) -> None:
-        """Every scope named (a call that reaches two kinds of data needs both); the
-        refusal names the first one missing."""
-        for scope in scopes:
-            if not self.has(scope):
-                raise MissingScope(scope.value)
+    def require(self, *needs: Requirement) -> None:
+        """Every requirement named (a call that reaches two kinds of data needs both); a
+        tuple is met by any one of its scopes. The refusal names the first one unmet."""
+        for need in needs:
+            alternatives = need if isinstance(need, tuple) else (need,)
+            if not any(self.has(s) for s in alternatives):
+                raise MissingScope(" or ".join(s.value for s in alternatives))
 
 
 def bearer_token(authorization: str | None) -> str:

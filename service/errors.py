@@ -162,3 +162,20 @@ class AudioReclaimed(DomainError):
 
     def __init__(self) -> None:
         super().__init__("the audio was freed while it was being stored; send it again")
+
+
+class CollectionNotFound(NotFound):
+    code = "collection_not_found"
+
+    def __init__(self) -> None:
+        super().__init__("no such collection in this business")
+
+
+class CollectionRecordingsNotFound(NotFound):
+    """Recordings named to be added to a collection that this business does not have."""
+
+    code = "recording_not_found"
+
+    def __init__(self, field: str, missing: list[str]) -> None:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        super().__init__(f"{field}: no such recording in this business: {shown}", field=field)

@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import uvicorn
 from callvault.v1 import (
+    collections_pb2,
+    collections_pb2_grpc,
     meta_pb2,
     meta_pb2_grpc,
     providers_pb2,
@@ -27,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__, metrics
+from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
@@ -39,6 +42,7 @@ from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
+from service.recordings.collections import CollectionStore
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.rest.app import build_app
@@ -106,6 +110,11 @@ class Service:
                     self.auth, self.recordings, SyncJobs(self.db), self.puller, settings.timezone
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
+            ),
+            (
+                collections_pb2.DESCRIPTOR.services_by_name["CollectionService"],
+                CollectionServicer(self.auth, CollectionStore(self.db), settings.timezone),
+                collections_pb2_grpc.add_CollectionServiceServicer_to_server,
             ),
             (
                 meta_pb2.DESCRIPTOR.services_by_name["MetaService"],

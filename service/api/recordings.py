@@ -37,6 +37,34 @@ def audio_path(recording_id: str) -> str:
     return f"/api/v1/recordings/{recording_id}/audio"
 
 
+def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
+    """A recording as both transports show it; callAt carries the business's offset."""
+    out = pb.Recording(
+        id=row.id,
+        data_id=row.external_id,
+        call_at=as_utc(row.call_at).astimezone(tz).isoformat(timespec="seconds"),
+        direction=row.direction,
+        customer_phone=row.customer_phone,
+        customer_phone_normalized=row.customer_phone_normalized,
+        processing_status=row.processing_status,
+        duration_seconds=row.duration_seconds,
+        source_provider=row.source,
+        caller=row.caller,
+        callee=row.callee,
+        outcome=row.outcome,
+        callcenter_number=row.callcenter_number,
+        callcenter_name=row.callcenter_name,
+        note=row.note,
+        content_type=row.content_type,
+    )
+    for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
+        if value is not None:
+            setattr(out, name, value)
+    if row.processing_status == RecordingStatus.STORED and row.sha256 is not None:
+        out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
+    return out
+
+
 class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
     def __init__(
         self, auth: CallAuth, store: RecordingStore, jobs: SyncJobs, sync: SyncRequester, timezone: str
@@ -48,30 +76,7 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         self._tz = ZoneInfo(timezone)
 
     def _recording(self, row: Recording) -> pb.Recording:
-        out = pb.Recording(
-            id=row.id,
-            data_id=row.external_id,
-            call_at=as_utc(row.call_at).astimezone(self._tz).isoformat(timespec="seconds"),
-            direction=row.direction,
-            customer_phone=row.customer_phone,
-            customer_phone_normalized=row.customer_phone_normalized,
-            processing_status=row.processing_status,
-            duration_seconds=row.duration_seconds,
-            source_provider=row.source,
-            caller=row.caller,
-            callee=row.callee,
-            outcome=row.outcome,
-            callcenter_number=row.callcenter_number,
-            callcenter_name=row.callcenter_name,
-            note=row.note,
-            content_type=row.content_type,
-        )
-        for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
-            if value is not None:
-                setattr(out, name, value)
-        if row.processing_status == RecordingStatus.STORED and row.sha256 is not None:
-            out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
-        return out
+        return recording_message(row, self._tz)
 
     @staticmethod
     def _receipt(row: Recording) -> pb.Recording:

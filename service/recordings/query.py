@@ -48,6 +48,15 @@ def _instant(value: str, field: str, tz: ZoneInfo, *, end: bool) -> datetime:
     return parsed + timedelta(microseconds=1) if end else parsed
 
 
+def page_bounds(limit: int | None, offset: int) -> tuple[int, int]:
+    """The mirrored API's paging, for every list: limit 1-200 (default 20), offset from 0."""
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise InvalidArgument("offset", "must not be negative")
+    return limit or DEFAULT_LIMIT, offset
+
+
 def build_query(
     *,
     limit: int | None,
@@ -67,10 +76,7 @@ def build_query(
     sort_dir: str,
     tz: ZoneInfo,
 ) -> RecordingQuery:
-    if limit is not None and not 1 <= limit <= MAX_LIMIT:
-        raise InvalidArgument("limit", f"must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise InvalidArgument("offset", "must not be negative")
+    page_limit, offset = page_bounds(limit, offset)
     if direction and direction not in ("in", "out"):
         raise InvalidArgument("direction", "must be in or out")
     if source_provider and source_provider not in (*KINDS, "upload"):
@@ -88,7 +94,7 @@ def build_query(
     if call_from and call_to and call_from > call_to:
         raise InvalidArgument("callDateFrom", "must not be after callDateTo")
     return RecordingQuery(
-        limit=limit or DEFAULT_LIMIT,
+        limit=page_limit,
         offset=offset,
         direction=direction or None,
         source=source_provider or None,

@@ -9,7 +9,7 @@ from callvault.v1 import options_pb2
 from google.protobuf import descriptor, descriptor_pool, json_format, message
 
 from service.errors import InvalidArgument, MalformedRequest
-from service.rest.bindings import MessageDescriptor
+from service.rest.bindings import FieldDescriptor, MessageDescriptor
 
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
@@ -25,18 +25,24 @@ _INTS = {
 
 def to_json(msg: message.Message) -> dict[str, Any]:
     """lowerCamelCase names; fields without presence rendered even when default
-    ("ok": false), except those marked json_omit_empty."""
+    ("ok": false, "items": []), except a json_only_with field whose sibling is unset."""
     data = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
-    _omit_empty(msg.DESCRIPTOR, data)
+    _omit_unpaired(msg.DESCRIPTOR, data)
     return data
+
+
+def _only_with(field: FieldDescriptor) -> str:
+    """The sibling a field is shown with (its json_only_with option), or ""."""
+    value: str = field.GetOptions().Extensions[cast(Any, options_pb2.json_only_with)]
+    return value
 
 
 @functools.cache
 def _has_omissions(full_name: str) -> bool:
-    """Whether a message type, or one it contains, has a json_omit_empty field (once per type)."""
+    """Whether a message type, or one it contains, has a json_only_with field (once per type)."""
     desc = descriptor_pool.Default().FindMessageTypeByName(full_name)
     for field in desc.fields:
-        if field.GetOptions().Extensions[cast(Any, options_pb2.json_omit_empty)]:
+        if _only_with(field):
             return True
         nested = field.message_type
         if nested is None or not nested.full_name.startswith("callvault.") or nested.full_name == full_name:
@@ -46,20 +52,21 @@ def _has_omissions(full_name: str) -> bool:
     return False
 
 
-def _omit_empty(desc: MessageDescriptor, data: dict[str, Any]) -> None:
+def _omit_unpaired(desc: MessageDescriptor, data: dict[str, Any]) -> None:
     if not _has_omissions(desc.full_name):
         return
     for field in desc.fields:
-        value = data.get(field.json_name)
-        if value is None:
+        if field.json_name not in data:
             continue
-        omit: bool = field.GetOptions().Extensions[cast(Any, options_pb2.json_omit_empty)]
-        if omit and value in ([], {}, "", 0, False):
+        sibling = _only_with(field)
+        # A presence field that is unset is absent from MessageToDict's output.
+        if sibling and desc.fields_by_name[sibling].json_name not in data:
             del data[field.json_name]
         elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            value = data[field.json_name]
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, dict) and field.message_type.full_name.startswith("callvault."):
-                    _omit_empty(field.message_type, item)
+                    _omit_unpaired(field.message_type, item)
 
 
 def parse_into(msg: message.Message, data: dict[str, Any]) -> None:

@@ -241,3 +241,34 @@ class KeyCanary(SQLModel, table=True):
     key_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _ts()
+
+
+class Collection(SQLModel, table=True):
+    """A named group of a business's recordings (service/recordings/collections.py)."""
+
+    __table_args__ = (Index("ix_collection_business_created", "business_id", "created_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    business_id: str = Field(foreign_key="business.id", max_length=36)
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=1000)
+    color: str | None = Field(default=None, max_length=7)  # #RRGGBB
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class CollectionItem(SQLModel, table=True):
+    """A recording in a collection. Both keys cascade: deleting a collection deletes its
+    items, deleting a recording takes it out of every collection; neither touches the other."""
+
+    __table_args__ = (
+        Index("ix_collectionitem_collection_added", "collection_id", "added_at", "recording_id"),
+    )
+
+    collection_id: str = Field(
+        primary_key=True, max_length=36, foreign_key="collection.id", ondelete="CASCADE"
+    )
+    recording_id: str = Field(
+        primary_key=True, max_length=36, foreign_key="recording.id", ondelete="CASCADE", index=True
+    )
+    added_at: datetime = _ts()

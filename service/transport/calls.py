@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service import metrics
-from service.auth import Authenticator, Principal, Scope
+from service.auth import Authenticator, Principal, Requirement
 from service.errors import DomainError, RateLimited
 from service.ratelimit import Decision, RateLimiter
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
@@ -110,7 +110,7 @@ class CallAuth:
                 raise RateLimited(decision.limit, decision.retry_after)
         return principal
 
-    async def caller(self, context: MetadataContext, *scopes: Scope) -> Caller:
+    async def caller(self, context: MetadataContext, *scopes: Requirement) -> Caller:
         """The key and the business it acts for, once it holds every scope named: scopes
         are checked before anything is read or changed."""
         principal = await self.principal(context)
@@ -123,7 +123,7 @@ class CallAuth:
             call.business_id = business_id
         return Caller(principal, business_id)
 
-    async def business(self, context: MetadataContext, *scopes: Scope) -> str:
+    async def business(self, context: MetadataContext, *scopes: Requirement) -> str:
         return (await self.caller(context, *scopes)).business_id
 
 

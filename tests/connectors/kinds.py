@@ -100,7 +100,9 @@ class ThreeCXKind(Kind[FakeThreeCX, ThreeCXConnector]):
         return ThreeCXConnector({**config, **over}, policy)
 
     def paths(self, fake: FakeThreeCX) -> Paths:
-        return Paths("/xapi/v1/Defs", "/xapi/v1/Recordings", "/xapi/v1/Recordings/Pbx.DownloadRecording")
+        return Paths(
+            "/xapi/v1/Recordings", "/xapi/v1/Recordings", "/xapi/v1/Recordings/Pbx.DownloadRecording"
+        )
 
     def leaks(self, fake: FakeThreeCX) -> list[str]:
         return [fake.client_secret, fake.password]

@@ -125,6 +125,25 @@ def test_whoami_account_key_without_business_header(server: RunningServer) -> No
     assert reply.level == "account" and len(reply.businesses) == 2
 
 
+def test_whoami_account_key_with_no_businesses_lists_none(server: RunningServer) -> None:
+    """The account-key shape keeps "businesses" when it is empty; the business-key shape has none."""
+
+    async def lone_key() -> str:
+        account = await server.admin().create_account("Empty Account")
+        return (await server.admin().create_key(account_id=account, scopes=[Scope.MANAGE_ALL])).plaintext
+
+    key = server.call(lone_key())
+    with server.http(key) as client:
+        body = client.get("/api/v1/meta/whoami").json()
+    assert body["level"] == "account" and body["businesses"] == []
+    assert set(body) == {"level", "userId", "scopes", "businesses"}
+    with server.channel() as channel:
+        reply = meta_pb2_grpc.MetaServiceStub(channel).WhoAmI(
+            meta_pb2.WhoAmIRequest(), metadata=[("authorization", f"Bearer {key}")]
+        )
+    assert reply.level == "account" and list(reply.businesses) == [] and not reply.HasField("business")
+
+
 def test_whoami_grpc_rejects_unknown_key(server: RunningServer) -> None:
     with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         meta_pb2_grpc.MetaServiceStub(channel).WhoAmI(

@@ -3,5 +3,5 @@ from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
 
 DESCRIPTOR: _descriptor.FileDescriptor
-JSON_OMIT_EMPTY_FIELD_NUMBER: _ClassVar[int]
-json_omit_empty: _descriptor.FieldDescriptor
+JSON_ONLY_WITH_FIELD_NUMBER: _ClassVar[int]
+json_only_with: _descriptor.FieldDescriptor
