@@ -42,6 +42,7 @@ from tests.fakes.dtac import FakeDtac
 from tests.fakes.httpserver import Fault, Request
 from tests.fakes.kazoo import FakeKazoo, FakeRecording
 from tests.fakes.ledger import FakeLedger
+from tests.fakes.threecx import FakeThreeCX
 from tests.sixth_kind.kind import KIND as LEDGER
 
 POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
@@ -823,3 +824,30 @@ async def test_rows_listed_by_time_are_re_read_over_the_trailing_day(env: Env) -
         job = await puller.pull(provider_id)
         assert (job.state, job.recordings_stored) == ("succeeded", 1)
         assert str(too_old.id) in {r.external_id for r in await env.rows(provider_id)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_threecx_late_rows_by_id_and_audio_that_404s_for_a_while(env: Env) -> None:
+    """3CX, as its fake behaves: a long call's row is written when it ends, with an Id above
+    every earlier row and a start three days back; its audio 404s until it is released.
+    The puller asks for Ids above the highest stored and keeps the audio pending meanwhile."""
+    with FakeThreeCX() as pbx:
+        first = pbx.add_call(NOW - timedelta(hours=2))
+        config = {"baseUrl": pbx.base_url, "username": pbx.client_id, "password": pbx.client_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="threecx", name="3CX", config=config, is_active=True
+        )
+        puller = await env.puller()
+        assert (await puller.pull(provider_id)).recordings_stored == 1
+        assert (await env.state(provider_id)).position == str(first.id)
+
+        late = pbx.add_call(NOW - timedelta(days=3), audio_ready=False)
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 0, 0)
+        assert (await statuses(env, provider_id))[str(late.id)] == ("pending", "recording not ready yet")
+        assert (await env.state(provider_id)).position == str(late.id)
+
+        pbx.release_audio(late.id)
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        assert (await statuses(env, provider_id))[str(late.id)] == ("stored", None)
