@@ -14,9 +14,8 @@ from sqlmodel import col, select
 
 from service.kinds import KINDS
 from service.providers.store import seal_context
-from service.recordings.ingest import insert_for
 from service.sealing import Keyring, SealContext, SealingError
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import KeyCanary, Provider, ProviderSecret, utcnow
 
 CANARY_TEXT = "callvault master key canary"

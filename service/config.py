@@ -84,6 +84,9 @@ class SyncSettings:
     retry_base_seconds: float = 0.5
     retry_cap_seconds: float = 30.0
     recording_attempts: int = 10
+    # Audio a provider lists but cannot serve yet (AudioNotReady) stays pending this long
+    # after the call was first listed, tried on every pull, then fails with the reason.
+    audio_wait_hours: float = 48.0
     max_recording_bytes: int = 4 * 1024**3
 
 
@@ -247,6 +250,7 @@ class Settings:
                 default_interval_minutes=_float(env, "CALLVAULT_SYNC_INTERVAL_MINUTES", 15.0),
                 lease_seconds=_float(env, "CALLVAULT_SYNC_LEASE_SECONDS", 120.0),
                 initial_lookback_days=_int(env, "CALLVAULT_SYNC_LOOKBACK_DAYS", 30),
+                audio_wait_hours=_float(env, "CALLVAULT_SYNC_AUDIO_WAIT_HOURS", 48.0),
                 concurrency=_int(env, "CALLVAULT_SYNC_CONCURRENCY", 8),
                 per_provider_concurrency=_int(env, "CALLVAULT_SYNC_PER_PROVIDER_CONCURRENCY", 2),
             ),

@@ -26,8 +26,7 @@ from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from service.recordings.ingest import insert_for
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import ServerProcess, utcnow
 
 log = logging.getLogger("callvault.processes")

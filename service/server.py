@@ -43,8 +43,6 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
-from service.recordings.jobs import SyncJobs
-from service.recordings.puller import Puller
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.rest.app import build_app
@@ -52,6 +50,8 @@ from service.rest.bindings import Binding, bindings_for
 from service.rest.openapi import openapi_document
 from service.sealing import Keyring
 from service.storage.db import Database
+from service.sync.queue import SyncJobs
+from service.sync.scheduler import Puller
 from service.transport.calls import CallAuth
 from service.transport.interceptor import CallInterceptor
 

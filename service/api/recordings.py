@@ -14,10 +14,10 @@ from google.api import httpbody_pb2
 from service.api.convert import present, timestamp
 from service.auth import Scope
 from service.errors import InvalidArgument
-from service.recordings.jobs import SyncJobs
 from service.recordings.query import build_query
 from service.recordings.store import NewUpload, RecordingStore
-from service.storage.models import Recording, SyncJob, as_utc
+from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
+from service.sync.queue import SyncJobs
 from service.transport.calls import CallAuth, MetadataContext, metadata_value
 from service.validation import check_media_type, is_media_type
 
@@ -61,7 +61,7 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
     for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
         if value is not None:
             setattr(out, name, value)
-    if row.processing_status == "stored" and row.sha256 is not None:
+    if row.processing_status == RecordingStatus.STORED and row.sha256 is not None:
         out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
     return out
 

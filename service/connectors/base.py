@@ -45,7 +45,9 @@ class CallRecord:
     recording_ref: str | None
     # Where the provider's own listing order has reached with this row (3CX: its Id, which
     # grows as rows are written, so a late row of a long call sorts after earlier ones).
-    # Opaque outside the connector; None for providers listed by time only.
+    # Opaque outside the connector, except for its order: the puller keeps the highest, where
+    # a longer position is higher, then by text (decimal numbers, or fixed-width strings;
+    # sync/state.py position_key). None for providers listed by time only.
     position: str | None = None
     # The provider's id of the call this row belongs to, where one call can give several rows
     # (Kazoo: one recording per recorded leg, all naming the call's interaction id). None

@@ -1,5 +1,11 @@
 """What a provider kind is: its fields, which are secret, how they validate, how they
-are previewed and read back, and which connector speaks for it. Defined once per kind."""
+are previewed and read back, and which connector speaks for it. Defined once per kind.
+
+A kind declares, on its fields, everything the rest of callvault needs to know about
+it: its host fields (`locates`), its poll interval field (`schedules`) and where each field
+is read back (`read_as`). The settings every kind has (COMMON_FIELDS) are declared here
+once, so the store and the puller name no kind and no kind's field.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +63,8 @@ class FieldSpec:
     # A host field says where the credentials are sent: its origin is bound into every
     # sealed secret, and changing it needs every secret sent again.
     locates: bool = False
+    # The kind's poll interval, in minutes (at most one field per kind).
+    schedules: bool = False
 
     def check(self, value: Any, *, policy: NetworkPolicy) -> Any:
         """The value as stored, or InvalidArgument naming config.<field>."""
@@ -110,6 +118,22 @@ class FieldSpec:
 
 ConnectorFactory = Callable[[Mapping[str, Any], NetworkPolicy], Connector]
 
+LATE_ROWS_HOURS = 24
+# Every kind's: how far back each pull re-reads for rows a provider writes late (a call's
+# row is written when it ends; the puller's state.py). Unset reads as LATE_ROWS_HOURS; shown
+# back in config only once set.
+LATE_ROWS = FieldSpec("lateRowsHours", FieldType.INT, read_as=ReadAs.CONFIG, minimum=0, maximum=24 * 14)
+COMMON_FIELDS = (LATE_ROWS,)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """A provider's settings as read back: where, as whom, and the rest that is readable."""
+
+    base_url: str | None
+    username: str | None
+    config: dict[str, Any]
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderKind:
@@ -121,7 +145,12 @@ class ProviderKind:
     by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+        own = {f.name for f in self.fields}
+        fields = self.fields + tuple(f for f in COMMON_FIELDS if f.name not in own)
+        if sum(f.schedules for f in fields) > 1:
+            raise ValueError(f"kind {self.name} declares more than one poll interval field")
+        object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "by_name", {f.name: f for f in fields})
 
     @property
     def secret_fields(self) -> tuple[str, ...]:
@@ -181,14 +210,47 @@ class ProviderKind:
 
     def preview(self, settings: Mapping[str, Any]) -> str:
         """ "apiuser @ pbx.example.com": who and where, never a secret."""
-        full = self.with_defaults(settings)
-        host = urlsplit(str(full.get("baseUrl", ""))).hostname or ""
-        user = str(full.get(self.preview_user, "")) if self.preview_user else ""
+        base_url = self.read_back(settings).base_url
+        host = urlsplit(base_url or "").hostname or ""
+        user = str(self.with_defaults(settings).get(self.preview_user, "")) if self.preview_user else ""
         return f"{user} @ {host}" if user and host else user or host
 
     def readable(self, settings: Mapping[str, Any], where: ReadAs) -> dict[str, Any]:
         full = self.with_defaults(settings)
         return {f.name: full[f.name] for f in self.fields if f.read_as is where and f.name in full}
+
+    def read_back(self, settings: Mapping[str, Any]) -> ReadBack:
+        base_url = next(iter(self.readable(settings, ReadAs.BASE_URL).values()), None)
+        username = next(iter(self.readable(settings, ReadAs.USERNAME).values()), None)
+        return ReadBack(
+            base_url=None if base_url is None else str(base_url),
+            username=None if username is None else str(username),
+            config=self.readable(settings, ReadAs.CONFIG),
+        )
+
+    def poll_interval_minutes(self, settings: Mapping[str, Any]) -> int | None:
+        """The provider's own poll interval, if its kind has one and it is set."""
+        spec = next((f for f in self.fields if f.schedules), None)
+        value = self.with_defaults(settings).get(spec.name) if spec else None
+        return _positive_int(value)
+
+    def late_rows_hours(self, settings: Mapping[str, Any]) -> int:
+        """How far back every pull of the provider re-reads for late rows."""
+        value = settings.get(LATE_ROWS.name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        return LATE_ROWS_HOURS
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def poll_interval(name: str, *, minimum: int = 5, maximum: int = 1440) -> FieldSpec:
+    """The kind's poll interval setting, in minutes."""
+    return FieldSpec(name, FieldType.INT, minimum=minimum, maximum=maximum, schedules=True)
 
 
 def origin_of(value: Any) -> str:

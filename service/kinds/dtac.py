@@ -1,7 +1,7 @@
 """DTAC OneCall voice record (seed 000), an OrecX OrkTrack server at DTAC's host by default."""
 
 from service.connectors.dtac import DEFAULT_BASE_URL, DtacConnector
-from service.kinds.base import FieldSpec, FieldType, ProviderKind, ReadAs, secret, text, url
+from service.kinds.base import ProviderKind, ReadAs, poll_interval, secret, text, url
 
 KIND = ProviderKind(
     name="dtac",
@@ -9,7 +9,7 @@ KIND = ProviderKind(
         url("baseUrl", locates=True, default=DEFAULT_BASE_URL),
         text("username", read_as=ReadAs.USERNAME),
         secret("password"),
-        FieldSpec("pollIntervalMinutes", FieldType.INT, minimum=5, maximum=1440),
+        poll_interval("pollIntervalMinutes"),
     ),
     connector=DtacConnector,
     preview_user="username",

@@ -17,11 +17,13 @@ from service.connectors.http import NetworkPolicy
 from service.errors import InvalidArgument, KindNotSupported, ProviderNotFound
 from service.ids import uuid7
 from service.kinds import KINDS
-from service.kinds.base import KEPT, ProviderKind, ReadAs
+from service.kinds.base import KEPT, ProviderKind
 from service.providers.connection import ConnectionChecker
 from service.sealing import SealContext, Sealer
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, SyncJob, utcnow
+from service.storage.models import Provider, ProviderSecret, Recording, utcnow
+from service.sync.queue import forget_provider
+from service.sync.state import last_error
 from service.validation import check_plain, max_length
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
@@ -139,17 +141,16 @@ class ProviderStore:
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
         async with self._db.session() as session:
             row = await self._row(session, business_id, provider_id)
-            sync = await session.get(ProviderSync, provider_id)
-        spec = stored_kind(row.kind)
+        shown = stored_kind(row.kind).read_back(row.settings)
         return ProviderDetails(
-            last_sync_error=sync.last_error if sync else None,
+            last_sync_error=await last_error(self._db, row.id),
             id=row.id,
             kind=row.kind,
             name=row.name,
             is_active=row.is_active,
-            base_url=spec.readable(row.settings, ReadAs.BASE_URL).get("baseUrl"),
-            username=next(iter(spec.readable(row.settings, ReadAs.USERNAME).values()), None),
-            config=spec.readable(row.settings, ReadAs.CONFIG),
+            base_url=shown.base_url,
+            username=shown.username,
+            config=shown.config,
         )
 
     async def update(
@@ -204,21 +205,10 @@ class ProviderStore:
             recordings = list(
                 (await session.exec(select(Recording.id).where(col(Recording.provider_id) == row.id))).all()
             )
-            # Audio not fetched yet can never be now: say so rather than leave it pending.
-            await session.exec(
-                update(Recording)
-                .where(col(Recording.provider_id) == row.id, col(Recording.processing_status) == "pending")
-                .values(processing_status="failed", last_error="provider deleted")
-            )
+            await forget_provider(session, row.id)  # its sync jobs and state, and pending audio
             await session.exec(
                 update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
             )
-            await session.exec(
-                update(SyncJob)
-                .where(col(SyncJob.provider_id) == row.id, col(SyncJob.state) == "queued")
-                .values(state="failed", error="provider deleted", finished_at=utcnow())
-            )
-            await session.exec(delete(ProviderSync).where(col(ProviderSync.provider_id) == row.id))
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
             await session.commit()

@@ -51,8 +51,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.blobs.base import BlobError, BlobInfo, BlobStore
-from service.recordings.ingest import insert_for
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import Blob, Recording, utcnow
 
 log = logging.getLogger("callvault.blobs")

@@ -17,8 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.errors import CollectionNotFound, CollectionRecordingsNotFound, InvalidArgument
 from service.ids import uuid7
-from service.recordings.ingest import insert_for
-from service.storage.db import Database
+from service.storage.db import Database, insert_for
 from service.storage.models import Collection, CollectionItem, Recording, utcnow
 
 MAX_NAME, MAX_DESCRIPTION, MAX_IDS = 100, 1000, 1000

@@ -34,7 +34,7 @@ from service.recordings.counts import CountCache
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
-from service.storage.models import Recording, utcnow
+from service.storage.models import Recording, RecordingStatus, utcnow
 from service.validation import check_finite, check_instant, check_media_type, check_text
 
 log = logging.getLogger("callvault.recordings")
@@ -253,7 +253,7 @@ class RecordingStore:
             score=upload.score,
             note=upload.note,
             content_type=upload.content_type,
-            processing_status="pending",
+            processing_status=RecordingStatus.PENDING,
         )
         async with self._db.session() as session:
             existing = await self._by_data_id(session, business_id, upload.data_id)
@@ -303,7 +303,7 @@ class RecordingStore:
                 previous, previous_size = row.sha256, row.size or 0
                 row.sha256, row.size = blob.sha256, blob.size
                 row.content_type = content_type or row.content_type
-                row.processing_status, row.last_error, row.updated_at = "stored", None, utcnow()
+                row.processing_status, row.last_error, row.updated_at = RecordingStatus.STORED, None, utcnow()
                 session.add(row)
                 await session.flush()
                 for sha in sorted({blob.sha256, previous or blob.sha256}):  # the lock order
@@ -324,7 +324,7 @@ class RecordingStore:
         self, business_id: str, recording_id: str, range_header: str | None, offset: int = 0, length: int = 0
     ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
         row = await self.get(business_id, recording_id)
-        if row.processing_status != "stored" or row.sha256 is None or row.size is None:
+        if row.processing_status != RecordingStatus.STORED or row.sha256 is None or row.size is None:
             raise AudioNotStored(row.processing_status)
         if range_header:
             span = parse_range(range_header, row.size)

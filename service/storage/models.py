@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,24 @@ class UtcDateTime(TypeDecorator[datetime]):
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes: they were stored as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RecordingStatus(enum.StrEnum):
+    """Recording.processing_status."""
+
+    PENDING = "pending"  # audio not stored yet (or not served yet): tried on every pull
+    STORED = "stored"
+    FAILED = "failed"  # given up; last_error says why
+    NO_AUDIO = "no_audio"  # the provider lists the call without a recording
+
+
+class JobState(enum.StrEnum):
+    """SyncJob.state."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 def _ts(**kw: Any) -> Any:
@@ -128,8 +147,7 @@ class Recording(SQLModel, table=True):
     tag: str | None = Field(default=None, max_length=20)
     score: float | None = None
     note: str = Field(default="", max_length=2000)
-    # pending (audio not stored yet) | stored | failed (gave up) | no_audio
-    processing_status: str = Field(default="pending", max_length=20)
+    processing_status: str = Field(default=RecordingStatus.PENDING, max_length=20)  # RecordingStatus
     recording_ref: str | None = Field(default=None, max_length=2000)
     content_type: str = Field(default="audio/wav", max_length=100)
     size: int | None = None
@@ -159,6 +177,9 @@ class ProviderSync(SQLModel, table=True):
     business_id: str = Field(max_length=36)
     # Calls that started before this instant have been listed and upserted.
     cursor: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # The highest listing position (CallRecord.position) upserted, for providers listed by
+    # position (3CX: Id): the next pull asks for the rows beyond it.
+    position: str | None = Field(default=None, max_length=200)
     next_run_at: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
     consecutive_failures: int = 0
     last_error: str | None = Field(default=None, max_length=200)
@@ -178,7 +199,7 @@ class SyncJob(SQLModel, table=True):
     business_id: str = Field(foreign_key="business.id", index=True, max_length=36)
     provider_id: str = Field(max_length=36)
     trigger: str = Field(max_length=20)  # manual | schedule
-    state: str = Field(default="queued", max_length=20)  # queued | running | succeeded | failed
+    state: str = Field(default=JobState.QUEUED, max_length=20)  # JobState
     # The process (ServerProcess.id) running it; a running job whose runner is gone is
     # queued again and continued by the next pull of its provider.
     runner: str | None = Field(default=None, max_length=100)

@@ -18,9 +18,12 @@ from callvault.v1 import recordings_pb2 as pb
 from callvault.v1 import recordings_pb2_grpc
 
 from service.config import SyncSettings
+from service.kinds import KINDS
 from tests.conftest import BACKENDS
 from tests.e2e.kinds import PROFILES, KindProfile
 from tests.fakes.kazoo import FakeKazoo
+from tests.fakes.ledger import FakeLedger
+from tests.sixth_kind.kind import KIND as LEDGER
 from tests.support.server import RunningServer, server_settings
 
 FAST_SYNC = SyncSettings(
@@ -170,4 +173,43 @@ def test_failing_provider_is_marked(sync_server: RunningServer) -> None:
         job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
         assert job["state"] == "succeeded"
         assert "lastSyncError" not in client.get(f"/api/v1/providers/{provider_id}").json()
+        client.delete(f"/api/v1/providers/{provider_id}")
+
+
+def test_a_sixth_kind_is_one_connector_and_one_kind_module(
+    sync_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test-only "ledger" kind, registered and nothing else, is created, pulled and read
+    back over REST like the five real ones; its late rows, audio not ready yet and an
+    unreadable answer behave as the README says."""
+    monkeypatch.setitem(KINDS, LEDGER.name, LEDGER)
+    tenant = sync_server.new_tenant()
+    now = datetime.now(UTC)
+    with FakeLedger() as fake, sync_server.http(tenant.business_key) as client:
+        fake.add_call(now - timedelta(hours=1), size=91_001)
+        config = {"baseUrl": fake.base_url, "token": fake.token}
+        created = client.post(
+            "/api/v1/providers", json={"kind": "ledger", "name": "Ledger", "config": config}
+        )
+        provider_id = created.json()["id"]
+        read = client.get(f"/api/v1/providers/{provider_id}").json()
+        assert read["kind"] == "ledger" and read["baseUrl"] == fake.base_url and fake.token not in str(read)
+        job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
+        assert (job["state"], job["recordingsStored"]) == ("succeeded", "1")
+
+        # A row written late (started three days ago), whose audio is not ready at first.
+        late = fake.add_call(now - timedelta(days=3), size=91_002)
+        fake.audio_not_ready(late.id, answers=1)
+        job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
+        assert job["state"] == "succeeded"
+        items = client.get("/api/v1/recordings", params={"limit": 200}).json()["items"]
+        mine = {i["dataId"]: i["processingStatus"] for i in items if i.get("providerId") == provider_id}
+        assert mine[str(late.id)] in ("pending", "stored")  # a scheduled pull may have run since
+        eventually(lambda: len(stored(client, provider_id)) == 2)
+
+        fake.unreadable = True
+        job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
+        assert (job["state"], job["error"]) == ("failed", "unexpected answer from provider: calls")
+        shown = client.get(f"/api/v1/providers/{provider_id}").json()
+        assert shown["lastSyncError"] == "unexpected answer from provider: calls"
         client.delete(f"/api/v1/providers/{provider_id}")

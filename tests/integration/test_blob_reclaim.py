@@ -27,13 +27,13 @@ from service.errors import AudioReclaimed, AudioRejected, Category, RecordingNot
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.recordings.blobrefs import BlobSweeper
-from service.recordings.puller import Puller
 from service.recordings.store import NewUpload, RecordingStore
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
 from service.storage.models import Blob as BlobRow
 from service.storage.models import Recording
+from service.sync.scheduler import Puller
 from tests.fakes.httpserver import Blob
 from tests.fakes.kazoo import FakeKazoo
 from tests.support.blob_backends import Backend, source

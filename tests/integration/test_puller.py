@@ -25,19 +25,25 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
+from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
-from service.recordings.lease import Lease, ensure_state
-from service.recordings.progress import Progress, start_job
-from service.recordings.puller import ProviderBusy, Puller, failure_backoff, interval_of
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
-from service.storage.models import Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.storage.models import JobState, Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.sync.lease import Lease
+from service.sync.queue import Progress, claim
+from service.sync.runner import ProviderBusy, interval_of
+from service.sync.scheduler import Puller
+from service.sync.state import ensure_state, failure_backoff
 from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.dtac import FakeDtac
 from tests.fakes.httpserver import Fault, Request
 from tests.fakes.kazoo import FakeKazoo, FakeRecording
+from tests.fakes.ledger import FakeLedger
+from tests.fakes.threecx import FakeThreeCX
+from tests.sixth_kind.kind import KIND as LEDGER
 
 POLICY = NetworkPolicy(allow_private=True, connect_timeout=2.0, read_timeout=1.0, total_timeout=5.0)
 SYNC = replace(
@@ -258,7 +264,9 @@ async def test_pulls_store_every_recording_once_and_find_only_new_calls(
     late = [kazoo.add_recording(datetime.now(UTC) - timedelta(minutes=m), audio_size=999 + m) for m in (3, 1)]
     kazoo.clear_requests()
     third = await puller.pull(provider_id)
-    assert (third.state, third.recordings_stored, third.calls_seen) == ("succeeded", 2, 2)
+    # Every pull re-reads the trailing day for late rows: the six calls of the last day are
+    # listed again (and left alone), the two new ones downloaded.
+    assert (third.state, third.recordings_stored, third.calls_seen) == ("succeeded", 2, 2 + 6)
     assert len(audio_requests(kazoo)) == 2
     await assert_stored_once(env, provider_id, calls + late)
     text = logged(caplog)
@@ -445,7 +453,7 @@ async def crashed_mid_pull(env: Env, provider_id: str, registry: ProcessRegistry
     running with some counters; `registry` is that process, and beats no more unless told to."""
     await ensure_state(env.db, provider_id, env.business_id)
     assert await Lease(env.db, registry, seconds=120).claim(provider_id)
-    stale = await start_job(env.db, provider_id, env.business_id, registry.id, None)
+    stale = await claim(env.db, provider_id, env.business_id, registry.id, None)
     assert stale is not None and stale.runner == registry.id
     stale.recordings_stored, stale.bytes_stored = 5, 5000
     await Progress(env.db, stale).save()
@@ -485,7 +493,7 @@ async def test_a_killed_holder_is_taken_over_in_seconds_and_its_job_continued(
     assert [j.id for j in await env.jobs(provider_id)] == [stale.id]  # no second job
     await assert_stored_once(env, provider_id, calls)
     # The killed process's writes, were it to wake, no longer land on the job.
-    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    await Progress(env.db, stale).finish(JobState.FAILED, "lease lost to another process")
     assert (await env.job(stale.id)).state == "succeeded"
 
 
@@ -535,7 +543,7 @@ async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_
     loser = await env.process("loser")  # alive, but it stopped renewing its lease
     await ensure_state(env.db, provider_id, env.business_id)
     assert await Lease(env.db, loser, seconds=0.5).claim(provider_id)
-    stale = await start_job(env.db, provider_id, env.business_id, loser.id, None)
+    stale = await claim(env.db, provider_id, env.business_id, loser.id, None)
     assert stale is not None
     puller = await env.puller(owner="survivor")
 
@@ -545,7 +553,7 @@ async def test_a_lapsed_lease_is_taken_over_and_the_live_loser_cannot_overwrite_
     job = await puller.pull(provider_id)
 
     assert (job.id, job.state, job.runner) == (stale.id, "succeeded", "survivor")
-    await Progress(env.db, stale).finish("failed", "lease lost to another process")
+    await Progress(env.db, stale).finish(JobState.FAILED, "lease lost to another process")
     assert (await env.job(stale.id)).state == "succeeded"
     await assert_stored_once(env, provider_id, calls)
 
@@ -617,7 +625,8 @@ async def test_request_sync_wakes_the_loop_which_finishes_the_job(env: Env, kazo
         await wait_for(lambda: _finished(env, provider_id, 2), within=5)
 
         manual = await env.job(queued.id)
-        assert (manual.state, manual.recordings_stored, manual.calls_seen) == ("succeeded", 1, 1)
+        # The two earlier calls are in the trailing day every pull re-reads: listed, not fetched.
+        assert (manual.state, manual.recordings_stored, manual.calls_seen) == ("succeeded", 1, 1 + 2)
         assert manual.started_at is not None and manual.finished_at is not None
         await assert_stored_once(env, provider_id, [*calls, late])
         assert await env.jobs(inactive_id) == []
@@ -660,14 +669,188 @@ async def _finished(env: Env, provider_id: str, count: int) -> bool:
         return int((await session.exec(query)).one()) >= count
 
 
-def test_interval_comes_from_the_provider_settings_and_backoff_is_capped_by_it() -> None:
+def test_interval_comes_from_the_kinds_poll_interval_field_and_backoff_is_capped_by_it() -> None:
     dtac = Provider(id="p", business_id="b", kind="dtac", name="DTAC", settings={"pollIntervalMinutes": 30})
     kazoo = Provider(id="q", business_id="b", kind="kazoo", name="Kazoo", settings={})
+    # A kind without a poll interval field: a stray setting of that name means nothing.
+    stray = Provider(id="r", business_id="b", kind="kazoo", name="Kz", settings={"pollIntervalMinutes": 30})
     assert interval_of(dtac, 15) == timedelta(minutes=30)
     assert interval_of(kazoo, 15) == timedelta(minutes=15)
+    assert interval_of(stray, 15) == timedelta(minutes=15)
     waits = [failure_backoff(n, timedelta(minutes=5)) for n in range(1, 6)]
     assert waits == [timedelta(minutes=m) for m in (1, 2, 4, 5, 5)]
     assert failure_backoff(10_000, timedelta(hours=1)) == timedelta(hours=1)
+
+
+# -- late rows, audio not ready, unreadable answers (the sixth kind: tests/sixth_kind/) --
+
+
+@pytest.fixture
+def ledger(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLedger]:
+    """The test-only sixth kind, registered the one way a kind is: its KIND in the registry."""
+    monkeypatch.setitem(KINDS, LEDGER.name, LEDGER)
+    with FakeLedger() as fake:
+        yield fake
+        assert fake.handler_errors == []
+
+
+async def ledger_provider(env: Env, fake: FakeLedger) -> str:
+    config = {"baseUrl": fake.base_url, "token": fake.token}
+    return await env.providers.create(
+        env.business_id, kind="ledger", name="Ledger", config=config, is_active=True
+    )
+
+
+async def statuses(env: Env, provider_id: str) -> dict[str, tuple[str, str | None]]:
+    return {r.external_id: (r.processing_status, r.last_error) for r in await env.rows(provider_id)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_rows_written_late_are_found_beyond_the_highest_position(env: Env, ledger: FakeLedger) -> None:
+    """A call longer than any window is written when it ends, its start long before the
+    last pull: the puller stores the highest position it listed and asks for rows beyond it."""
+    first = [ledger.add_call(NOW - timedelta(hours=h)) for h in (5, 1)]
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 2)
+    assert (await env.state(provider_id)).position == "2"
+
+    # Eight more rows make ids reach 10, so "10" must count above "9" (not as text).
+    late = [ledger.add_call(NOW - timedelta(days=2, hours=h)) for h in range(8)]
+    ledger.clear_requests()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 8)
+    [listing] = [r for r in ledger.requests if r.path == "/calls"]
+    assert listing.query["after"] == "2"
+    assert (await env.state(provider_id)).position == "10"
+    assert set(await statuses(env, provider_id)) == {str(c.id) for c in first + late}
+
+    ledger.clear_requests()
+    job = await puller.pull(provider_id)
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 0, 0)
+    [listing] = [r for r in ledger.requests if r.path == "/calls"]
+    assert listing.query["after"] == "10"
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_audio_not_ready_stays_pending_then_is_stored(env: Env, ledger: FakeLedger) -> None:
+    """Audio the provider lists but 404s "not ready" for a while: pending with the reason,
+    tried again on each pull without spending its failed attempts, then stored."""
+    call = ledger.add_call(NOW - timedelta(minutes=30))
+    ledger.audio_not_ready(call.id, answers=SYNC.recording_attempts + 1)  # more than the attempt budget
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    for _ in range(SYNC.recording_attempts + 1):
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 0, 0)
+        assert await statuses(env, provider_id) == {str(call.id): ("pending", "recording not ready yet")}
+    [row] = await env.rows(provider_id)
+    assert row.attempts == 0
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    assert await statuses(env, provider_id) == {str(call.id): ("stored", None)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_audio_never_ready_fails_with_the_reason_after_the_age_limit(
+    env: Env, ledger: FakeLedger
+) -> None:
+    call = ledger.add_call(NOW - timedelta(minutes=30))
+    ledger.audio_not_ready(call.id, answers=1000)
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller(audio_wait_hours=0.0005)  # under two seconds
+    job = await puller.pull(provider_id)
+    assert await statuses(env, provider_id) == {str(call.id): ("pending", "recording not ready yet")}
+    await asyncio.sleep(2.0)
+    job = await puller.pull(provider_id)
+    assert (job.state, job.failures) == ("succeeded", 1)
+    [(status, reason)] = (await statuses(env, provider_id)).values()
+    assert status == "failed"
+    assert reason is not None and reason.startswith("recording not ready yet; gave up after")
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_an_unreadable_answer_fails_the_pull_naming_the_field_and_keeps_the_cursor(
+    env: Env, ledger: FakeLedger
+) -> None:
+    ledger.add_call(NOW - timedelta(hours=1))
+    provider_id = await ledger_provider(env, ledger)
+    puller = await env.puller()
+    assert (await puller.pull(provider_id)).state == "succeeded"
+    before = await env.state(provider_id)
+
+    ledger.unreadable = True
+    ledger.add_call(NOW - timedelta(minutes=5))
+    job = await puller.pull(provider_id)
+    assert (job.state, job.error) == ("failed", "unexpected answer from provider: calls")
+    after = await env.state(provider_id)
+    assert (after.cursor, after.position) == (before.cursor, before.position) == (before.cursor, "1")
+    assert after.last_error == "unexpected answer from provider: calls"
+    details = await env.providers.get(env.business_id, provider_id)
+    assert details.last_sync_error == "unexpected answer from provider: calls"
+
+    ledger.unreadable = False
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    assert (await env.providers.get(env.business_id, provider_id)).last_sync_error is None
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_rows_listed_by_time_are_re_read_over_the_trailing_day(env: Env) -> None:
+    """A provider listed by start time only (DTAC): a call written after the last pull with
+    a start five hours before it is found, because every pull re-reads the last day."""
+    with FakeDtac() as dtac:
+        dtac.add_call(NOW - timedelta(hours=2))
+        config = {"baseUrl": dtac.base_url, "username": dtac.username, "password": dtac.password}
+        provider_id = await env.providers.create(
+            env.business_id, kind="dtac", name="DTAC", config=config, is_active=True
+        )
+        puller = await env.puller()
+        assert (await puller.pull(provider_id)).recordings_stored == 1
+        assert (await env.state(provider_id)).position is None
+
+        late = dtac.add_call(NOW - timedelta(hours=5))
+        too_old = dtac.add_call(NOW - timedelta(hours=30))  # outside the day: not re-read
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        listed = {r.external_id for r in await env.rows(provider_id)}
+        assert str(late.id) in listed and str(too_old.id) not in listed
+
+        # The trailing window is a setting of every kind: two days reach the 30-hour-old call.
+        await env.providers.update(
+            env.business_id, provider_id, name=None, config={"lateRowsHours": 48}, is_active=None
+        )
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        assert str(too_old.id) in {r.external_id for r in await env.rows(provider_id)}
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_threecx_late_rows_by_id_and_audio_that_404s_for_a_while(env: Env) -> None:
+    """3CX, as its fake behaves: a long call's row is written when it ends, with an Id above
+    every earlier row and a start three days back; its audio 404s until it is released.
+    The puller asks for Ids above the highest stored and keeps the audio pending meanwhile."""
+    with FakeThreeCX() as pbx:
+        first = pbx.add_call(NOW - timedelta(hours=2))
+        config = {"baseUrl": pbx.base_url, "username": pbx.client_id, "password": pbx.client_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="threecx", name="3CX", config=config, is_active=True
+        )
+        puller = await env.puller()
+        assert (await puller.pull(provider_id)).recordings_stored == 1
+        assert (await env.state(provider_id)).position == str(first.id)
+
+        late = pbx.add_call(NOW - timedelta(days=3), audio_ready=False)
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 0, 0)
+        assert (await statuses(env, provider_id))[str(late.id)] == ("pending", "recording not ready yet")
+        assert (await env.state(provider_id)).position == str(late.id)
+
+        pbx.release_audio(late.id)
+        job = await puller.pull(provider_id)
+        assert (job.state, job.recordings_stored) == ("succeeded", 1)
+        assert (await statuses(env, provider_id))[str(late.id)] == ("stored", None)
 
 
 # -- answers a connector cannot read (issue 10, items 5 and 7) ---------------------------

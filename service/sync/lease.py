@@ -12,28 +12,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from service.processes import ProcessRegistry
-from service.recordings.ingest import insert_for
 from service.storage.db import Database
 from service.storage.models import ProviderSync, utcnow
-
-
-class ProviderGone(Exception):
-    """The provider was deleted: its sync row (or the provider row itself) is gone."""
-
-
-async def ensure_state(db: Database, provider_id: str, business_id: str) -> None:
-    """Create the provider's ProviderSync row unless it exists (first pull or request)."""
-    stmt = insert_for(db.dialect, ProviderSync).values(provider_id=provider_id, business_id=business_id)
-    async with db.session() as session:
-        try:
-            await session.exec(stmt.on_conflict_do_nothing(index_elements=["provider_id"]))
-            await session.commit()
-        except IntegrityError:  # the foreign key: no such provider any more
-            raise ProviderGone() from None
 
 
 def lease_free(processes: ProcessRegistry, now: datetime) -> ColumnElement[bool]:

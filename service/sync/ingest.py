@@ -14,14 +14,15 @@ from typing import Any
 
 from sqlalchemy import case, func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import SQLModel, col
+from sqlmodel import col
 
 from service.connectors.base import CallRecord, Direction
 from service.ids import uuid7
 from service.recordings.phones import normalize
-from service.storage.models import Recording
+from service.storage.db import insert_for
+from service.storage.models import Recording, RecordingStatus
 
-PENDING, STORED, FAILED, NO_AUDIO = "pending", "stored", "failed", "no_audio"
+PENDING, NO_AUDIO = RecordingStatus.PENDING, RecordingStatus.NO_AUDIO
 KEY = ("business_id", "origin", "external_id")
 MAX_EXTERNAL_ID = 200
 MAX_REF = 2000
@@ -36,15 +37,6 @@ class Origin:
     provider_id: str
     kind: str
     region: str
-
-
-def insert_for(dialect: str, model: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that can take ON CONFLICT, on the two databases callvault runs on."""
-    if dialect == "postgresql":
-        return postgresql.insert(model)
-    if dialect == "sqlite":
-        return sqlite.insert(model)
-    raise ValueError(f"unsupported database dialect {dialect!r}")
 
 
 def parties(record: CallRecord) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""Writing sync jobs: start, progress while running, end.
+"""The sync job queue, its only writer: request, claim, progress, finish; reading jobs;
+and what deleting a provider does to its sync jobs and state.
 
 A running job names its runner, the process pulling it. A job never fails because of a
 process: when its runner is gone (killed, or it lost the lease, or it shut down) the job
@@ -13,20 +14,42 @@ time writing counters.
 
 from __future__ import annotations
 
+import enum
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, update
+from sqlalchemy import ColumnElement, and_, delete, func, not_, update
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.errors import InvalidArgument, SyncJobNotFound
 from service.ids import uuid7
 from service.processes import ProcessRegistry
 from service.storage.db import Database
-from service.storage.models import SyncJob, utcnow
+from service.storage.models import (
+    JobState,
+    Provider,
+    ProviderSync,
+    Recording,
+    RecordingStatus,
+    SyncJob,
+    utcnow,
+)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+log = logging.getLogger("callvault.sync")
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED
 MAX_ERROR = 200
+DELETED = "provider deleted"
+
+
+class Trigger(enum.StrEnum):
+    """SyncJob.trigger: who asked for the pull."""
+
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
 
 
 def orphaned(processes: ProcessRegistry, now: datetime | None = None) -> ColumnElement[bool]:
@@ -54,7 +77,7 @@ async def requeue_orphans(
     return int(result.rowcount)
 
 
-async def start_job(
+async def claim(
     db: Database, provider_id: str, business_id: str, runner: str, job: SyncJob | None
 ) -> SyncJob | None:
     """The job this pull runs as, now running under `runner`; call it holding the lease.
@@ -101,7 +124,7 @@ async def start_job(
                     id=job_id,
                     business_id=business_id,
                     provider_id=provider_id,
-                    trigger="schedule",
+                    trigger=Trigger.SCHEDULE,
                     state=RUNNING,
                     runner=runner,
                     started_at=now,
@@ -156,7 +179,7 @@ class Progress:
         self.job.state, self.job.runner = QUEUED, None
         await self._write({**self._counters(), "state": QUEUED, "runner": None})
 
-    async def finish(self, state: str, error: str | None = None) -> SyncJob:
+    async def finish(self, state: JobState, error: str | None = None) -> SyncJob:
         job = self.job
         job.state, job.error, job.finished_at = state, error[:MAX_ERROR] if error else None, utcnow()
         self._saved_at = self._clock()
@@ -180,3 +203,100 @@ class Progress:
         async with self._db.session() as session:
             await session.exec(update(SyncJob).where(mine).values(values))
             await session.commit()
+
+
+async def open_job(db: Database, processes: ProcessRegistry, provider_id: str) -> SyncJob | None:
+    """The provider's oldest queued job, or running one whose runner is live: never one
+    whose runner is gone."""
+    async with db.session() as session:
+        found = await session.exec(
+            select(SyncJob)
+            .where(
+                col(SyncJob.provider_id) == provider_id,
+                col(SyncJob.state).in_((QUEUED, RUNNING)),
+                not_(orphaned(processes)),
+            )
+            .order_by(col(SyncJob.id))
+            .limit(1)
+        )
+        return found.first()
+
+
+async def request(db: Database, processes: ProcessRegistry, provider: Provider) -> SyncJob:
+    """A manual pull of the provider: the job already queued or running, else a new one,
+    and the provider due now. A job left running by a gone process is put back in the
+    queue first and answered, so the client's job id reaches the real outcome."""
+    await requeue_orphans(db, processes, provider.id)
+    job = await open_job(db, processes, provider.id)
+    if job is not None:
+        return job
+    job = SyncJob(
+        id=uuid7(), business_id=provider.business_id, provider_id=provider.id, trigger=Trigger.MANUAL
+    )
+    async with db.session() as session:
+        session.add(job)
+        await session.exec(
+            update(ProviderSync)
+            .where(col(ProviderSync.provider_id) == provider.id)
+            .values(next_run_at=utcnow())
+        )
+        await session.commit()
+    log.info("sync requested", extra={"provider_id": provider.id, "job_id": job.id})
+    return job
+
+
+async def fail_orphaned_by_deletion(db: Database) -> None:
+    """Queued jobs of deleted providers would wait for ever: end them. (Jobs orphaned by
+    their process are requeued instead, by requeue_orphans.)"""
+    async with db.session() as session:
+        await session.exec(
+            update(SyncJob)
+            .where(col(SyncJob.state) == QUEUED, col(SyncJob.provider_id).not_in(select(Provider.id)))
+            .values(state=FAILED, error=DELETED, finished_at=utcnow())
+        )
+        await session.commit()
+
+
+async def forget_provider(session: AsyncSession, provider_id: str) -> None:
+    """Within the deletion's transaction: audio not fetched yet never can be now, queued
+    jobs will never run, and the sync state (with its lease) goes. A job running
+    elsewhere finds its lease gone at its next renewal and ends "provider deleted"."""
+    await session.exec(
+        update(Recording)
+        .where(
+            col(Recording.provider_id) == provider_id,
+            col(Recording.processing_status) == RecordingStatus.PENDING,
+        )
+        .values(processing_status=RecordingStatus.FAILED, last_error=DELETED)
+    )
+    await session.exec(
+        update(SyncJob)
+        .where(col(SyncJob.provider_id) == provider_id, col(SyncJob.state) == QUEUED)
+        .values(state=FAILED, error=DELETED, finished_at=utcnow())
+    )
+    await session.exec(delete(ProviderSync).where(col(ProviderSync.provider_id) == provider_id))
+
+
+class SyncJobs:
+    """Reading sync jobs, for the API."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, business_id: str, job_id: str) -> SyncJob:
+        async with self._db.session() as session:
+            query = select(SyncJob).where(col(SyncJob.id) == job_id, col(SyncJob.business_id) == business_id)
+            job = (await session.exec(query)).first()
+        if job is None:
+            raise SyncJobNotFound()
+        return job
+
+    async def recent(self, business_id: str, provider_id: str | None, limit: int | None) -> list[SyncJob]:
+        if limit is not None and not 1 <= limit <= 200:
+            raise InvalidArgument("limit", "must be between 1 and 200")
+        query = select(SyncJob).where(col(SyncJob.business_id) == business_id)
+        if provider_id:
+            query = query.where(col(SyncJob.provider_id) == provider_id)
+        async with self._db.session() as session:
+            rows = await session.exec(query.order_by(col(SyncJob.id).desc()).limit(limit or 20))
+            return list(rows.all())

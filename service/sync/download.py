@@ -4,7 +4,10 @@ A recording becomes "stored" only after its blob is complete and verified (the b
 checks the announced length while hashing), so a crash or a cut transfer never leaves a
 row pointing at partial audio. One recording's failure is counted on that recording and
 the rest go on; after `recording_attempts` failed pulls it is given up as "failed".
-Errors that no recording can get past (bad credentials) stop the whole batch instead.
+Audio the provider lists but cannot serve yet (AudioNotReady) is no failed attempt: the
+recording stays pending, tried again on every pull, until `audio_wait_hours` after it
+was first listed, then it fails with that reason. Errors that no recording can get past
+(bad credentials) stop the whole batch instead.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -22,14 +26,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service import metrics
 from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
-from service.connectors.base import Connector, ConnectorError, RecordingNotFound
+from service.connectors.base import AudioNotReady, Connector, ConnectorError, RecordingNotFound
 from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
-from service.recordings.ingest import FAILED, PENDING, STORED
-from service.recordings.progress import Progress
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
 from service.storage.db import Database
-from service.storage.models import Recording, utcnow
+from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
+from service.sync.queue import Progress
 from service.validation import is_media_type
+
+PENDING, STORED, FAILED = RecordingStatus.PENDING, RecordingStatus.STORED, RecordingStatus.FAILED
 
 log = logging.getLogger("callvault.sync")
 
@@ -45,6 +50,7 @@ class Pending:
     id: str
     ref: str
     attempts: int
+    listed_at: datetime  # when callvault first saw the call listed
 
 
 def recording_failure(error: BaseException) -> tuple[str, bool] | None:
@@ -65,7 +71,9 @@ def recording_failure(error: BaseException) -> tuple[str, bool] | None:
 
 def download_retryable(error: BaseException) -> bool:
     """A body cut short can surface as a short blob rather than a connector error; bytes
-    swept before they were held are fetched again."""
+    swept before they were held are fetched again. Audio not ready waits for a later pull."""
+    if isinstance(error, AudioNotReady):
+        return False
     return is_retryable(error) or isinstance(error, BlobVerificationFailed | BlobReclaimed)
 
 
@@ -104,7 +112,7 @@ class Downloader:
 
     async def _pending(self, provider_id: str, after: str) -> list[Pending]:
         query = (
-            select(Recording.id, Recording.recording_ref, Recording.attempts)
+            select(Recording.id, Recording.recording_ref, Recording.attempts, Recording.created_at)
             .where(
                 col(Recording.provider_id) == provider_id,
                 col(Recording.processing_status) == PENDING,
@@ -116,7 +124,7 @@ class Downloader:
         )
         async with self._db.session() as session:
             rows = (await session.exec(query)).all()
-        return [Pending(rec_id, ref or "", attempts) for rec_id, ref, attempts in rows]
+        return [Pending(rec_id, ref or "", attempts, as_utc(at)) for rec_id, ref, attempts, at in rows]
 
     async def _download(self, run: _Run, item: Pending) -> None:
         # The provider's own slot first, so waiting for it holds none of the shared ones.
@@ -127,6 +135,9 @@ class Downloader:
                 blob, stored = await retrying(
                     fetch, self._retry, retryable=download_retryable, on_retry=on_retry
                 )
+            except AudioNotReady as error:
+                await self._not_ready(run, item, error.message)
+                return
             except Exception as error:
                 failure = recording_failure(error)
                 if failure is None:
@@ -196,6 +207,27 @@ class Downloader:
         metrics.RECORDING_FAILURES.labels(run.progress.job.provider_id).inc()
         extra = {**run.context, "recording_id": item.id, "attempts": attempts, "gave_up": gave_up}
         log.warning("recording download failed", extra={**extra, "error": message})
+        await run.progress.tick()
+
+    async def _not_ready(self, run: _Run, item: Pending, message: str) -> None:
+        """The provider cannot serve the audio yet: pending for the next pull, with the reason,
+        until it has waited `audio_wait_hours`; no attempt counted."""
+        waited = utcnow() - item.listed_at
+        gave_up = waited >= timedelta(hours=self._sync.audio_wait_hours)
+        reason = f"{message}; gave up after {self._sync.audio_wait_hours:g} h" if gave_up else message
+        values = {
+            "last_error": reason[:200],
+            "processing_status": FAILED if gave_up else PENDING,
+            "updated_at": utcnow(),
+        }
+        async with self._db.session() as session:
+            await self._update_pending(session, item.id, values)
+            await session.commit()
+        if gave_up:
+            run.progress.job.failures += 1
+            metrics.RECORDING_FAILURES.labels(run.progress.job.provider_id).inc()
+        extra = {**run.context, "recording_id": item.id, "gave_up": gave_up}
+        log.info("recording not ready yet", extra={**extra, "waited_seconds": int(waited.total_seconds())})
         await run.progress.tick()
 
     async def _update_pending(
