@@ -13,12 +13,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
 from service.auth import Scope, generate_key, parse_scopes
-from service.errors import KindNotSupported
+from service.errors import InvalidArgument, KindNotSupported
 from service.ids import uuid7
 from service.providers.store import seal_context, stored_kind
+from service.recordings.agents import check_agent_keys
 from service.sealing import Keyring
 from service.storage.db import Database
-from service.storage.models import Account, ApiKey, Business, Provider, ProviderSecret, utcnow
+from service.storage.models import (
+    Account,
+    ApiKey,
+    ApiKeyAgent,
+    Business,
+    Provider,
+    ProviderSecret,
+    utcnow,
+)
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 
@@ -66,11 +75,24 @@ class Admin:
         return business.id
 
     async def create_key(
-        self, *, account_id: str, scopes: Iterable[str], business_id: str | None = None, name: str = ""
+        self,
+        *,
+        account_id: str,
+        scopes: Iterable[str],
+        business_id: str | None = None,
+        name: str = "",
+        agent_keys: Iterable[str] = (),
     ) -> CreatedKey:
+        """`agent_keys` bind the key to agents: with view_recording_self (and not
+        view_recording_all) it reads exactly their recordings."""
         parsed = parse_scopes(scopes)
         if not parsed:
             raise AdminError(f"name at least one scope: {', '.join(s.value for s in Scope)}")
+        agents = list(agent_keys)
+        try:
+            agents = list(check_agent_keys(agents, field="--agent")) if agents else []
+        except InvalidArgument as exc:
+            raise AdminError(exc.message) from None
         async with self._db.session() as session:
             if await session.get(Account, account_id) is None:
                 raise AdminError(f"no account {account_id}")
@@ -89,8 +111,23 @@ class Admin:
                 scopes=" ".join(sorted(s.value for s in parsed)),
             )
             session.add(key)
+            await session.flush()
+            session.add_all(ApiKeyAgent(key_id=key.id, agent_key=agent) for agent in agents)
             await session.commit()
         return CreatedKey(id=key.id, plaintext=new.plaintext)
+
+    async def key_agents(self, key_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The agents each key is bound to, in key order; keys bound to none are absent."""
+        out: dict[str, list[str]] = {}
+        async with self._db.session() as session:
+            rows = await session.exec(
+                select(ApiKeyAgent)
+                .where(col(ApiKeyAgent.key_id).in_(list(key_ids)))
+                .order_by(col(ApiKeyAgent.key_id), col(ApiKeyAgent.agent_key))
+            )
+            for row in rows.all():
+                out.setdefault(row.key_id, []).append(row.agent_key)
+        return out
 
     async def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         async with self._db.session() as session:

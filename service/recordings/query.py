@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.errors import InvalidArgument
 from service.kinds import KINDS
+from service.recordings.agents import check_agent_keys
 
 TAGS = ("normal", "short", "wrong_or_spam", "no_answer", "other")
 SORTS = {"callAt": "call_at", "duration": "duration_seconds", "score": "score"}
@@ -31,6 +33,9 @@ class RecordingQuery:
     score_max: float | None = None
     sort_column: str = "call_at"
     descending: bool = True
+    agent_keys: tuple[str, ...] = ()  # the agentKey filter; empty for none
+    # What the caller may see: None for every recording, else only these agents'.
+    visible_agents: frozenset[str] | None = None
 
 
 def _instant(value: str, field: str, tz: ZoneInfo, *, end: bool) -> datetime:
@@ -75,6 +80,7 @@ def build_query(
     sort_by: str,
     sort_dir: str,
     tz: ZoneInfo,
+    agent_key: Sequence[str] = (),
 ) -> RecordingQuery:
     page_limit, offset = page_bounds(limit, offset)
     if direction and direction not in ("in", "out"):
@@ -109,4 +115,5 @@ def build_query(
         score_max=score_max,
         sort_column=SORTS[sort_by or "callAt"],
         descending=(sort_dir or "desc") == "desc",
+        agent_keys=check_agent_keys(agent_key) if agent_key else (),
     )
