@@ -312,9 +312,7 @@ RULES = [
         "ListRecordingAgents",
         (VIEW,),
         lambda c, w: c.get("/api/v1/recordings/agents"),
-        lambda ch, md, w: _recordings(ch).ListRecordingAgents(
-            rpb.ListRecordingAgentsRequest(), metadata=md
-        ),
+        lambda ch, md, w: _recordings(ch).ListRecordingAgents(rpb.ListRecordingAgentsRequest(), metadata=md),
     ),
     Rule(
         "GetRecording",
