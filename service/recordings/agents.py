@@ -26,11 +26,12 @@ MAX_AGENT_KEY = 200  # the column's length
 def check_agent_keys(values: Iterable[str], field: str = "agentKey") -> tuple[str, ...]:
     """1-500 agent keys, each non-empty, at most 200 characters and without NUL; the
     order kept and repeats dropped. An error names `field`."""
-    keys = tuple(dict.fromkeys(values))
-    if not keys:
+    given = list(values)
+    if not given:
         raise InvalidArgument(field, "needs at least one value")
-    if len(keys) > MAX_AGENT_KEYS:
+    if len(given) > MAX_AGENT_KEYS:  # counted as sent: repeats too
         raise InvalidArgument(field, f"takes at most {MAX_AGENT_KEYS} values")
+    keys = tuple(dict.fromkeys(given))
     for key in keys:
         if not key.strip():
             raise InvalidArgument(field, "must not be empty")

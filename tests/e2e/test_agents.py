@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import grpc
 import httpx
@@ -15,6 +16,8 @@ from callvault.v1 import recordings_pb2 as pb
 from callvault.v1 import recordings_pb2_grpc
 
 from service.auth import Scope
+from service.connectors.base import CallRecord, Direction, Outcome
+from service.recordings.ingest import Origin, unique_rows, upsert
 from tests.e2e.test_recordings_api import register, upload
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, Tenant
@@ -105,12 +108,13 @@ def test_agent_key_filter_grpc(server: RunningServer) -> None:
     ("values", "problem"),
     [
         ([f"a{i}" for i in range(501)], "agentKey: takes at most 500 values"),
+        (["1001"] * 501, "agentKey: takes at most 500 values"),
         ([""], "agentKey: must not be empty"),
         (["1001", " "], "agentKey: must not be empty"),
         (["x" * 201], "agentKey: must be at most 200 characters"),
         (["10\x0001"], "agentKey: must not contain NUL"),
     ],
-    ids=["501-values", "empty", "blank", "too-long", "nul"],
+    ids=["501-values", "501-repeats", "empty", "blank", "too-long", "nul"],
 )
 def test_agent_key_values_are_checked(server: RunningServer, values: list[str], problem: str) -> None:
     tenant = server.new_tenant("Checked")
@@ -293,3 +297,31 @@ def test_keys_create_with_agents_from_the_cli(server: RunningServer) -> None:
         timeout=60,
     )
     assert refused.returncode != 0 and "--agent: must not be empty" in refused.stderr
+
+
+def test_pulled_calls_get_their_agent_key_as_the_puller_writes_them(server: RunningServer) -> None:
+    """The agent key is computed by the database, so the puller's bulk upsert (which
+    knows nothing of it) sets it, and a changed number moves the call to the new agent."""
+    tenant = server.new_tenant("Pulled")
+    origin = Origin(tenant.business_id, "provider-1", "threecx", "TH")
+
+    def pulled(callee: str) -> CallRecord:
+        started = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)
+        return CallRecord(
+            "cdr-1", started, 30.0, "0812345678", callee, Direction.INBOUND, Outcome.ANSWERED, "1"
+        )
+
+    async def pull(callee: str) -> None:
+        async with server.service.db.session() as session:
+            rows = unique_rows([pulled(callee)], origin, datetime.now(UTC))
+            await session.exec(upsert(server.service.db.engine.dialect.name, rows))
+            await session.commit()
+        server.service.recordings.counts.invalidate(tenant.business_id)  # as the puller's on_change
+
+    with server.http(tenant.business_key) as client:
+        server.call(pull("1005"))
+        assert rest_list(client, agentKey="1005") == (["cdr-1"], "1")
+        server.call(pull("1006"))
+        assert rest_list(client, agentKey="1005") == ([], "0")
+        agents = client.get("/api/v1/recordings/agents").json()["items"]
+        assert [(a["agentKey"], a["recordingCount"]) for a in agents] == [("1006", "1")]
