@@ -88,9 +88,9 @@ class Admin:
         parsed = parse_scopes(scopes)
         if not parsed:
             raise AdminError(f"name at least one scope: {', '.join(s.value for s in Scope)}")
-        agents = list(agent_keys)
+        given = list(agent_keys)
         try:
-            agents = list(check_agent_keys(agents, field="--agent")) if agents else []
+            agents = check_agent_keys(given, field="--agent") if given else ()
         except InvalidArgument as exc:
             raise AdminError(exc.message) from None
         async with self._db.session() as session:

@@ -66,7 +66,9 @@ async def list_agents(
 ) -> tuple[list[AgentSummary], int]:
     """A business's agent keys with their recording counts, the agent of the newest latest
     call first (ties by key); recordings with neither number nor name have no agent. One
-    grouped scan of ix_recording_business_agent (business_id, agent_key, call_at)."""
+    grouped pass over the business's rows, which ix_recording_business_agent (business_id,
+    agent_key, call_at) can answer alone; a big business is still a full pass (about 0.3 s
+    per million rows), as the counts are not kept anywhere else."""
     key = col(Recording.agent_key)
     where = [col(Recording.business_id) == business_id, key != "", *agent_filters((), visible)]
     latest = func.max(col(Recording.call_at))
