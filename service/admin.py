@@ -17,9 +17,18 @@ from service.auth import Scope, generate_key, parse_scopes
 from service.errors import InvalidArgument, KindNotSupported
 from service.ids import uuid7
 from service.providers.store import seal_context, stored_kind
+from service.recordings.agents import check_agent_keys
 from service.sealing import Keyring
 from service.storage.db import Database
-from service.storage.models import Account, ApiKey, Business, Provider, ProviderSecret, utcnow
+from service.storage.models import (
+    Account,
+    ApiKey,
+    ApiKeyAgent,
+    Business,
+    Provider,
+    ProviderSecret,
+    utcnow,
+)
 from service.validation import check_text
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
@@ -77,11 +86,24 @@ class Admin:
         return business.id
 
     async def create_key(
-        self, *, account_id: str, scopes: Iterable[str], business_id: str | None = None, name: str = ""
+        self,
+        *,
+        account_id: str,
+        scopes: Iterable[str],
+        business_id: str | None = None,
+        name: str = "",
+        agent_keys: Iterable[str] = (),
     ) -> CreatedKey:
+        """`agent_keys` bind the key to agents: with view_recording_self (and not
+        view_recording_all) it reads exactly their recordings."""
         parsed = parse_scopes(scopes)
         if not parsed:
             raise AdminError(f"name at least one scope: {', '.join(s.value for s in Scope)}")
+        given = list(agent_keys)
+        try:
+            agents = check_agent_keys(given, field="--agent") if given else ()
+        except InvalidArgument as exc:
+            raise AdminError(exc.message) from None
         async with self._db.session() as session:
             if await session.get(Account, account_id) is None:
                 raise AdminError(f"no account {account_id}")
@@ -100,8 +122,23 @@ class Admin:
                 scopes=" ".join(sorted(s.value for s in parsed)),
             )
             session.add(key)
+            await session.flush()
+            session.add_all(ApiKeyAgent(key_id=key.id, agent_key=agent) for agent in agents)
             await session.commit()
         return CreatedKey(id=key.id, plaintext=new.plaintext)
+
+    async def key_agents(self, key_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The agents each key is bound to, in key order; keys bound to none are absent."""
+        out: dict[str, list[str]] = {}
+        async with self._db.session() as session:
+            rows = await session.exec(
+                select(ApiKeyAgent)
+                .where(col(ApiKeyAgent.key_id).in_(list(key_ids)))
+                .order_by(col(ApiKeyAgent.key_id), col(ApiKeyAgent.agent_key))
+            )
+            for row in rows.all():
+                out.setdefault(row.key_id, []).append(row.agent_key)
+        return out
 
     async def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
         async with self._db.session() as session:

@@ -11,14 +11,14 @@ import enum
 import hashlib
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from sqlmodel import col, select
 
 from service.errors import BusinessNotFound, BusinessRequired, MissingScope, Unauthenticated
 from service.storage.db import Database
-from service.storage.models import ApiKey, Business
+from service.storage.models import ApiKey, ApiKeyAgent, Business
 
 KEY_PREFIX = "crk_"
 
@@ -74,6 +74,8 @@ class Principal:
     # The business a business key is bound to; None for an account key.
     bound_business_id: str | None
     scopes: frozenset[Scope]
+    # The agents the key is bound to (`keys create --agent`): what view_recording_self sees.
+    agent_keys: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def level(self) -> str:
@@ -81,6 +83,11 @@ class Principal:
 
     def has(self, scope: Scope) -> bool:
         return Scope.MANAGE_ALL in self.scopes or scope in self.scopes
+
+    def visible_agents(self) -> frozenset[str] | None:
+        """Whose recordings this key may read: None for all of them (view_recording_all),
+        else its bound agents' only (view_recording_self; none when it has no agents)."""
+        return None if self.has(Scope.VIEW_RECORDING_ALL) else self.agent_keys
 
     def require(self, *needs: Requirement) -> None:
         """Every requirement named (a call that reaches two kinds of data needs both); a
@@ -109,13 +116,19 @@ class Authenticator:
         key_hash = hash_key(bearer_token(authorization))
         async with self._db.session() as session:
             key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
-        if key is None or key.revoked_at is not None:
-            raise Unauthenticated("invalid or revoked API key")
+            if key is None or key.revoked_at is not None:
+                raise Unauthenticated("invalid or revoked API key")
+            scopes = frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES)
+            agents = await session.exec(
+                select(ApiKeyAgent.agent_key).where(col(ApiKeyAgent.key_id) == key.id)
+            )
+            agent_keys = frozenset(agents.all())
         return Principal(
             key_id=key.id,
             account_id=key.account_id,
             bound_business_id=key.business_id,
-            scopes=frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES),
+            scopes=scopes,
+            agent_keys=agent_keys,
         )
 
     async def business_for(self, principal: Principal, requested: str | None) -> str:

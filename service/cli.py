@@ -25,6 +25,7 @@ from service.rotation import RotationRefused, reseal_fleet, still_needed
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
 from service.storage.migrate import upgrade
+from service.storage.models import ApiKey
 from service.workers import run_workers
 
 T = TypeVar("T")
@@ -139,7 +140,11 @@ def cmd_blobs_sweep(args: argparse.Namespace) -> None:
 def cmd_key_create(args: argparse.Namespace) -> None:
     created = _admin(
         lambda a: a.create_key(
-            account_id=args.account, business_id=args.business, scopes=args.scopes, name=args.name
+            account_id=args.account,
+            business_id=args.business,
+            scopes=args.scopes,
+            name=args.name,
+            agent_keys=args.agent or (),
         )
     )
     print(f"key id: {created.id}", file=sys.stderr)
@@ -148,10 +153,16 @@ def cmd_key_create(args: argparse.Namespace) -> None:
 
 
 def cmd_key_list(args: argparse.Namespace) -> None:
-    for key in _admin(lambda a: a.list_keys(args.account)):
+    async def keys_and_agents(admin: Admin) -> tuple[list[ApiKey], dict[str, list[str]]]:
+        keys = await admin.list_keys(args.account)
+        return keys, await admin.key_agents(k.id for k in keys)
+
+    keys, agents = _admin(keys_and_agents)
+    for key in keys:
         state = "revoked" if key.revoked_at else "active"
         level = f"business {key.business_id}" if key.business_id else "account"
-        print(f"{key.id}  {key.prefix}...  {state:7}  {level}  [{key.scopes}]  {key.name}")
+        bound = f"  agents [{' '.join(agents[key.id])}]" if key.id in agents else ""
+        print(f"{key.id}  {key.prefix}...  {state:7}  {level}  [{key.scopes}]{bound}  {key.name}")
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> None:
@@ -287,6 +298,12 @@ def parser() -> argparse.ArgumentParser:
     kc.add_argument("--business", help="bind the key to this business (a business key)")
     kc.add_argument("--scopes", nargs="+", required=True, choices=[s.value for s in Scope], metavar="SCOPE")
     kc.add_argument("--name", default="")
+    kc.add_argument(
+        "--agent",
+        action="append",
+        metavar="KEY",
+        help="bind the key to this agent key (repeatable): with view_recording_self it reads their recordings",
+    )
     kc.set_defaults(fn=cmd_key_create)
     kl = keys.add_parser("list")
     kl.add_argument("--account")

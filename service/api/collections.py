@@ -15,8 +15,8 @@ from service.recordings.collections import CollectionStore, CollectionView
 from service.recordings.query import page_bounds
 from service.transport.calls import CallAuth, MetadataContext
 
-# Reading takes either scope. The mirrored API also lists view_recording_self; callvault
-# has no agent identities yet, so that scope alone grants no recordings here either.
+# Reading takes either scope. Not view_recording_self: a collection may hold any agent's
+# recordings, and that scope reads only its key's agents' (service/auth.py).
 VIEW: tuple[Requirement, ...] = ((Scope.VIEW_RECORDING_ALL, Scope.MANAGE_RECORDING_COLLECTION),)
 MANAGE: tuple[Requirement, ...] = (Scope.MANAGE_RECORDING_COLLECTION,)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Protocol
@@ -14,7 +15,8 @@ from google.api import httpbody_pb2
 from service.api.convert import present, timestamp
 from service.auth import Scope
 from service.errors import InvalidArgument
-from service.recordings.query import build_query
+from service.recordings.agents import AgentSummary
+from service.recordings.query import build_query, page_bounds
 from service.recordings.store import NewUpload, RecordingStore
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
@@ -22,6 +24,9 @@ from service.transport.calls import CallAuth, MetadataContext, metadata_value
 from service.validation import check_media_type, is_media_type
 
 VIEW = (Scope.VIEW_RECORDING_ALL,)
+# Reading a recording: view_recording_all, or view_recording_self for the key's agents only
+# (Principal.visible_agents); what it may not see is not found.
+READ = ((Scope.VIEW_RECORDING_ALL, Scope.VIEW_RECORDING_SELF),)
 MANAGE = (Scope.MANAGE_CALL_RECORDING,)
 SYNC = (Scope.MANAGE_PROVIDER_CONFIG,)
 
@@ -113,8 +118,15 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             out.finished_at.CopyFrom(timestamp(job.finished_at))
         return out
 
+    def _agent(self, agent: AgentSummary) -> pb.RecordingAgent:
+        return pb.RecordingAgent(
+            agent_key=agent.agent_key,
+            recording_count=agent.recordings,
+            latest_call_at=agent.latest_call_at.astimezone(self._tz).isoformat(timespec="seconds"),
+        )
+
     async def ListRecordings(self, request: pb.ListRecordingsRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *VIEW)
+        caller = await self._auth.caller(context, *READ)
         query = build_query(
             limit=present(request, "limit"),
             offset=request.offset,
@@ -132,22 +144,42 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             sort_by=request.sort_by,
             sort_dir=request.sort_dir,
             tz=self._tz,
+            agent_key=request.agent_key,
         )
-        rows, total = await self._store.search(business, query)
+        query = dataclasses.replace(query, visible_agents=caller.principal.visible_agents())
+        rows, total = await self._store.search(caller.business_id, query)
         return pb.ListRecordingsResponse(
             items=[self._recording(r) for r in rows], total=total, limit=query.limit, offset=query.offset
         )
 
+    async def ListRecordingAgents(
+        self, request: pb.ListRecordingAgentsRequest, context: MetadataContext
+    ) -> Any:
+        caller = await self._auth.caller(context, *READ)
+        limit, offset = page_bounds(present(request, "limit"), request.offset)
+        agents, total = await self._store.agents(
+            caller.business_id, caller.principal.visible_agents(), limit=limit, offset=offset
+        )
+        return pb.ListRecordingAgentsResponse(
+            items=[self._agent(a) for a in agents], total=total, limit=limit, offset=offset
+        )
+
     async def GetRecording(self, request: pb.GetRecordingRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *VIEW)
-        return self._recording(await self._store.get(business, request.id))
+        caller = await self._auth.caller(context, *READ)
+        row = await self._store.get(caller.business_id, request.id, visible=caller.principal.visible_agents())
+        return self._recording(row)
 
     async def DownloadRecording(
         self, request: pb.DownloadRecordingRequest, context: StreamingContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        business = await self._auth.business(context, *VIEW)
+        caller = await self._auth.caller(context, *READ)
         row, span, chunks = await self._store.open_audio(
-            business, request.id, metadata_value(context, "range"), request.offset, request.length
+            caller.business_id,
+            request.id,
+            metadata_value(context, "range"),
+            request.offset,
+            request.length,
+            visible=caller.principal.visible_agents(),
         )
         headers = [
             ("content-length", str(span.end - span.start)),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.errors import InvalidArgument
 from service.kinds import KINDS
+from service.recordings.agents import check_agent_keys
 from service.validation import check_finite, check_instant
 
 TAGS = ("normal", "short", "wrong_or_spam", "no_answer", "other")
@@ -35,6 +37,9 @@ class RecordingQuery:
     score_max: float | None = None
     sort_column: str = "call_at"
     descending: bool = True
+    agent_keys: tuple[str, ...] = ()  # the agentKey filter; empty for none
+    # What the caller may see: None for every recording, else only these agents'.
+    visible_agents: frozenset[str] | None = None
 
 
 def _instant(value: str, field: str, tz: ZoneInfo, *, end: bool) -> datetime:
@@ -79,6 +84,7 @@ def build_query(
     sort_by: str,
     sort_dir: str,
     tz: ZoneInfo,
+    agent_key: Sequence[str] = (),
 ) -> RecordingQuery:
     page_limit, offset = page_bounds(limit, offset)
     if direction and direction not in ("in", "out"):
@@ -118,4 +124,5 @@ def build_query(
         score_max=score_max,
         sort_column=SORTS[sort_by or "callAt"],
         descending=(sort_dir or "desc") == "desc",
+        agent_keys=check_agent_keys(agent_key) if agent_key else (),
     )

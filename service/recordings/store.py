@@ -29,6 +29,7 @@ from service.errors import (
     RecordingNotFound,
 )
 from service.ids import uuid7
+from service.recordings.agents import AgentSummary, agent_filters, list_agents
 from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
 from service.recordings.counts import CountCache
 from service.recordings.phones import normalize
@@ -206,6 +207,7 @@ class RecordingStore:
             where.append(col(Recording.score) >= q.score_min)
         if q.score_max is not None:
             where.append(col(Recording.score) <= q.score_max)
+        where.extend(agent_filters(q.agent_keys, q.visible_agents))
         if q.search:
             pattern = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(
@@ -226,9 +228,17 @@ class RecordingStore:
             )
         return where
 
-    async def get(self, business_id: str, recording_id: str) -> Recording:
+    async def get(
+        self, business_id: str, recording_id: str, *, visible: frozenset[str] | None = None
+    ) -> Recording:
+        """The recording; one the caller may not see (`visible`: its agents) is not found."""
         async with self._db.session() as session:
-            return await self._row(session, business_id, recording_id)
+            return await self._row(session, business_id, recording_id, *agent_filters((), visible))
+
+    async def agents(
+        self, business_id: str, visible: frozenset[str] | None, *, limit: int, offset: int
+    ) -> tuple[list[AgentSummary], int]:
+        return await list_agents(self._db, business_id, visible, limit=limit, offset=offset)
 
     async def register_upload(self, business_id: str, upload: NewUpload) -> tuple[Recording, bool]:
         """Idempotent on dataId: a second registration answers the first recording."""
@@ -321,9 +331,16 @@ class RecordingStore:
         return row
 
     async def open_audio(
-        self, business_id: str, recording_id: str, range_header: str | None, offset: int = 0, length: int = 0
+        self,
+        business_id: str,
+        recording_id: str,
+        range_header: str | None,
+        offset: int = 0,
+        length: int = 0,
+        *,
+        visible: frozenset[str] | None = None,
     ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
-        row = await self.get(business_id, recording_id)
+        row = await self.get(business_id, recording_id, visible=visible)
         if row.processing_status != RecordingStatus.STORED or row.sha256 is None or row.size is None:
             raise AudioNotStored(row.processing_status)
         if range_header:
@@ -368,11 +385,11 @@ class RecordingStore:
             purged += len(ids)
 
     @staticmethod
-    async def _row(session: AsyncSession, business_id: str, recording_id: str) -> Recording:
+    async def _row(session: AsyncSession, business_id: str, recording_id: str, *also: Any) -> Recording:
         row = (
             await session.exec(
                 select(Recording).where(
-                    col(Recording.id) == recording_id, col(Recording.business_id) == business_id
+                    col(Recording.id) == recording_id, col(Recording.business_id) == business_id, *also
                 )
             )
         ).first()

@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, Computed, DateTime, Dialect, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -87,6 +87,14 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class ApiKeyAgent(SQLModel, table=True):
+    """An agent a key is bound to: with only view_recording_self, the key sees exactly
+    the recordings whose agent_key is one of its agents (service/recordings/agents.py)."""
+
+    key_id: str = Field(primary_key=True, max_length=36, foreign_key="apikey.id", ondelete="CASCADE")
+    agent_key: str = Field(primary_key=True, max_length=200)
+
+
 class Provider(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     business_id: str = Field(foreign_key="business.id", index=True, max_length=36)
@@ -113,6 +121,12 @@ class ProviderSecret(SQLModel, table=True):
     sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+# The one definition of a recording's agent key, the mirrored API's
+# COALESCE(callcenterNumber, callcenterName): callvault stores an absent value as "", so
+# an empty number falls back to the name.
+AGENT_KEY_SQL = "coalesce(nullif(callcenter_number, ''), callcenter_name)"
+
+
 class Recording(SQLModel, table=True):
     """A call and, once pulled or uploaded and verified, its audio (sha256 names the blob).
 
@@ -125,6 +139,9 @@ class Recording(SQLModel, table=True):
         # Equality on the phone, then already in callAt order: a filtered page reads only its rows.
         Index("ix_recording_business_phone", "business_id", "customer_phone_normalized", "call_at", "id"),
         Index("ix_recording_provider_status", "provider_id", "processing_status"),
+        # The agents listing groups by agent_key per business and reads the latest call_at
+        # from the index; agentKey filters and the view_recording_self scope seek on it.
+        Index("ix_recording_business_agent", "business_id", "agent_key", "call_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -144,6 +161,12 @@ class Recording(SQLModel, table=True):
     customer_phone_normalized: str = Field(default="", max_length=32)
     callcenter_number: str = Field(default="", max_length=100)
     callcenter_name: str = Field(default="", max_length=200)
+    # Who took the call: the number when there is one, else the name ("" for neither).
+    # Computed by the database from the two columns, so no write path can disagree
+    # (stored on PostgreSQL; on SQLite, which cannot add a stored column, virtual and indexed).
+    agent_key: str | None = Field(
+        default=None, sa_column=Column(String(200), Computed(AGENT_KEY_SQL, persisted=True), nullable=True)
+    )
     tag: str | None = Field(default=None, max_length=20)
     score: float | None = None
     note: str = Field(default="", max_length=2000)

@@ -61,7 +61,7 @@ class Recording(_message.Message):
     def __init__(self, id: _Optional[str] = ..., data_id: _Optional[str] = ..., call_at: _Optional[str] = ..., direction: _Optional[str] = ..., customer_phone: _Optional[str] = ..., customer_phone_normalized: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., processing_status: _Optional[str] = ..., audio_url: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., source_provider: _Optional[str] = ..., provider_id: _Optional[str] = ..., caller: _Optional[str] = ..., callee: _Optional[str] = ..., outcome: _Optional[str] = ..., callcenter_number: _Optional[str] = ..., callcenter_name: _Optional[str] = ..., note: _Optional[str] = ..., content_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ListRecordingsRequest(_message.Message):
-    __slots__ = ("limit", "offset", "direction", "source_provider", "call_date_from", "call_date_to", "customer_phone", "customer_phone_normalized", "search", "tag", "score_min", "score_max", "sort_by", "sort_dir", "provider_id")
+    __slots__ = ("limit", "offset", "direction", "source_provider", "call_date_from", "call_date_to", "customer_phone", "customer_phone_normalized", "search", "tag", "score_min", "score_max", "sort_by", "sort_dir", "provider_id", "agent_key")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class ListRecordingsRequest(_message.Message):
     SORT_BY_FIELD_NUMBER: _ClassVar[int]
     SORT_DIR_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_KEY_FIELD_NUMBER: _ClassVar[int]
     limit: int
     offset: int
     direction: str
@@ -92,7 +93,8 @@ class ListRecordingsRequest(_message.Message):
     sort_by: str
     sort_dir: str
     provider_id: str
-    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., direction: _Optional[str] = ..., source_provider: _Optional[str] = ..., call_date_from: _Optional[str] = ..., call_date_to: _Optional[str] = ..., customer_phone: _Optional[str] = ..., customer_phone_normalized: _Optional[str] = ..., search: _Optional[str] = ..., tag: _Optional[str] = ..., score_min: _Optional[float] = ..., score_max: _Optional[float] = ..., sort_by: _Optional[str] = ..., sort_dir: _Optional[str] = ..., provider_id: _Optional[str] = ...) -> None: ...
+    agent_key: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., direction: _Optional[str] = ..., source_provider: _Optional[str] = ..., call_date_from: _Optional[str] = ..., call_date_to: _Optional[str] = ..., customer_phone: _Optional[str] = ..., customer_phone_normalized: _Optional[str] = ..., search: _Optional[str] = ..., tag: _Optional[str] = ..., score_min: _Optional[float] = ..., score_max: _Optional[float] = ..., sort_by: _Optional[str] = ..., sort_dir: _Optional[str] = ..., provider_id: _Optional[str] = ..., agent_key: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListRecordingsResponse(_message.Message):
     __slots__ = ("items", "total", "limit", "offset")
@@ -105,6 +107,36 @@ class ListRecordingsResponse(_message.Message):
     limit: int
     offset: int
     def __init__(self, items: _Optional[_Iterable[_Union[Recording, _Mapping]]] = ..., total: _Optional[int] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ListRecordingAgentsRequest(_message.Message):
+    __slots__ = ("limit", "offset")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    offset: int
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class RecordingAgent(_message.Message):
+    __slots__ = ("agent_key", "recording_count", "latest_call_at")
+    AGENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    RECORDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CALL_AT_FIELD_NUMBER: _ClassVar[int]
+    agent_key: str
+    recording_count: int
+    latest_call_at: str
+    def __init__(self, agent_key: _Optional[str] = ..., recording_count: _Optional[int] = ..., latest_call_at: _Optional[str] = ...) -> None: ...
+
+class ListRecordingAgentsResponse(_message.Message):
+    __slots__ = ("items", "total", "limit", "offset")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RecordingAgent]
+    total: int
+    limit: int
+    offset: int
+    def __init__(self, items: _Optional[_Iterable[_Union[RecordingAgent, _Mapping]]] = ..., total: _Optional[int] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class GetRecordingRequest(_message.Message):
     __slots__ = ("id",)

@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class RecordingServiceStub:
     """Calls and their recordings: pulled from providers or uploaded, listed, streamed.
-    Reading needs view_recording_all (or view_recording_self); writing needs
+    Reading needs view_recording_all, or view_recording_self: a key with only that sees
+    exactly its bound agents' recordings, and others are not found. Writing needs
     manage_call_recording; syncing a provider needs manage_provider_config.
     """
 
@@ -42,6 +43,11 @@ class RecordingServiceStub:
                 '/callvault.v1.RecordingService/ListRecordings',
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingsRequest.SerializeToString,
                 response_deserializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingsResponse.FromString,
+                _registered_method=True)
+        self.ListRecordingAgents = channel.unary_unary(
+                '/callvault.v1.RecordingService/ListRecordingAgents',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsResponse.FromString,
                 _registered_method=True)
         self.GetRecording = channel.unary_unary(
                 '/callvault.v1.RecordingService/GetRecording',
@@ -87,12 +93,22 @@ class RecordingServiceStub:
 
 class RecordingServiceServicer:
     """Calls and their recordings: pulled from providers or uploaded, listed, streamed.
-    Reading needs view_recording_all (or view_recording_self); writing needs
+    Reading needs view_recording_all, or view_recording_self: a key with only that sees
+    exactly its bound agents' recordings, and others are not found. Writing needs
     manage_call_recording; syncing a provider needs manage_provider_config.
     """
 
     def ListRecordings(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecordingAgents(self, request, context):
+        """The agent keys of the business's recordings (the callcenter number, else its name), the
+        agent of the newest latest call first. Declared before GetRecording so that REST
+        routes /recordings/agents here rather than to a recording named "agents".
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -158,6 +174,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingsRequest.FromString,
                     response_serializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingsResponse.SerializeToString,
             ),
+            'ListRecordingAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecordingAgents,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsResponse.SerializeToString,
+            ),
             'GetRecording': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRecording,
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.GetRecordingRequest.FromString,
@@ -208,7 +229,8 @@ def add_RecordingServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RecordingService:
     """Calls and their recordings: pulled from providers or uploaded, listed, streamed.
-    Reading needs view_recording_all (or view_recording_self); writing needs
+    Reading needs view_recording_all, or view_recording_self: a key with only that sees
+    exactly its bound agents' recordings, and others are not found. Writing needs
     manage_call_recording; syncing a provider needs manage_provider_config.
     """
 
@@ -229,6 +251,33 @@ class RecordingService:
             '/callvault.v1.RecordingService/ListRecordings',
             callvault_dot_v1_dot_recordings__pb2.ListRecordingsRequest.SerializeToString,
             callvault_dot_v1_dot_recordings__pb2.ListRecordingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecordingAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/ListRecordingAgents',
+            callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.ListRecordingAgentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
