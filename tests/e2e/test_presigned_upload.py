@@ -23,8 +23,10 @@ import httpx
 import pytest
 from callvault.v1 import recordings_pb2 as pb
 from callvault.v1 import recordings_pb2_grpc
+from sqlmodel import col, select
 
 from service.sealing import add_key, create_key_file, load_key_file, write_key_file
+from service.storage.models import UploadUrlClaim
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, server_settings
 
@@ -67,6 +69,20 @@ def payload_fields(token: str) -> list[str]:
 
 def status_of(client: httpx.Client, recording_id: str) -> str:
     return str(client.get(f"/api/v1/recordings/{recording_id}").json()["processingStatus"])
+
+
+def wait_for_claim(server: RunningServer, recording_id: str) -> None:
+    """Until a PUT in progress has claimed the recording's upload URL."""
+
+    async def claimed() -> bool:
+        async with server.service.db.session() as session:
+            query = select(UploadUrlClaim).where(col(UploadUrlClaim.recording_id) == recording_id)
+            return (await session.exec(query)).first() is not None
+
+    deadline = time.monotonic() + 10
+    while not server.call(claimed()):
+        assert time.monotonic() < deadline, "the PUT never claimed the URL"
+        time.sleep(0.02)
 
 
 def refused(response: httpx.Response, code: str) -> bool:
@@ -203,7 +219,7 @@ def test_a_put_in_progress_holds_the_url(server: RunningServer) -> None:
         with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=30) as anonymous:
             first = pool.submit(anonymous.put, created["uploadUrl"], content=slow_body())
             assert started.wait(10)
-            time.sleep(0.3)  # the first body chunk has reached the server and claimed the URL
+            wait_for_claim(server, created["id"])
             second = put(created["uploadUrl"], os.urandom(100))
             release.set()
             assert refused(second, "upload_url_used"), second.text
@@ -362,7 +378,7 @@ def test_a_client_that_goes_away_mid_body_does_not_spend_the_url(server: Running
                 f"Content-Type: audio/wav\r\nContent-Length: 1000000\r\n\r\n".encode()
                 + os.urandom(50_000)
             )
-            time.sleep(0.3)  # the server has claimed the URL and is reading the body
+            wait_for_claim(server, created["id"])
         deadline = time.monotonic() + 10
         while True:
             answer = put(created["uploadUrl"], audio)
