@@ -25,7 +25,8 @@ from callvault.v1 import recordings_pb2 as pb
 from callvault.v1 import recordings_pb2_grpc
 from sqlmodel import col, select
 
-from service.sealing import add_key, create_key_file, load_key_file, write_key_file
+from service import cli
+from service.sealing import create_key_file
 from service.storage.models import UploadUrlClaim
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, server_settings
@@ -335,12 +336,13 @@ def test_signed_uploads_are_rate_limited_per_recording(short_lived: RunningServe
     assert answers[-1].json()["error"] == "rate_limited" and "Retry-After" in answers[-1].headers
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_url_minted_before_a_key_rotation_still_works(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     """`master-keys add` makes a new primary; a link signed with the old one verifies while
-    that key is in the ring, and new links name the new key."""
-    url = request.getfixturevalue("database_url_factory")("sqlite")
+    that key is in the ring (not after `retire`), and new links name the new key."""
+    url = request.getfixturevalue("database_url_factory")(backend)
     key_file = tmp_path / "master-keys.json"
     create_key_file(key_file)
     settings = replace(server_settings(tmp_path, url), key_file=key_file, key_reload_seconds=0.1)
@@ -348,9 +350,11 @@ def test_a_url_minted_before_a_key_rotation_still_works(
     try:
         tenant = running.new_tenant()
         with running.http(tenant.business_key) as client:
-            before = presign(client, "rotate-1")
+            before, kept = presign(client, "rotate-1"), presign(client, "rotate-3")
             assert payload_fields(before["uploadToken"])[1] == "1"
-            write_key_file(key_file, add_key(load_key_file(key_file)))
+            monkeypatch.setenv("CALLVAULT_KEY_FILE", str(key_file))
+            monkeypatch.setenv("CALLVAULT_DATABASE_URL", url)
+            cli.main(["master-keys", "add"])
             deadline = time.monotonic() + 10
             while running.service.keyring.primary_id != 2:
                 assert time.monotonic() < deadline, "the server did not take the new key file"
@@ -362,6 +366,13 @@ def test_a_url_minted_before_a_key_rotation_still_works(
                 stored = put(created["uploadUrl"], audio)
                 assert stored.status_code == 200, stored.text
                 assert client.get(f"/api/v1/recordings/{created['id']}/audio").content == audio
+            cli.main(["master-keys", "retire", "1"])  # once retired, its links are refused
+            while running.service.keyring.ids != (2,):
+                assert time.monotonic() < deadline + 10, "the server did not drop key 1"
+                time.sleep(0.05)
+            gone = put(kept["uploadUrl"], os.urandom(100))
+            assert refused(gone, "upload_url_invalid"), gone.text
+            assert status_of(client, kept["id"]) == "pending"
     finally:
         running.stop()
 
