@@ -110,6 +110,16 @@ def test_presigned_url_takes_the_audio_once_without_a_key(server: RunningServer)
         download = client.get(f"/api/v1/recordings/{created['id']}/audio")
         assert download.status_code == 200 and download.content == audio
 
+        with httpx.Client(base_url=server.http_base) as anonymous:  # only the upload takes a token
+            query = {"uploadToken": created["uploadToken"]}
+            for method, path in (
+                ("GET", f"/api/v1/recordings/{created['id']}/audio"),
+                ("GET", f"/api/v1/recordings/{created['id']}"),
+                ("DELETE", f"/api/v1/recordings/{created['id']}"),
+            ):
+                other = anonymous.request(method, path, params=query)
+                assert other.status_code in (400, 401), (method, path, other.text)  # unknown, or no key
+        assert client.get(f"/api/v1/recordings/{created['id']}").status_code == 200  # not deleted
         again = put(url, os.urandom(1000))
         assert refused(again, "upload_url_used"), again.text
         assert client.get(f"/api/v1/recordings/{created['id']}/audio").content == audio  # unchanged
