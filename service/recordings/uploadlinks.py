@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
 from typing import Protocol, TypeVar
-from urllib.parse import quote
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -45,8 +44,8 @@ T = TypeVar("T")
 PURPOSE = b"callvault upload-url v1"
 VERSION = "v1"
 TOKEN_FIELD = "uploadToken"  # noqa: S105  (the query parameter: UploadRecordingAudioRequest.upload_token)
-_ID = re.compile(r"^[A-Za-z0-9-]{1,36}$")
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_ID = re.compile(r"[A-Za-z0-9-]{1,36}")  # the ids callvault makes (UUIDs)
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22}")
 MAX_TOKEN = 400
 
 
@@ -114,12 +113,14 @@ class UploadLinks:
     def mint(self, business_id: str, recording_id: str) -> UploadLink:
         """An absolute URL to PUT this recording's audio to; ``base_url`` must be set."""
         assert self.base_url, "the public base URL is set when the HTTP listener is up"
+        if not (_ID.fullmatch(business_id) and _ID.fullmatch(recording_id)):
+            raise ValueError("upload links name callvault's own ids only")
         key_id = self._keys.primary_id
         expires = int(self._clock()) + self._ttl
         nonce = _b64(secrets.token_bytes(16))
         payload = f"{VERSION}.{key_id}.{expires}.{nonce}.{business_id}.{recording_id}".encode()
         token = f"{_b64(payload)}.{_b64(self._mac(key_id, payload))}"
-        url = f"{self.base_url}{audio_path(quote(recording_id, safe=''))}?{TOKEN_FIELD}={token}"
+        url = f"{self.base_url}{audio_path(recording_id)}?{TOKEN_FIELD}={token}"
         return UploadLink(url, token, datetime.fromtimestamp(expires, UTC))
 
     def verify(self, token: str, recording_id: str) -> UploadGrant:
@@ -137,7 +138,7 @@ class UploadLinks:
         if len(fields) != 6 or fields[0] != VERSION or not fields[1].isdigit() or not fields[2].isdigit():
             raise UploadUrlInvalid()
         _, key_text, expires_text, nonce, business_id, signed_recording = fields
-        if not (_NONCE.match(nonce) and _ID.match(business_id) and _ID.match(signed_recording)):
+        if not (_NONCE.fullmatch(nonce) and _ID.fullmatch(business_id) and _ID.fullmatch(signed_recording)):
             raise UploadUrlInvalid()
         try:
             expected = self._mac(int(key_text), payload)

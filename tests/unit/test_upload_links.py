@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from service.config import Settings, listener_base_url
+from service.errors import UploadUrlExpired, UploadUrlInvalid
+from service.recordings.uploadlinks import UploadLinks
 from service.sealing import Keyring, UnknownKey, generate_key
+from service.storage.db import Database
 
 
 def test_public_base_url_is_validated_at_start() -> None:
@@ -48,3 +53,30 @@ def test_purpose_keys_differ_by_purpose_and_key_and_stay_out_of_reprs() -> None:
     with pytest.raises(UnknownKey):
         ring.derive(b"callvault upload-url v1", 3)
     assert a.hex() not in repr(ring) and one.hex() not in repr(ring)
+
+
+def test_a_link_works_until_its_expiry_and_names_its_recording() -> None:
+    now = [1_800_000_000.0]
+    links = UploadLinks(
+        Keyring({1: generate_key()}, 1),
+        Database("sqlite+aiosqlite:///:memory:"),
+        ttl_seconds=900,
+        base_url="https://calls.example.com",
+        clock=lambda: now[0],
+    )
+    business, recording = str(uuid.uuid4()), str(uuid.uuid4())
+    link = links.mint(business, recording)
+    assert (
+        link.url == f"https://calls.example.com/api/v1/recordings/{recording}/audio?uploadToken={link.token}"
+    )
+    assert link.expires_at.timestamp() == now[0] + 900
+    now[0] += 899
+    grant = links.verify(link.token, recording)
+    assert (grant.business_id, grant.recording_id) == (business, recording)
+    with pytest.raises(UploadUrlInvalid):
+        links.verify(link.token, str(uuid.uuid4()))
+    now[0] += 1
+    with pytest.raises(UploadUrlExpired):
+        links.verify(link.token, recording)
+    with pytest.raises(ValueError, match="own ids"):
+        links.mint(business, "../other")
