@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -64,6 +65,39 @@ def redact_url(url: str) -> str:
     hidden = {name: _MASK for name in parsed.query if name.lower() in _PASSWORD_PARAMS}
     shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     return shown.replace("%2A%2A%2A", _MASK)
+
+
+UPLOAD_URL_TTL_RANGE = (1, 24 * 3600)
+
+
+def check_public_base_url(url: str) -> str:
+    """CALLVAULT_PUBLIC_BASE_URL: an absolute http(s) URL with a host and no query or
+    fragment (presigned upload URLs are built on it); "" is allowed (derived at start)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"CALLVAULT_PUBLIC_BASE_URL must be an absolute http(s) URL like https://calls.example.com, got {url!r}"
+        )
+    if parts.username or parts.password:
+        raise ValueError("CALLVAULT_PUBLIC_BASE_URL must not carry a user or password")
+    return url.rstrip("/")
+
+
+def check_upload_url_ttl(seconds: int) -> int:
+    low, high = UPLOAD_URL_TTL_RANGE
+    if not low <= seconds <= high:
+        raise ValueError(f"CALLVAULT_UPLOAD_URL_TTL_SECONDS must be between {low} and {high}, got {seconds}")
+    return seconds
+
+
+def listener_base_url(host: str, port: int, *, tls: bool) -> str:
+    """The default public base URL: the HTTP listener itself (a wildcard host as loopback)."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +211,10 @@ class Settings:
     rate_limit_per_minute: int = 600
     workers: int = 1
     timezone: str = "Asia/Bangkok"
+    # Presigned upload URLs: where clients reach this service ("" derives it from the HTTP
+    # listener) and how long a URL is good for.
+    public_base_url: str = ""
+    upload_url_ttl_seconds: int = 900
 
     def __repr__(self) -> str:
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -239,6 +277,8 @@ class Settings:
             rate_limit_per_minute=_int(env, "CALLVAULT_RATE_LIMIT_PER_MINUTE", 600),
             workers=_int(env, "CALLVAULT_WORKERS", 1),
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
+            public_base_url=check_public_base_url(env.get("CALLVAULT_PUBLIC_BASE_URL", "")),
+            upload_url_ttl_seconds=check_upload_url_ttl(_int(env, "CALLVAULT_UPLOAD_URL_TTL_SECONDS", 900)),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),
                 key_file=_path(env, "CALLVAULT_TLS_KEY"),

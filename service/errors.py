@@ -220,3 +220,31 @@ class CollectionRecordingsNotFound(NotFound):
     def __init__(self, field: str, missing: list[str]) -> None:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         super().__init__(f"{field}: no such recording in this business: {shown}", field=field)
+
+
+class UploadUrlRefused(DomainError):
+    """A presigned upload URL that does not admit this upload (service/recordings/uploadlinks.py).
+    The message says what the holder can do; it never says which check failed inside."""
+
+    category = Category.PERMISSION_DENIED
+
+
+class UploadUrlInvalid(UploadUrlRefused):
+    code = "upload_url_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("this upload URL is not valid for this recording")
+
+
+class UploadUrlExpired(UploadUrlRefused):
+    code = "upload_url_expired"
+
+    def __init__(self) -> None:
+        super().__init__("this upload URL has expired; register the recording again for a new one")
+
+
+class UploadUrlUsed(UploadUrlRefused):
+    code = "upload_url_used"
+
+    def __init__(self) -> None:
+        super().__init__("this upload URL has been used; register the recording again for a new one")

@@ -106,6 +106,21 @@ class LiveKeyring:
     def key_id_of(self, sealed: bytes) -> int:
         return self._current.key_id_of(sealed)
 
+    def derive(self, purpose: bytes, key_id: int) -> bytes:
+        """``Keyring.derive`` on the current keyring; a key another process loaded first (a
+        link it signed) makes this one read the key file now, as ``open`` does."""
+        current = self._current
+        try:
+            return current.derive(purpose, key_id)
+        except UnknownKey:
+            newer = self._newer_file_with(key_id, current)
+            if newer is None:
+                raise
+        derived = newer.derive(purpose, key_id)
+        self._take(newer, f"a signed link names key {key_id}")
+        self._beat_soon()
+        return derived
+
     def needs_reseal(self, sealed: bytes) -> bool:
         return self._current.needs_reseal(sealed)
 

@@ -31,7 +31,9 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "FORMAT_VERSION",
@@ -232,6 +234,14 @@ class Keyring:
         return all(
             i in self._keys and hmac.compare_digest(self._keys[i], key) for i, key in other._keys.items()
         )
+
+    def derive(self, purpose: bytes, key_id: int) -> bytes:
+        """A 256-bit key for one purpose (HKDF-SHA256 of master key ``key_id``), so a feature
+        that signs rather than seals needs no secret of its own; the master key never leaves."""
+        key = self._keys.get(key_id)
+        if key is None:
+            raise UnknownKey(key_id)
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=purpose).derive(key)
 
     def only(self, key_id: int) -> Keyring:
         """A keyring of just this key, primary: to seal under one key that is not primary."""

@@ -35,7 +35,13 @@ from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
 from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
-from service.config import Settings, TlsSettings
+from service.config import (
+    Settings,
+    TlsSettings,
+    check_public_base_url,
+    check_upload_url_ttl,
+    listener_base_url,
+)
 from service.keys import load_keyring
 from service.livekeys import LiveKeyring
 from service.processes import ProcessRegistry
@@ -45,6 +51,7 @@ from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
+from service.recordings.uploadlinks import UploadLinks
 from service.rest.app import build_app
 from service.rest.bindings import Binding, bindings_for
 from service.rest.openapi import openapi_document
@@ -89,6 +96,12 @@ class Service:
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
         )
+        self.upload_links = UploadLinks(
+            self.keyring,
+            self.db,
+            ttl_seconds=check_upload_url_ttl(settings.upload_url_ttl_seconds),
+            base_url=check_public_base_url(settings.public_base_url),
+        )
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -107,7 +120,12 @@ class Service:
             (
                 recordings_pb2.DESCRIPTOR.services_by_name["RecordingService"],
                 RecordingServicer(
-                    self.auth, self.recordings, SyncJobs(self.db), self.puller, settings.timezone
+                    self.auth,
+                    self.recordings,
+                    SyncJobs(self.db),
+                    self.puller,
+                    settings.timezone,
+                    self.upload_links,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),
@@ -240,6 +258,10 @@ class Server:
 
         sock = _listen(self.settings.http_host, self.settings.http_port, shared=self.settings.workers > 1)
         self.http_port = sock.getsockname()[1]
+        if not self.service.upload_links.base_url:
+            self.service.upload_links.base_url = listener_base_url(
+                self.settings.http_host, self.http_port, tls=self.settings.tls.enabled
+            )
         tls = self.settings.tls
         config = uvicorn.Config(
             self._rest_app(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -18,6 +18,7 @@ from service.errors import InvalidArgument
 from service.recordings.agents import AgentSummary
 from service.recordings.query import build_query, page_bounds
 from service.recordings.store import NewUpload, RecordingStore
+from service.recordings.uploadlinks import UploadLinks, audio_path
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
 from service.transport.calls import CallAuth, MetadataContext, metadata_value
@@ -37,10 +38,6 @@ class SyncRequester(Protocol):
 
 class StreamingContext(MetadataContext, Protocol):
     async def send_initial_metadata(self, metadata: Any) -> None: ...
-
-
-def audio_path(recording_id: str) -> str:
-    return f"/api/v1/recordings/{recording_id}/audio"
 
 
 def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
@@ -71,11 +68,27 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
     return out
 
 
+async def _chunks(
+    first: pb.UploadRecordingAudioRequest, rest: AsyncIterator[pb.UploadRecordingAudioRequest]
+) -> AsyncIterator[bytes]:
+    if first.chunk:
+        yield first.chunk
+    async for message in rest:
+        yield message.chunk
+
+
 class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
     def __init__(
-        self, auth: CallAuth, store: RecordingStore, jobs: SyncJobs, sync: SyncRequester, timezone: str
+        self,
+        auth: CallAuth,
+        store: RecordingStore,
+        jobs: SyncJobs,
+        sync: SyncRequester,
+        timezone: str,
+        links: UploadLinks,
     ) -> None:
         self._auth = auth
+        self._links = links
         self._store = store
         self._jobs = jobs
         self._sync = sync
@@ -223,36 +236,58 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
                 duration_seconds=request.duration_seconds,
             ),
         )
-        return pb.CreateRecordingResponse(
+        answer = pb.CreateRecordingResponse(
             id=row.id, upload_url=audio_path(row.id), created=created, processing_status=row.processing_status
         )
+        if request.audio_presigned_upload_url:
+            link = self._links.mint(business, row.id)
+            answer.upload_url, answer.upload_token = link.url, link.token
+            answer.upload_url_expires_at.CopyFrom(timestamp(link.expires_at))
+        return answer
 
     async def UploadRecordingAudio(
         self, request_iterator: AsyncIterator[pb.UploadRecordingAudioRequest], context: MetadataContext
     ) -> Any:
+        if not self._auth.bearer_sent(context):
+            return await self._signed_upload(request_iterator, context)
         caller = await self._auth.caller(context, *MANAGE)
-        business = caller.business_id
         first = await anext(request_iterator, None)
         if first is None or not first.id:
             raise InvalidArgument("id", "the first message must name the recording")
         if first.content_type:
             check_media_type(first.content_type, "contentType")
-
-        async def chunks() -> AsyncIterator[bytes]:
-            if first.chunk:
-                yield first.chunk
-            async for message in request_iterator:
-                yield message.chunk
-
         row = await self._store.store_upload(
-            business,
+            caller.business_id,
             first.id,
-            chunks(),
+            _chunks(first, request_iterator),
             content_type=first.content_type or None,
             expected_sha256=first.sha256 or None,
         )
         if all(caller.principal.has(scope) for scope in VIEW):
             return self._recording(row)
+        return self._receipt(row)
+
+    async def _signed_upload(
+        self, request_iterator: AsyncIterator[pb.UploadRecordingAudioRequest], context: MetadataContext
+    ) -> pb.Recording:
+        """No API key: the first message must carry a presigned upload URL's token, which
+        names the business and the one recording it may upload, once."""
+        first = await anext(request_iterator, None)
+        if first is None or not first.upload_token:
+            await self._auth.caller(context, *MANAGE)  # unauthenticated, as without a token
+            raise AssertionError("unreachable: no key and no token")
+        grant = self._auth.signed_upload(self._links, first.upload_token, first.id)
+
+        def store(chunks: AsyncIterable[bytes]) -> Awaitable[Recording]:
+            return self._store.store_upload(
+                grant.business_id,
+                grant.recording_id,
+                chunks,
+                content_type=first.content_type or None,
+                expected_sha256=first.sha256 or None,
+            )
+
+        row = await self._links.upload_once(grant, _chunks(first, request_iterator), store)
         return self._receipt(row)
 
     async def DeleteRecording(self, request: pb.DeleteRecordingRequest, context: MetadataContext) -> Any:

@@ -295,3 +295,14 @@ class CollectionItem(SQLModel, table=True):
         primary_key=True, max_length=36, foreign_key="recording.id", ondelete="CASCADE", index=True
     )
     added_at: datetime = _ts()
+
+
+class UploadUrlClaim(SQLModel, table=True):
+    """A presigned upload URL in use or used (service/recordings/uploadlinks.py): the primary
+    key on its nonce lets one PUT claim it and every other fail. Rows past their URL's
+    expiry mean nothing (the URL is refused anyway) and are deleted."""
+
+    nonce: str = Field(primary_key=True, max_length=32)
+    recording_id: str = Field(max_length=36)
+    expires_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    claimed_at: datetime = _ts()

@@ -20,6 +20,7 @@ from service import metrics
 from service.auth import Authenticator, Principal, Requirement
 from service.errors import DomainError, RateLimited
 from service.ratelimit import Decision, RateLimiter
+from service.recordings.uploadlinks import UploadGrant, UploadLinks
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
 
 log = logging.getLogger("callvault.calls")
@@ -101,14 +102,34 @@ class CallAuth:
         call = current_call.get()
         if call is not None:
             call.key_id = principal.key_id
-        if self.limiter.enabled:
-            decision = self.limiter.take(principal.key_id)
-            if call is not None:
-                call.rate = decision
-            if not decision.allowed:
-                metrics.RATE_LIMITED.labels(call.transport if call else "unknown").inc()
-                raise RateLimited(decision.limit, decision.retry_after)
+        self.admit(principal.key_id)
         return principal
+
+    def admit(self, bucket: str) -> None:
+        """Take one request from ``bucket``'s rate limit (a key id; for a call without a key,
+        what it acts on instead), or raise ``RateLimited``."""
+        if not self.limiter.enabled:
+            return
+        call = current_call.get()
+        decision = self.limiter.take(bucket)
+        if call is not None:
+            call.rate = decision
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(call.transport if call else "unknown").inc()
+            raise RateLimited(decision.limit, decision.retry_after)
+
+    def bearer_sent(self, context: MetadataContext) -> bool:
+        return metadata_value(context, "authorization") is not None
+
+    def signed_upload(self, links: UploadLinks, token: str, recording_id: str) -> UploadGrant:
+        """What a presigned upload URL's token admits, in place of an API key: only
+        UploadRecordingAudio takes one. Rate limited per recording, as a key is per key."""
+        self.admit(f"upload:{recording_id}")
+        grant = links.verify(token, recording_id)
+        call = current_call.get()
+        if call is not None:
+            call.business_id = grant.business_id
+        return grant
 
     async def caller(self, context: MetadataContext, *scopes: Requirement) -> Caller:
         """The key and the business it acts for, once it holds every scope named: scopes

@@ -55,9 +55,14 @@ class Tenant:
 
 
 class RunningServer:
-    def __init__(self, settings: Settings, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self, settings: Settings, keyring: Keyring | None = None, *, follow_key_file: bool = False
+    ) -> None:
+        """``follow_key_file``: load the keys from settings' key file and follow it, as
+        ``callvault serve`` does, instead of a fixed keyring."""
         self.settings = settings
         self.keyring = keyring or Keyring({1: generate_key()}, primary_id=1)
+        self._follow_key_file = follow_key_file
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="callvault-server", daemon=True)
         self.server: Server | None = None
@@ -72,7 +77,7 @@ class RunningServer:
 
         async def build() -> Server:
             # grpc.aio binds to the loop that creates the server: build it on ours.
-            server = Server(Service(self.settings, self.keyring))
+            server = Server(Service(self.settings, None if self._follow_key_file else self.keyring))
             await server.start()
             return server
 

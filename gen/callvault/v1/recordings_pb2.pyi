@@ -155,7 +155,7 @@ class DownloadRecordingRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class CreateRecordingRequest(_message.Message):
-    __slots__ = ("data_id", "call_at", "direction", "customer_phone", "callcenter_number", "callcenter_name", "tag", "score", "note", "content_type", "duration_seconds")
+    __slots__ = ("data_id", "call_at", "direction", "customer_phone", "callcenter_number", "callcenter_name", "tag", "score", "note", "content_type", "duration_seconds", "audio_presigned_upload_url")
     DATA_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_AT_FIELD_NUMBER: _ClassVar[int]
     DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class CreateRecordingRequest(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_PRESIGNED_UPLOAD_URL_FIELD_NUMBER: _ClassVar[int]
     data_id: str
     call_at: str
     direction: str
@@ -178,31 +179,38 @@ class CreateRecordingRequest(_message.Message):
     note: str
     content_type: str
     duration_seconds: float
-    def __init__(self, data_id: _Optional[str] = ..., call_at: _Optional[str] = ..., direction: _Optional[str] = ..., customer_phone: _Optional[str] = ..., callcenter_number: _Optional[str] = ..., callcenter_name: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., note: _Optional[str] = ..., content_type: _Optional[str] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    audio_presigned_upload_url: bool
+    def __init__(self, data_id: _Optional[str] = ..., call_at: _Optional[str] = ..., direction: _Optional[str] = ..., customer_phone: _Optional[str] = ..., callcenter_number: _Optional[str] = ..., callcenter_name: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., note: _Optional[str] = ..., content_type: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., audio_presigned_upload_url: _Optional[bool] = ...) -> None: ...
 
 class CreateRecordingResponse(_message.Message):
-    __slots__ = ("id", "upload_url", "created", "processing_status")
+    __slots__ = ("id", "upload_url", "created", "processing_status", "upload_url_expires_at", "upload_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_URL_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_URL_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     upload_url: str
     created: bool
     processing_status: str
-    def __init__(self, id: _Optional[str] = ..., upload_url: _Optional[str] = ..., created: _Optional[bool] = ..., processing_status: _Optional[str] = ...) -> None: ...
+    upload_url_expires_at: _timestamp_pb2.Timestamp
+    upload_token: str
+    def __init__(self, id: _Optional[str] = ..., upload_url: _Optional[str] = ..., created: _Optional[bool] = ..., processing_status: _Optional[str] = ..., upload_url_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., upload_token: _Optional[str] = ...) -> None: ...
 
 class UploadRecordingAudioRequest(_message.Message):
-    __slots__ = ("id", "chunk", "content_type", "sha256")
+    __slots__ = ("id", "chunk", "content_type", "sha256", "upload_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     chunk: bytes
     content_type: str
     sha256: str
-    def __init__(self, id: _Optional[str] = ..., chunk: _Optional[bytes] = ..., content_type: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+    upload_token: str
+    def __init__(self, id: _Optional[str] = ..., chunk: _Optional[bytes] = ..., content_type: _Optional[str] = ..., sha256: _Optional[str] = ..., upload_token: _Optional[str] = ...) -> None: ...
 
 class DeleteRecordingRequest(_message.Message):
     __slots__ = ("id",)

@@ -136,6 +136,7 @@ class RecordingServiceServicer:
 
     def UploadRecordingAudio(self, request_iterator, context):
         """The audio of an uploaded call, streamed: the first message names the recording.
+        With upload_token (from a presigned upload URL) it needs no API key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
