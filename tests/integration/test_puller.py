@@ -295,6 +295,52 @@ async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> No
     await eventually(lambda: not env.temp_files())
 
 
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_kazoo_legs_of_one_call_are_kept_each_and_name_the_same_call(env: Env, kazoo: FakeKazoo) -> None:
+    legs = kazoo.add_call(NOW - timedelta(hours=2), call="inbound", legs=("a", "b"))
+    [alone] = kazoo.add_call(NOW - timedelta(hours=1), call="outbound", legs=("a",))
+    provider_id = await env.kazoo(kazoo)
+
+    job = await (await env.puller()).pull(provider_id)
+
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 3, 3)
+    await assert_stored_once(env, provider_id, [*legs, alone])
+    by_id = {r.external_id: r for r in await env.rows(provider_id)}
+    # Two rows, one per leg, both naming the call's interaction id; the other call its own.
+    assert [by_id[leg.id].call_id for leg in legs] == [legs[0].interaction_id] * 2
+    assert by_id[alone.id].call_id == alone.interaction_id != legs[0].interaction_id
+    async with env.db.session() as session:
+        query = select(Recording.id).where(
+            col(Recording.business_id) == env.business_id, col(Recording.call_id) == legs[0].interaction_id
+        )
+        assert len((await session.exec(query)).all()) == 2
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_antbuddy_remembers_the_hash_order_that_worked_across_pulls(env: Env) -> None:
+    with FakeAntBuddy() as fake:
+        fake.hash_order = "appIdLast"  # the other page's order: the seed's is refused with a 400
+        fake.add_call(NOW - timedelta(hours=5), recording=False)
+        config = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
+        )
+        first = await (await env.puller()).pull(provider_id)
+        refused_first = fake.hash_refusals
+        assert (await env.state(provider_id)).hints == {"hashOrder": "appIdLast"}
+        fake.add_call(NOW - timedelta(minutes=30), recording=False)
+        fake.clear_requests()
+        # Another puller, as after a restart: it starts from what the sync state kept.
+        second = await (await env.puller()).pull(provider_id)
+        assert fake.handler_errors == []
+
+    assert (first.state, first.calls_seen) == ("succeeded", 1)
+    assert refused_first >= 1  # the first pull paid for learning the order
+    assert (second.state, second.calls_seen) == ("succeeded", 2)
+    assert fake.hash_refusals == refused_first  # the second sent no refused request
+    assert len(await env.rows(provider_id)) == 2
+
+
 # -- faults ----------------------------------------------------------------------------
 
 FAULTS = {
