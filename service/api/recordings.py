@@ -60,7 +60,12 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
         note=row.note,
         content_type=row.content_type,
     )
-    optional = (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id), ("call_id", row.call_id))
+    optional = (
+        ("tag", row.tag),
+        ("score", row.score),
+        ("provider_id", row.provider_id),
+        ("call_id", row.call_id),
+    )
     for name, value in optional:
         if value is not None:
             setattr(out, name, value)

@@ -31,7 +31,15 @@ from service.providers.store import ProviderStore
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
-from service.storage.models import JobState, Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.storage.models import (
+    JobState,
+    Provider,
+    ProviderSync,
+    Recording,
+    RecordingStatus,
+    SyncJob,
+    as_utc,
+)
 from service.sync.lease import Lease
 from service.sync.queue import Progress, claim
 from service.sync.runner import ProviderBusy, interval_of
@@ -296,7 +304,9 @@ async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> No
 
 
 @pytest.mark.parametrize("env", BACKENDS, indirect=True)
-async def test_kazoo_legs_of_one_call_are_kept_each_and_name_the_same_call(env: Env, kazoo: FakeKazoo) -> None:
+async def test_kazoo_legs_of_one_call_are_kept_each_and_name_the_same_call(
+    env: Env, kazoo: FakeKazoo
+) -> None:
     legs = kazoo.add_call(NOW - timedelta(hours=2), call="inbound", legs=("a", "b"))
     [alone] = kazoo.add_call(NOW - timedelta(hours=1), call="outbound", legs=("a",))
     provider_id = await env.kazoo(kazoo)
@@ -314,6 +324,34 @@ async def test_kazoo_legs_of_one_call_are_kept_each_and_name_the_same_call(env: 
             col(Recording.business_id) == env.business_id, col(Recording.call_id) == legs[0].interaction_id
         )
         assert len((await session.exec(query)).all()) == 2
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_kazoo_a_long_call_written_late_is_found_and_its_audio_waited_for(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    """Kazoo writes a long call's document when it ends (well after its start and after the
+    last pull), and saves the document before its audio: the trailing window finds it, and
+    the audio stays pending until Kazoo serves it."""
+    add_calls(kazoo, [2])
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller()
+    assert (await puller.pull(provider_id)).state == "succeeded"
+
+    long_call = kazoo.add_recording(
+        datetime.now(UTC) - timedelta(hours=6), duration=6 * 3600.0, created_after=timedelta(hours=6)
+    )
+    kazoo.hold_audio(long_call)  # every audio request 404s bad_identifier until released
+    job = await puller.pull(provider_id)
+    assert (job.state, job.calls_seen, job.recordings_stored, job.failures) == ("succeeded", 2, 0, 0)
+    row = next(r for r in await env.rows(provider_id) if r.external_id == long_call.id)
+    assert (row.processing_status, row.last_error) == (RecordingStatus.PENDING, "recording not ready yet")
+
+    kazoo.hold_audio(long_call, requests=0)
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    row = next(r for r in await env.rows(provider_id) if r.external_id == long_call.id)
+    assert row.processing_status == RecordingStatus.STORED and row.sha256 == long_call.audio.sha256()
 
 
 @pytest.mark.parametrize("env", BACKENDS, indirect=True)
