@@ -60,7 +60,13 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
         note=row.note,
         content_type=row.content_type,
     )
-    for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
+    optional = (
+        ("tag", row.tag),
+        ("score", row.score),
+        ("provider_id", row.provider_id),
+        ("call_id", row.call_id),
+    )
+    for name, value in optional:
         if value is not None:
             setattr(out, name, value)
     if row.processing_status == RecordingStatus.STORED and row.sha256 is not None:

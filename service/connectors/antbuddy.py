@@ -12,8 +12,9 @@ Why it looks the way it does:
   gives ``created_from + created_to + limit + page + appId + appSecret``. A server checking
   the other order answers 400, as for any bad hash. So the seed's order is tried first, the
   other on a 400, and the one that worked is kept in ``hash_order`` for the rest of this
-  connector's life (a caller may store it and hand it back as the ``hashOrder`` setting);
-  only when both are refused are the credentials wrong. ``play_recording`` has one order
+  connector's life and offered as the ``hashOrder`` hint (``base.LearnsHints``): the sync
+  state keeps it per provider and hands it back, so later pulls start with the order that
+  worked and pay no refused request. Only when both are refused are the credentials wrong. ``play_recording`` has one order
   (``appId + media + appSecret``).
 - ``/oapi/v1/call/histories`` takes at most 31 days and at most 100 rows per page, with no
   cursor and no total: pages are walked until a short one. Pages are numbered, so a call
@@ -114,6 +115,11 @@ class AntBuddyConnector:
         self._client = ProviderClient(
             policy, base_url.strip().rstrip("/"), auth=self._signatures[HashOrder.APP_ID_FIRST]
         )
+
+    @property
+    def hints(self) -> dict[str, str]:
+        """The history hash order that worked, for the next connector of this provider."""
+        return {"hashOrder": self.hash_order.value}
 
     async def check(self) -> None:
         """One signed history request over the last few minutes."""

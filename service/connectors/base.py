@@ -9,11 +9,11 @@ and sends their credentials to the provider's own origin only.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Direction(enum.StrEnum):
@@ -166,3 +166,15 @@ class Connector(Protocol):
 
     async def aclose(self) -> None:
         """Release the HTTP client."""
+
+
+@runtime_checkable
+class LearnsHints(Protocol):
+    """A connector that learns how its provider behaves (which of two documented forms it
+    accepts, say) and would rather not learn it again on every pull. ``hints`` are small,
+    non-secret strings: the sync state keeps them per provider and hands them back in the
+    next connector's config, under the provider's own settings (a setting of the same name
+    wins), so a connector reads them as it reads any optional setting."""
+
+    @property
+    def hints(self) -> Mapping[str, str]: ...

@@ -142,6 +142,8 @@ class Recording(SQLModel, table=True):
         # The agents listing groups by agent_key per business and reads the latest call_at
         # from the index; agentKey filters and the view_recording_self scope seek on it.
         Index("ix_recording_business_agent", "business_id", "agent_key", "call_at"),
+        # The legs of one call (call_id) are looked up together within a business.
+        Index("ix_recording_business_call", "business_id", "call_id"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -151,6 +153,9 @@ class Recording(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=36)
     source: str = Field(max_length=40)  # the provider kind, or "upload"
     external_id: str = Field(max_length=200)
+    # The provider's id of the call this row is one leg of (CallRecord.call_id: Kazoo keeps
+    # a recording per recorded leg); rows sharing it are one call. Null when a row is a call.
+    call_id: str | None = Field(default=None, max_length=200)
     call_at: datetime = Field(sa_type=UtcDateTime)
     duration_seconds: float = 0.0
     direction: str = Field(max_length=10)  # in | out | internal
@@ -203,6 +208,9 @@ class ProviderSync(SQLModel, table=True):
     # The highest listing position (CallRecord.position) upserted, for providers listed by
     # position (3CX: Id): the next pull asks for the rows beyond it.
     position: str | None = Field(default=None, max_length=200)
+    # What the connector learned about the provider (non-secret strings, such as AntBuddy's
+    # hash order) and is handed back on the next pull: service/sync/hints.py.
+    hints: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     next_run_at: datetime | None = Field(default=None, sa_type=UtcDateTime, index=True)
     consecutive_failures: int = 0
     last_error: str | None = Field(default=None, max_length=200)

@@ -25,6 +25,7 @@ from service.storage.models import Recording, RecordingStatus
 PENDING, NO_AUDIO = RecordingStatus.PENDING, RecordingStatus.NO_AUDIO
 KEY = ("business_id", "origin", "external_id")
 MAX_EXTERNAL_ID = 200
+MAX_CALL_ID = 200
 MAX_REF = 2000
 MAX_PARTY = 100
 
@@ -63,6 +64,8 @@ def row_values(record: CallRecord, origin: Origin, now: datetime) -> dict[str, A
         "provider_id": origin.provider_id,
         "source": origin.kind,
         "external_id": record.external_id,
+        # Bounded like the external id; a longer one only loses the grouping, never a row.
+        "call_id": record.call_id if record.call_id and len(record.call_id) <= MAX_CALL_ID else None,
         "call_at": record.started_at,
         "duration_seconds": record.duration_seconds,
         "direction": record.direction.value,
@@ -94,6 +97,7 @@ def upsert(dialect: str, rows: Sequence[dict[str, Any]]) -> postgresql.Insert | 
     new = stmt.excluded
     status = col(Recording.processing_status)
     refreshed = (
+        "call_id",
         "call_at",
         "duration_seconds",
         "direction",

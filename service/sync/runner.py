@@ -34,7 +34,7 @@ from sqlmodel import col, select
 from service import metrics
 from service.blobs.base import BlobError, BlobStore
 from service.config import Settings
-from service.connectors.base import CallRecord, Connector, ConnectorError
+from service.connectors.base import CallRecord, Connector, ConnectorError, LearnsHints
 from service.errors import KindNotSupported, ProviderNotFound
 from service.kinds import KINDS
 from service.kinds.base import LATE_ROWS_HOURS
@@ -255,8 +255,11 @@ class PullRunner:
         if not provider.is_active:
             raise PullFailed(INACTIVE)
         kind, config = await self._providers.open_config(provider.business_id, provider.id)
+        state = await read(self._db, provider.id)
+        hints = (state.hints if state else None) or {}
         try:
-            connector = kind.connector(config, self._settings.network)
+            # What earlier pulls learned goes in under the settings: a setting wins.
+            connector = kind.connector({**hints, **config}, self._settings.network)
         except ValueError:
             raise PullFailed("invalid provider configuration") from None
         try:
@@ -264,7 +267,12 @@ class PullRunner:
             await self._list_calls(_Pull(provider, origin, connector, progress))
             await self._downloader.download_pending(provider.id, connector, progress)
         finally:
-            await connector.aclose()
+            try:
+                # Kept whether or not the pull succeeded: what worked still works next time.
+                if isinstance(connector, LearnsHints):
+                    await self._state.learned(provider.id, hints, connector.hints)
+            finally:
+                await connector.aclose()
 
     async def _provider(self, provider_id: str) -> Provider | None:
         async with self._db.session() as session:

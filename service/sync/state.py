@@ -31,6 +31,7 @@ from service.storage.models import Provider, ProviderSync, as_utc, utcnow
 
 FAILURE_BACKOFF_SECONDS = 60.0  # a failing provider waits 1, 2, 4... minutes, up to its interval
 MAX_ERROR = 200
+MAX_HINTS, MAX_HINT_NAME, MAX_HINT = 8, 40, 200  # connector hints: a few short strings
 
 
 class ProviderGone(Exception):
@@ -84,6 +85,17 @@ async def ensure_state(db: Database, provider_id: str, business_id: str) -> None
 async def read(db: Database, provider_id: str) -> ProviderSync | None:
     async with db.session() as session:
         return await session.get(ProviderSync, provider_id, populate_existing=True)
+
+
+def bounded_hints(hints: Mapping[str, str]) -> dict[str, str]:
+    """The hints worth keeping: a few short strings. Anything larger is not a hint (and is
+    dropped rather than clipped, since a clipped value would be a wrong one)."""
+    kept = {
+        k: v
+        for k, v in hints.items()
+        if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_HINT_NAME and len(v) <= MAX_HINT
+    }
+    return dict(sorted(kept.items())[:MAX_HINTS])
 
 
 async def last_error(db: Database, provider_id: str) -> str | None:
@@ -141,6 +153,14 @@ class PullState:
         }
         with contextlib.suppress(ProviderGone, LeaseLost):
             await self._write(provider_id, values)
+
+    async def learned(self, provider_id: str, before: Mapping[str, str], hints: Mapping[str, str]) -> None:
+        """Keep what the connector learned for the provider's next pull, when it changed;
+        nothing to keep if it was deleted or taken over meanwhile."""
+        kept = bounded_hints(hints)
+        if kept != dict(before):
+            with contextlib.suppress(ProviderGone, LeaseLost):
+                await self._write(provider_id, {"hints": kept or None})
 
     async def why_lost(self, provider_id: str) -> Exception:
         """Our lease or sync row vanished: the provider was deleted, or another process took over."""

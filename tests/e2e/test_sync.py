@@ -21,6 +21,7 @@ from service.config import SyncSettings
 from service.kinds import KINDS
 from tests.conftest import BACKENDS
 from tests.e2e.kinds import PROFILES, KindProfile
+from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.kazoo import FakeKazoo
 from tests.fakes.ledger import FakeLedger
 from tests.sixth_kind.kind import KIND as LEDGER
@@ -151,6 +152,57 @@ def test_sync_over_grpc_and_delete_with_recordings(sync_server: RunningServer) -
         assert sync_server.call(sync_server.service.sweeper.sweep()) >= len(blobs)
         assert all(sync_server.call(sync_server.service.blobs.stat(sha)) is None for sha in blobs)
         assert client.post(f"/api/v1/providers/{provider_id}/sync").status_code == 404
+
+
+def test_legs_of_one_call_share_call_id_over_rest_and_grpc(sync_server: RunningServer) -> None:
+    """A Kazoo call recorded on both legs is two recordings naming one callId; a call
+    recorded once has its own."""
+    profile = next(p for p in PROFILES if p.kind == "kazoo")
+    tenant = sync_server.new_tenant()
+    md = [("authorization", f"Bearer {tenant.business_key}")]
+    with FakeKazoo() as fake, sync_server.http(tenant.business_key) as client:
+        legs = fake.add_call(datetime.now(UTC) - timedelta(hours=2), legs=("a", "b"), audio_size=66_001)
+        [alone] = fake.add_call(datetime.now(UTC) - timedelta(hours=1), legs=("a",), audio_size=66_002)
+        provider_id = client.post(
+            "/api/v1/providers", json={"kind": "kazoo", "name": "Legs", "config": profile.config(fake)}
+        ).json()["id"]
+        job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
+        assert job["state"] == "succeeded"
+        items = client.get("/api/v1/recordings", params={"providerId": provider_id}).json()["items"]
+        rest = {i["dataId"]: i.get("callId") for i in items}
+        with sync_server.channel() as channel:
+            stub = recordings_pb2_grpc.RecordingServiceStub(channel)
+            listed = stub.ListRecordings(pb.ListRecordingsRequest(provider_id=provider_id), metadata=md)
+        grpc = {r.data_id: r.call_id if r.HasField("call_id") else None for r in listed.items}
+        client.delete(f"/api/v1/providers/{provider_id}", params={"deleteRecordings": "true"})
+
+    interaction = legs[0].interaction_id
+    expected = {legs[0].id: interaction, legs[1].id: interaction, alone.id: alone.interaction_id}
+    assert rest == grpc == expected
+    assert alone.interaction_id != interaction
+
+
+def test_an_answer_a_real_kind_cannot_read_names_its_field_in_last_sync_error(
+    sync_server: RunningServer,
+) -> None:
+    """AntBuddy's history in an envelope it does not document fails the pull over REST
+    naming the field, and lists no rows rather than taking it for an empty page."""
+    profile = next(p for p in PROFILES if p.kind == "antbuddy")
+    tenant = sync_server.new_tenant()
+    with FakeAntBuddy() as fake, sync_server.http(tenant.business_key) as client:
+        fake.add_call(datetime.now(UTC) - timedelta(hours=1), audio_size=48_101)
+        fake.envelope = "other"
+        provider_id = client.post(
+            "/api/v1/providers", json={"kind": "antbuddy", "name": "Odd", "config": profile.config(fake)}
+        ).json()["id"]
+        job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
+        shown = client.get(f"/api/v1/providers/{provider_id}").json()
+        listed = client.get("/api/v1/recordings", params={"providerId": provider_id}).json()
+        client.delete(f"/api/v1/providers/{provider_id}")
+
+    assert (job["state"], job["error"]) == ("failed", "unexpected answer from provider: data")
+    assert shown["lastSyncError"] == "unexpected answer from provider: data"
+    assert listed["total"] == "0"
 
 
 def test_failing_provider_is_marked(sync_server: RunningServer) -> None:

@@ -187,6 +187,7 @@ class FakeKazoo(FakeServer):
         duration: float = 60.0,
         outside: str = "+15550100",
         inside: str = "1001",
+        audio_size: int = 2048,
     ) -> list[FakeRecording]:
         """One call, seen from the business as ``call`` ("inbound" from a carrier, "outbound"
         to one, "internal" between two devices), recorded on each of ``legs``: a document
@@ -216,6 +217,7 @@ class FakeKazoo(FakeServer):
                     interaction_id=interaction,
                     origin=label if origin else None,
                     authorizing_type=(a_type if leg == "a" else b_type) if authorizing else None,
+                    audio_size=audio_size,
                 )
             )
         return made

@@ -31,7 +31,15 @@ from service.providers.store import ProviderStore
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
-from service.storage.models import JobState, Provider, ProviderSync, Recording, SyncJob, as_utc
+from service.storage.models import (
+    JobState,
+    Provider,
+    ProviderSync,
+    Recording,
+    RecordingStatus,
+    SyncJob,
+    as_utc,
+)
 from service.sync.lease import Lease
 from service.sync.queue import Progress, claim
 from service.sync.runner import ProviderBusy, interval_of
@@ -293,6 +301,82 @@ async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> No
     assert stored.sha256 == fake.media[with_audio["recording"]].sha256()
     assert stored.source == "antbuddy" and stored.customer_phone_normalized == "+66811111111"
     await eventually(lambda: not env.temp_files())
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_kazoo_legs_of_one_call_are_kept_each_and_name_the_same_call(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    legs = kazoo.add_call(NOW - timedelta(hours=2), call="inbound", legs=("a", "b"))
+    [alone] = kazoo.add_call(NOW - timedelta(hours=1), call="outbound", legs=("a",))
+    provider_id = await env.kazoo(kazoo)
+
+    job = await (await env.puller()).pull(provider_id)
+
+    assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 3, 3)
+    await assert_stored_once(env, provider_id, [*legs, alone])
+    by_id = {r.external_id: r for r in await env.rows(provider_id)}
+    # Two rows, one per leg, both naming the call's interaction id; the other call its own.
+    assert [by_id[leg.id].call_id for leg in legs] == [legs[0].interaction_id] * 2
+    assert by_id[alone.id].call_id == alone.interaction_id != legs[0].interaction_id
+    async with env.db.session() as session:
+        query = select(Recording.id).where(
+            col(Recording.business_id) == env.business_id, col(Recording.call_id) == legs[0].interaction_id
+        )
+        assert len((await session.exec(query)).all()) == 2
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_kazoo_a_long_call_written_late_is_found_and_its_audio_waited_for(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    """Kazoo writes a long call's document when it ends (well after its start and after the
+    last pull), and saves the document before its audio: the trailing window finds it, and
+    the audio stays pending until Kazoo serves it."""
+    add_calls(kazoo, [2])
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller()
+    assert (await puller.pull(provider_id)).state == "succeeded"
+
+    long_call = kazoo.add_recording(
+        datetime.now(UTC) - timedelta(hours=6), duration=6 * 3600.0, created_after=timedelta(hours=6)
+    )
+    kazoo.hold_audio(long_call)  # every audio request 404s bad_identifier until released
+    job = await puller.pull(provider_id)
+    assert (job.state, job.calls_seen, job.recordings_stored, job.failures) == ("succeeded", 2, 0, 0)
+    row = next(r for r in await env.rows(provider_id) if r.external_id == long_call.id)
+    assert (row.processing_status, row.last_error) == (RecordingStatus.PENDING, "recording not ready yet")
+
+    kazoo.hold_audio(long_call, requests=0)
+    job = await puller.pull(provider_id)
+    assert (job.state, job.recordings_stored) == ("succeeded", 1)
+    row = next(r for r in await env.rows(provider_id) if r.external_id == long_call.id)
+    assert row.processing_status == RecordingStatus.STORED and row.sha256 == long_call.audio.sha256()
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_antbuddy_remembers_the_hash_order_that_worked_across_pulls(env: Env) -> None:
+    with FakeAntBuddy() as fake:
+        fake.hash_order = "appIdLast"  # the other page's order: the seed's is refused with a 400
+        fake.add_call(NOW - timedelta(hours=5), recording=False)
+        config = {"baseUrl": fake.base_url, "appId": fake.app_id, "appSecret": fake.app_secret}
+        provider_id = await env.providers.create(
+            env.business_id, kind="antbuddy", name="AntBuddy", config=config, is_active=True
+        )
+        first = await (await env.puller()).pull(provider_id)
+        refused_first = fake.hash_refusals
+        assert (await env.state(provider_id)).hints == {"hashOrder": "appIdLast"}
+        fake.add_call(NOW - timedelta(minutes=30), recording=False)
+        fake.clear_requests()
+        # Another puller, as after a restart: it starts from what the sync state kept.
+        second = await (await env.puller()).pull(provider_id)
+        assert fake.handler_errors == []
+
+    assert (first.state, first.calls_seen) == ("succeeded", 1)
+    assert refused_first >= 1  # the first pull paid for learning the order
+    assert (second.state, second.calls_seen) == ("succeeded", 2)
+    assert fake.hash_refusals == refused_first  # the second sent no refused request
+    assert len(await env.rows(provider_id)) == 2
 
 
 # -- faults ----------------------------------------------------------------------------
