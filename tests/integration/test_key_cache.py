@@ -89,7 +89,7 @@ async def test_a_key_is_read_once_with_its_scopes_business_and_agents(env: Env) 
     assert env.statements == []  # no database statement at all
     assert first.bound_business_id == env.business
     assert first.scopes == {Scope.VIEW_RECORDING_SELF}
-    assert first.visible_agents() == {"agent-7", "agent-9"}
+    assert first.visible_agents() == frozenset({"agent-7", "agent-9"})
 
 
 async def test_a_revocation_in_this_process_is_refused_at_once(env: Env) -> None:
@@ -139,4 +139,3 @@ async def test_unknown_keys_are_not_cached_and_the_cache_is_bounded(env: Env) ->
         with pytest.raises(Unauthenticated):
             await auth.principal("Bearer crk_" + uuid.uuid4().hex)
     assert len(auth.cache) == 2
-
