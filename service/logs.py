@@ -74,28 +74,22 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            entry["exc"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
 class FastQueueHandler(logging.handlers.QueueHandler):
     """Hands records to the listener without formatting them here. The stock handler
     copies and formats each record in the caller (and the listener formats it again);
-    this one only fixes what must be taken now: the message (its args may change later)
-    and the traceback. The record is not copied: fixing those leaves it equivalent for
-    any other handler."""
+    this one only fixes what must be taken now, the message, whose args may change
+    later. Not copying leaves the record equivalent for any other handler; a traceback
+    is formatted by the listener (its frames stay alive until then)."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         record.msg = record.getMessage()
         record.args = None
-        if record.exc_info:
-            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
-            record.exc_info = None
         return record
 
 
-_TRACEBACKS = logging.Formatter()
 _listener: logging.handlers.QueueListener | None = None
 
 
