@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import audio, ingest, providers, recordings
+from bench import audio, calllog, ingest, providers, recordings
 from bench.context import Bench
 
 Figure = Callable[[Bench], None]
@@ -15,6 +15,7 @@ FIGURES: dict[str, tuple[str, Figure]] = {
     "audio": ("4: downloads beside file->socket; peak RSS and MiB/s of large transfers", audio.run),
     "ingest": ("5: recordings/s pulled from a fake Kazoo", ingest.run),
     "workers": ("6: 2 worker processes beside 1", providers.run_workers),
+    "log": ("7: the per-call log line: in process, and GetProvider at INFO beside WARNING", calllog.run),
 }
 
 # Other names --only accepts.
@@ -30,6 +31,7 @@ ALIASES = {
     "rss": "audio",
     "5": "ingest",
     "6": "workers",
+    "7": "log",
 }
 
 

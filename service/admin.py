@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
-from service.auth import Scope, generate_key, parse_scopes
+from service.auth import Scope, bump_revocations, generate_key, note_revoked, parse_scopes
 from service.errors import InvalidArgument, KindNotSupported
 from service.ids import uuid7
 from service.providers.store import seal_context, stored_kind
@@ -154,7 +154,9 @@ class Admin:
                 raise AdminError(f"no key {key_id}")
             key.revoked_at = key.revoked_at or utcnow()
             session.add(key)
+            await bump_revocations(session, self._db.dialect)
             await session.commit()
+        note_revoked()
 
 
 async def reseal_all(db: Database, keyring: Keyring, *, batch: int = 200) -> int:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 import secrets
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.errors import BusinessNotFound, BusinessRequired, MissingScope, Unauthenticated
-from service.storage.db import Database
-from service.storage.models import ApiKey, ApiKeyAgent, Business
+from service.storage.db import Database, insert_for
+from service.storage.models import ApiKey, ApiKeyAgent, Business, KeyRevocation
 
 KEY_PREFIX = "crk_"
 
@@ -108,13 +111,110 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+# Revocations made in this process: every cache here compares this on each lookup, so a
+# key revoked in-process is refused at once, whichever Database object revoked it.
+_local_revocations = 0
+
+
+def note_revoked() -> None:
+    """Called after a revocation commits in this process."""
+    global _local_revocations
+    _local_revocations += 1
+
+
+async def bump_revocations(session: AsyncSession, dialect: str) -> None:
+    """In the revoking transaction: move the counter every process polls (see KeyCache)."""
+    await session.exec(
+        insert_for(dialect, KeyRevocation)
+        .values(id=1, counter=1)
+        .on_conflict_do_update(index_elements=["id"], set_={"counter": KeyRevocation.counter + 1})
+    )
+
+
+class KeyCache:
+    """Principals by key hash, so an authenticated call costs no database read.
+
+    The bound on revocation: a revocation in this process empties the cache at once; one
+    elsewhere (the CLI, another process or replica) bumps the `keyrevocation` counter in
+    its transaction, which each process reads at most once a second before serving from
+    the cache, so a revoked key is refused everywhere within ``check_seconds``. Misses
+    are not cached (a new key works at once; guessed keys cannot fill the cache), and the
+    cache holds at most ``max_entries`` principals (oldest dropped first)."""
+
+    def __init__(
+        self,
+        *,
+        check_seconds: float = 1.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.check_seconds = check_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[str, Principal] = {}
+        self._counter: int | None = None
+        self._checked_at = -math.inf
+        self._local = _local_revocations
+        # Moves whenever the cache is emptied: a lookup that began before may not fill it.
+        self.generation = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.generation += 1
+
+    async def fresh(self, session: AsyncSession) -> None:
+        """Empty the cache if a revocation became visible; reads the counter at most
+        once per ``check_seconds``."""
+        if self._local != _local_revocations:
+            self._local = _local_revocations
+            self.clear()
+        now = self._clock()
+        if now - self._checked_at < self.check_seconds:
+            return
+        counter = (
+            await session.exec(select(KeyRevocation.counter).where(col(KeyRevocation.id) == 1))
+        ).first()
+        counter = counter or 0
+        if counter != self._counter:
+            self._counter = counter
+            self.clear()
+        self._checked_at = now
+
+    def due(self) -> bool:
+        return self._local != _local_revocations or self._clock() - self._checked_at >= self.check_seconds
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key_hash: str) -> Principal | None:
+        return self._entries.get(key_hash)
+
+    def put(self, key_hash: str, principal: Principal, generation: int) -> None:
+        if generation != self.generation:
+            return
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key_hash] = principal
+
+
 class Authenticator:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: KeyCache | None = None) -> None:
         self._db = db
+        self.cache = cache if cache is not None else KeyCache()
 
     async def principal(self, authorization: str | None) -> Principal:
         key_hash = hash_key(bearer_token(authorization))
+        cache = self.cache
+        if not cache.due():
+            cached = cache.get(key_hash)
+            if cached is not None:
+                return cached
         async with self._db.session() as session:
+            await cache.fresh(session)
+            cached = cache.get(key_hash)
+            if cached is not None:
+                return cached
+            generation = cache.generation
             key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
             if key is None or key.revoked_at is not None:
                 raise Unauthenticated("invalid or revoked API key")
@@ -123,13 +223,15 @@ class Authenticator:
                 select(ApiKeyAgent.agent_key).where(col(ApiKeyAgent.key_id) == key.id)
             )
             agent_keys = frozenset(agents.all())
-        return Principal(
+        principal = Principal(
             key_id=key.id,
             account_id=key.account_id,
             bound_business_id=key.business_id,
             scopes=scopes,
             agent_keys=agent_keys,
         )
+        cache.put(key_hash, principal, generation)
+        return principal
 
     async def business_for(self, principal: Principal, requested: str | None) -> str:
         """The business this call acts for. Another account's business is not found."""

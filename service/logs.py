@@ -6,12 +6,19 @@ numbers, sealed bytes), SQLAlchemy's engine the SQL and result rows, psycopg its
 connection details, httpx/httpcore/hpack request URLs and headers (provider tokens),
 botocore the S3 request headers, uvicorn's access log every path with its query string
 (phone searches). None of that is callvault's to decide to print, so it is not printed.
+
+The calling thread only builds the record and puts it on a queue (`FastQueueHandler`); one
+listener thread formats each record once, as JSON, and writes it. So the per-call line
+costs the event loop a record and a put, not JSON encoding and a write to stderr.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -70,12 +77,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class FastQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the listener without formatting them here. The stock handler
+    copies and formats each record in the caller (and the listener formats it again);
+    this one only fixes what must be taken now, the message, whose args may change
+    later. Not copying leaves the record equivalent for any other handler; a traceback
+    is formatted by the listener (its frames stay alive until then)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def stop() -> None:
+    """Write out what is queued and stop the listener (at exit, and before reconfiguring)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
 def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    global _listener
+    stop()
+    output = logging.StreamHandler()
+    output.setFormatter(JsonFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = FastQueueHandler(records)
     handler.addFilter(LibraryCap())
+    _listener = logging.handlers.QueueListener(records, output)
+    _listener.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(max(LIBRARY_LEVEL, root.level))
+
+
+atexit.register(stop)

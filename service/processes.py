@@ -17,11 +17,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, or_
+from sqlalchemy import ColumnElement, delete, func, or_
 from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -80,6 +80,13 @@ class ProcessRegistry:
         self._started_at = utcnow()
         self._primary_key_id: int | None = None
         self._key_ids: tuple[int, ...] = ()
+        # How many processes were live at the last beat (at least this one), and who wants
+        # to know when it changes (the rate limiter splits each key's budget by it).
+        self.live_count = 1
+        self._on_live_count: list[Callable[[int], None]] = []
+
+    def on_live_count(self, callback: Callable[[int], None]) -> None:
+        self._on_live_count.append(callback)
 
     def note_keyring(self, primary_id: int, key_ids: Iterable[int]) -> None:
         """Record the keyring this process now seals with; written at the next beat."""
@@ -114,9 +121,21 @@ class ProcessRegistry:
         while True:
             try:
                 await self.beat()
+                await self.count_live()
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
             await asyncio.sleep(self.heartbeat_seconds)
+
+    async def count_live(self) -> int:
+        """How many processes are live now; tells the watchers when that changed."""
+        async with self._db.session() as session:
+            count = (await session.exec(select(func.count()).select_from(self.live_ids().subquery()))).one()
+        count = max(1, int(count))
+        if count != self.live_count:
+            self.live_count = count
+            for callback in self._on_live_count:
+                callback(count)
+        return count
 
     async def stop(self) -> None:
         """Remove our row on a clean shutdown, so nobody waits for it to go stale."""

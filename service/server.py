@@ -87,7 +87,9 @@ class Service:
             path=follow,
             fixed_by="the caller" if keyring is not None else "CALLVAULT_MASTER_KEYS",
         )
-        self.auth = CallAuth(Authenticator(self.db), RateLimiter(settings.rate_limit_per_minute))
+        limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.processes.on_live_count(limiter.set_shares)
+        self.auth = CallAuth(Authenticator(self.db), limiter)
         self.providers = ProviderStore(self.db, self.keyring, settings.network)
         self.blobs = blob_store(settings)
         self.recordings = RecordingStore(

@@ -87,6 +87,14 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class KeyRevocation(SQLModel, table=True):
+    """One row (id 1) whose counter every key revocation bumps in its own transaction:
+    each process reads it at most once a second and drops its key cache when it moves."""
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    counter: int = 0
+
+
 class ApiKeyAgent(SQLModel, table=True):
     """An agent a key is bound to: with only view_recording_self, the key sees exactly
     the recordings whose agent_key is one of its agents (service/recordings/agents.py)."""

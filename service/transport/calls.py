@@ -61,8 +61,18 @@ def log_call(call: CallRecord, status: str, **extra: Any) -> None:
     seconds = time.perf_counter() - call.started
     metrics.CALLS.labels(call.method, call.transport, status).inc()
     metrics.CALL_SECONDS.labels(call.method, call.transport).observe(seconds)
-    log.info(
+    if not log.isEnabledFor(logging.INFO):
+        return
+    # makeRecord and handle, as log.info would, less its walk of the stack for a file and
+    # line the JSON line does not carry.
+    record = log.makeRecord(
+        log.name,
+        logging.INFO,
+        __file__,
+        0,
         "call",
+        (),
+        None,
         extra={
             "rpc_method": call.method,
             "transport": call.transport,
@@ -74,6 +84,7 @@ def log_call(call: CallRecord, status: str, **extra: Any) -> None:
             **extra,
         },
     )
+    log.handle(record)
 
 
 def metadata_value(context: MetadataContext, name: str) -> str | None:

@@ -95,3 +95,21 @@ def test_a_stopped_server_leaves_and_a_killed_one_goes_stale(tmp_path: Path) -> 
         clean.stop()
         if killed.proc and killed.proc.poll() is None:
             killed.kill()
+
+
+def test_the_live_count_follows_the_beats_and_tells_its_watchers(server: RunningServer) -> None:
+    watcher, newcomer = registry(server, dead_after=5), registry(server, dead_after=5)
+    seen: list[int] = []
+    watcher.on_live_count(seen.append)
+
+    async def scenario() -> None:
+        await watcher.beat()
+        before = await watcher.count_live()
+        await newcomer.beat()
+        assert await watcher.count_live() == before + 1
+        await newcomer.stop()
+        assert await watcher.count_live() == before
+        await watcher.stop()
+        assert seen[-2:] == [before + 1, before]
+
+    server.call(scenario())

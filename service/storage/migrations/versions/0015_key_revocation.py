@@ -1,0 +1,29 @@
+"""key revocation counter
+
+Revision ID: 0015
+Revises: 0012
+Create Date: 2026-12-01 09:40:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0015"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "keyrevocation",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("counter", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("keyrevocation")
