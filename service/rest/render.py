@@ -51,8 +51,8 @@ def to_json(msg: message.Message) -> dict[str, Any]:
 @functools.cache
 def _number_plan(full_name: str) -> tuple[tuple[str, int, str], ...]:
     """The fields of a message type that _numbers rewrites, once per type: (JSON name, what
-    it holds, the nested type for messages and maps). Types with nothing to rewrite are
-    left out, so a page of recordings costs one pass over its items' few number fields."""
+    it holds, the nested type for a message). A nested type with nothing to rewrite is left
+    out, so a page of recordings costs one pass over its items' few number fields."""
     desc = descriptor_pool.Default().FindMessageTypeByName(full_name)
     plan: list[tuple[str, int, str]] = []
     for field in desc.fields:
