@@ -202,7 +202,7 @@ def test_an_answer_a_real_kind_cannot_read_names_its_field_in_last_sync_error(
 
     assert (job["state"], job["error"]) == ("failed", "unexpected answer from provider: data")
     assert shown["lastSyncError"] == "unexpected answer from provider: data"
-    assert listed["total"] == "0"
+    assert listed["total"] == 0
 
 
 def test_failing_provider_is_marked(sync_server: RunningServer) -> None:

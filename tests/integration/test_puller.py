@@ -351,7 +351,7 @@ async def test_kazoo_a_long_call_written_late_is_found_and_its_audio_waited_for(
     job = await puller.pull(provider_id)
     assert (job.state, job.recordings_stored) == ("succeeded", 1)
     row = next(r for r in await env.rows(provider_id) if r.external_id == long_call.id)
-    assert row.processing_status == RecordingStatus.STORED and row.sha256 == long_call.audio.sha256()
+    assert row.processing_status == RecordingStatus.COMPLETED and row.sha256 == long_call.audio.sha256()
 
 
 @pytest.mark.parametrize("env", BACKENDS, indirect=True)
