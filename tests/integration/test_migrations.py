@@ -77,7 +77,7 @@ def test_blob_table_is_filled_from_stored_recordings(
                 select(col(models.Blob.sha256), col(models.Blob.size), col(models.Blob.unreferenced_since))
             )
             assert sorted(rows.all()) == [(shared, 10, None), (alone, 7, None)]
-            # 0014 renames the status of stored audio to the mirrored API's "completed".
+            # 0015 renames the status of stored audio to the mirrored API's "completed".
             statuses = conn.execute(select(col(models.Recording.id), col(models.Recording.processing_status)))
             assert dict(statuses.all()) == {
                 "r0": "completed",
