@@ -144,9 +144,11 @@ def _is_audio_download(binding: Binding) -> bool:
 def _success(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
     if _is_audio_download(binding):
         ranged = {"Content-Range": {"schema": {"type": "string"}}}
+        # The type the audio was stored with; one that is no media type is sent as bytes.
+        audio = {"audio/*": _AUDIO, "application/octet-stream": _AUDIO}
         return {
-            "200": {"description": "The audio", "content": {"audio/*": _AUDIO}},
-            "206": {"description": "The requested range", "headers": ranged, "content": {"audio/*": _AUDIO}},
+            "200": {"description": "The audio", "content": audio},
+            "206": {"description": "The requested range", "headers": ranged, "content": audio},
             "416": {
                 "description": "Error: `range_not_satisfiable` (Content-Range: bytes */SIZE)",
                 "headers": ranged,
