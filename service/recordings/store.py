@@ -313,7 +313,7 @@ class RecordingStore:
                 previous, previous_size = row.sha256, row.size or 0
                 row.sha256, row.size = blob.sha256, blob.size
                 row.content_type = content_type or row.content_type
-                row.processing_status, row.last_error, row.updated_at = RecordingStatus.STORED, None, utcnow()
+                row.processing_status, row.last_error, row.updated_at = RecordingStatus.COMPLETED, None, utcnow()
                 session.add(row)
                 await session.flush()
                 for sha in sorted({blob.sha256, previous or blob.sha256}):  # the lock order
@@ -341,7 +341,7 @@ class RecordingStore:
         visible: frozenset[str] | None = None,
     ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
         row = await self.get(business_id, recording_id, visible=visible)
-        if row.processing_status != RecordingStatus.STORED or row.sha256 is None or row.size is None:
+        if row.processing_status != RecordingStatus.COMPLETED or row.sha256 is None or row.size is None:
             raise AudioNotStored(row.processing_status)
         if range_header:
             span = parse_range(range_header, row.size)

@@ -57,7 +57,7 @@ def test_register_upload_download_with_range(server: RunningServer) -> None:
         stored = upload(client, created["id"], audio)
         assert stored.status_code == 200, stored.text
         item = stored.json()
-        assert item["processingStatus"] == "stored" and item["sha256"] == hashlib.sha256(audio).hexdigest()
+        assert item["processingStatus"] == "completed" and item["sha256"] == hashlib.sha256(audio).hexdigest()
         assert item["size"] == str(len(audio))  # int64 renders as a string in proto JSON
         assert item["callAt"] == "2026-05-20T08:14:00+07:00"
         assert item["customerPhoneNormalized"] == "+66812345678"
@@ -235,7 +235,7 @@ def test_grpc_list_download_range_and_upload(server: RunningServer) -> None:
                 yield pb.UploadRecordingAudioRequest(chunk=audio[i : i + 32_768])
 
         stored = stub.UploadRecordingAudio(requests(), metadata=md)
-        assert stored.processing_status == "stored" and stored.content_type == "audio/mpeg"
+        assert stored.processing_status == "completed" and stored.content_type == "audio/mpeg"
         assert stored.call_at == "2026-05-20T08:14:00+07:00"
         body = b"".join(
             c.data for c in stub.DownloadRecording(pb.DownloadRecordingRequest(id=created.id), metadata=md)

@@ -77,7 +77,7 @@ def stored(client: httpx.Client, provider_id: str) -> dict[str, str]:
     mine = [
         i
         for i in listing["items"]
-        if i.get("providerId") == provider_id and i["processingStatus"] == "stored"
+        if i.get("providerId") == provider_id and i["processingStatus"] == "completed"
     ]
     return {i["dataId"]: hashlib.sha256(client.get(i["audioUrl"]).content).hexdigest() for i in mine}
 
@@ -204,7 +204,7 @@ def test_a_sixth_kind_is_one_connector_and_one_kind_module(
         assert job["state"] == "succeeded"
         items = client.get("/api/v1/recordings", params={"limit": 200}).json()["items"]
         mine = {i["dataId"]: i["processingStatus"] for i in items if i.get("providerId") == provider_id}
-        assert mine[str(late.id)] in ("pending", "stored")  # a scheduled pull may have run since
+        assert mine[str(late.id)] in ("pending", "completed")  # a scheduled pull may have run since
         eventually(lambda: len(stored(client, provider_id)) == 2)
 
         fake.unreadable = True
