@@ -460,7 +460,7 @@ def test_upload_without_view_scope_answers_a_receipt(server: RunningServer, tran
         assert (receipt["id"], receipt["processingStatus"], receipt["size"]) == (
             world.recording_id,
             "completed",
-            "12",
+            12,
         )
         assert receipt["sha256"] == full["sha256"] and receipt["audioUrl"] == full["audioUrl"]
         return
