@@ -63,7 +63,7 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
     for name, value in (("tag", row.tag), ("score", row.score), ("provider_id", row.provider_id)):
         if value is not None:
             setattr(out, name, value)
-    if row.processing_status == RecordingStatus.STORED and row.sha256 is not None:
+    if row.processing_status == RecordingStatus.COMPLETED and row.sha256 is not None:
         out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
     return out
 

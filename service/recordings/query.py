@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 from service.errors import InvalidArgument
 from service.kinds import KINDS
 from service.recordings.agents import check_agent_keys
-from service.validation import check_finite, check_instant
+from service.validation import check_instant
 
 TAGS = ("normal", "short", "wrong_or_spam", "no_answer", "other")
 SORTS = {"callAt": "call_at", "duration": "duration_seconds", "score": "score"}
@@ -100,8 +101,9 @@ def build_query(
     if len(search) > MAX_SEARCH:
         raise InvalidArgument("search", f"must be at most {MAX_SEARCH} characters")
     for name, score in (("scoreMin", score_min), ("scoreMax", score_max)):
-        if score is not None:
-            check_finite(score, name)
+        # Documented as an int 0-100 (scores themselves may have a fraction).
+        if score is not None and not (math.isfinite(score) and score.is_integer() and 0 <= score <= 100):
+            raise InvalidArgument(name, "must be a whole number between 0 and 100")
     if score_min is not None and score_max is not None and score_min > score_max:
         raise InvalidArgument("scoreMin", "must not be above scoreMax")
     call_from = _instant(call_date_from, "callDateFrom", tz, end=False) if call_date_from else None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import func, inspect, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -142,10 +142,7 @@ class RecordingStore:
 
     async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
         filters = self._filters(business_id, query)
-        column = getattr(Recording, query.sort_column)
-        order = [column.desc() if query.descending else column.asc(), col(Recording.id).desc()]
-        if query.sort_column == "score":
-            order.insert(0, col(Recording.score).is_(None))  # unscored last either way
+        order = self._order(query)
         # The total depends on the filters only, not on the page or the order.
         count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
         async with self._db.session() as session:
@@ -181,6 +178,20 @@ class RecordingStore:
         self._recounts.pop((business_id, key), None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("background recount failed", extra={"business_id": business_id})
+
+    @staticmethod
+    def _order(q: RecordingQuery) -> list[Any]:
+        """The documented order: the sort column, nulls last either way, then callAt desc; id
+        last keeps paging stable. The null key is a plain `IS NULL` term (not NULLS LAST) so
+        that it reads the same on every database, and only a nullable column gets one, so the
+        default sort still walks ix_recording_business_call_at without sorting."""
+        column = col(getattr(Recording, q.sort_column))
+        order: list[Any] = [column.is_(None)] if inspect(Recording).columns[q.sort_column].nullable else []
+        order.append(column.desc() if q.descending else column.asc())
+        if q.sort_column != "call_at":
+            order.append(col(Recording.call_at).desc())
+        order.append(col(Recording.id).desc())
+        return order
 
     @staticmethod
     def _filters(business_id: str, q: RecordingQuery) -> list[Any]:
@@ -219,6 +230,7 @@ class RecordingStore:
                             Recording.customer_phone_normalized,
                             Recording.caller,
                             Recording.callee,
+                            Recording.callcenter_number,
                             Recording.callcenter_name,
                             Recording.note,
                             Recording.external_id,
@@ -313,7 +325,11 @@ class RecordingStore:
                 previous, previous_size = row.sha256, row.size or 0
                 row.sha256, row.size = blob.sha256, blob.size
                 row.content_type = content_type or row.content_type
-                row.processing_status, row.last_error, row.updated_at = RecordingStatus.STORED, None, utcnow()
+                row.processing_status, row.last_error, row.updated_at = (
+                    RecordingStatus.COMPLETED,
+                    None,
+                    utcnow(),
+                )
                 session.add(row)
                 await session.flush()
                 for sha in sorted({blob.sha256, previous or blob.sha256}):  # the lock order
@@ -341,7 +357,7 @@ class RecordingStore:
         visible: frozenset[str] | None = None,
     ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
         row = await self.get(business_id, recording_id, visible=visible)
-        if row.processing_status != RecordingStatus.STORED or row.sha256 is None or row.size is None:
+        if row.processing_status != RecordingStatus.COMPLETED or row.sha256 is None or row.size is None:
             raise AudioNotStored(row.processing_status)
         if range_header:
             span = parse_range(range_header, row.size)

@@ -11,9 +11,12 @@ from google.protobuf import descriptor
 
 from service.errors import DomainError, UnsupportedMediaType
 from service.rest.bindings import Binding, FieldDescriptor, MessageDescriptor
+from service.rest.render import MAX_JSON_INT
 from service.transport.status import HTTP_STATUS
 
 FD = descriptor.FieldDescriptor
+# JSON numbers, not proto3's strings, within what a JSON reader holds exactly (render.py).
+_INT64 = {"type": "integer", "format": "int64", "minimum": -MAX_JSON_INT, "maximum": MAX_JSON_INT}
 _SCALARS: dict[int, dict[str, Any]] = {
     FD.TYPE_STRING: {"type": "string"},
     FD.TYPE_BYTES: {"type": "string", "format": "byte"},
@@ -23,9 +26,9 @@ _SCALARS: dict[int, dict[str, Any]] = {
     FD.TYPE_INT32: {"type": "integer", "format": "int32"},
     FD.TYPE_SINT32: {"type": "integer", "format": "int32"},
     FD.TYPE_UINT32: {"type": "integer", "format": "int32"},
-    FD.TYPE_INT64: {"type": "string", "format": "int64"},
-    FD.TYPE_UINT64: {"type": "string", "format": "int64"},
-    FD.TYPE_SINT64: {"type": "string", "format": "int64"},
+    FD.TYPE_INT64: _INT64,
+    FD.TYPE_UINT64: _INT64,
+    FD.TYPE_SINT64: _INT64,
 }
 _WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Struct": {"type": "object", "additionalProperties": True},

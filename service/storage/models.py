@@ -38,7 +38,7 @@ class RecordingStatus(enum.StrEnum):
     """Recording.processing_status."""
 
     PENDING = "pending"  # audio not stored yet (or not served yet): tried on every pull
-    STORED = "stored"
+    COMPLETED = "completed"  # the audio is stored and served (the mirrored API's word)
     FAILED = "failed"  # given up; last_error says why
     NO_AUDIO = "no_audio"  # the provider lists the call without a recording
 

@@ -1,6 +1,6 @@
 """Pending recordings of a provider, streamed into the blob store.
 
-A recording becomes "stored" only after its blob is complete and verified (the blob store
+A recording becomes "completed" only after its blob is complete and verified (the blob store
 checks the announced length while hashing), so a crash or a cut transfer never leaves a
 row pointing at partial audio. One recording's failure is counted on that recording and
 the rest go on; after `recording_attempts` failed pulls it is given up as "failed".
@@ -34,7 +34,7 @@ from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
 from service.sync.queue import Progress
 from service.validation import is_media_type
 
-PENDING, STORED, FAILED = RecordingStatus.PENDING, RecordingStatus.STORED, RecordingStatus.FAILED
+PENDING, COMPLETED, FAILED = RecordingStatus.PENDING, RecordingStatus.COMPLETED, RecordingStatus.FAILED
 
 log = logging.getLogger("callvault.sync")
 
@@ -177,7 +177,7 @@ class Downloader:
             "size": blob.size,
             # The provider's header goes back out in ours: only a well-formed media type.
             "content_type": content_type if is_media_type(content_type) else "application/octet-stream",
-            "processing_status": STORED,
+            "processing_status": COMPLETED,
             "last_error": None,
             "updated_at": utcnow(),
         }

@@ -14,7 +14,7 @@ A pull of one provider, under its lease:
 
 So a crash anywhere resumes from the cursor with nothing lost and nothing twice: rows are
 unique by (business, provider, external id), blobs are content-addressed, and a row is
-"stored" only after its blob exists. The job a crash leaves running is not lost either:
+"completed" only after its blob exists. The job a crash leaves running is not lost either:
 once its process is gone (service/processes.py), the scheduler puts it back in the queue,
 the lease is free at once, and the next pull of the provider continues that same job to
 its real outcome (queue.py).

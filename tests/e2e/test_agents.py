@@ -64,7 +64,7 @@ def agent_key_for(server: RunningServer, calls: Calls, *agents: str, scopes: tup
     return created.plaintext
 
 
-def rest_list(client: httpx.Client, **params: object) -> tuple[list[str], str]:
+def rest_list(client: httpx.Client, **params: object) -> tuple[list[str], int]:
     response = client.get("/api/v1/recordings", params=params)  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     body = response.json()
@@ -82,18 +82,18 @@ def grpc_list(server: RunningServer, key: str, *agents: str) -> tuple[list[str],
 def test_agent_key_filter_rest(server: RunningServer) -> None:
     calls = seed(server)
     with server.http(calls.tenant.business_key) as client:
-        assert rest_list(client, agentKey="1001") == (["alice-1", "alice-2"], "2")
+        assert rest_list(client, agentKey="1001") == (["alice-1", "alice-2"], 2)
         # The name counts only where the number is empty: bob-number is agent 1002.
-        assert rest_list(client, agentKey="Bob") == (["bob-1"], "1")
-        assert rest_list(client, agentKey="1002") == (["bob-number"], "1")
-        assert rest_list(client, agentKey="Alice") == ([], "0")
-        assert rest_list(client, agentKey=["1001", "Bob"]) == (["alice-1", "alice-2", "bob-1"], "3")
+        assert rest_list(client, agentKey="Bob") == (["bob-1"], 1)
+        assert rest_list(client, agentKey="1002") == (["bob-number"], 1)
+        assert rest_list(client, agentKey="Alice") == ([], 0)
+        assert rest_list(client, agentKey=["1001", "Bob"]) == (["alice-1", "alice-2", "bob-1"], 3)
         # It combines with the other filters.
         assert rest_list(client, agentKey=["1001", "Bob"], callDateFrom="2026-05-20") == (
             ["alice-1", "bob-1"],
-            "2",
+            2,
         )
-        assert rest_list(client) == (sorted(CALLS), "5")
+        assert rest_list(client) == (sorted(CALLS), 5)
 
 
 def test_agent_key_filter_grpc(server: RunningServer) -> None:
@@ -137,7 +137,7 @@ def test_five_hundred_agent_keys_are_accepted(server: RunningServer) -> None:
     calls = seed(server, "Many")
     with server.http(calls.tenant.business_key) as client:
         values = ["1001", *(f"agent-{i}" for i in range(499))]
-        assert rest_list(client, agentKey=values) == (["alice-1", "alice-2"], "2")
+        assert rest_list(client, agentKey=values) == (["alice-1", "alice-2"], 2)
 
 
 def test_agents_listing_shape_order_counts_and_businesses(server: RunningServer) -> None:
@@ -151,22 +151,22 @@ def test_agents_listing_shape_order_counts_and_businesses(server: RunningServer)
         # Newest latest call first; recordings with neither number nor name are no agent's.
         assert answer.json() == {
             "items": [
-                {"agentKey": "Bob", "recordingCount": "1", "latestCallAt": "2026-05-21T09:00:00+07:00"},
-                {"agentKey": "1001", "recordingCount": "2", "latestCallAt": "2026-05-20T08:00:00+07:00"},
-                {"agentKey": "1002", "recordingCount": "1", "latestCallAt": "2026-05-19T10:00:00+07:00"},
+                {"agentKey": "Bob", "recordingCount": 1, "latestCallAt": "2026-05-21T09:00:00+07:00"},
+                {"agentKey": "1001", "recordingCount": 2, "latestCallAt": "2026-05-20T08:00:00+07:00"},
+                {"agentKey": "1002", "recordingCount": 1, "latestCallAt": "2026-05-19T10:00:00+07:00"},
             ],
-            "total": "3",
+            "total": 3,
             "limit": 20,
             "offset": 0,
         }
         page = client.get("/api/v1/recordings/agents", params={"limit": 1, "offset": 1}).json()
-        assert [i["agentKey"] for i in page["items"]] == ["1001"] and page["total"] == "3"
+        assert [i["agentKey"] for i in page["items"]] == ["1001"] and page["total"] == 3
         assert client.get("/api/v1/recordings/agents", params={"limit": 201}).status_code == 400
     with server.http(other.tenant.business_key) as client:
         first = client.get("/api/v1/recordings/agents").json()["items"][0]
         assert first == {
             "agentKey": "1001",
-            "recordingCount": "3",
+            "recordingCount": 3,
             "latestCallAt": "2026-06-01T07:00:00+07:00",
         }
     with server.channel() as channel:
@@ -183,7 +183,7 @@ def test_agents_listing_of_an_account_key_needs_the_business(server: RunningServ
     with server.http(calls.tenant.account_key) as client:
         assert client.get("/api/v1/recordings/agents").json()["error"] == "business_required"
     with server.http(calls.tenant.account_key, business=calls.tenant.business_id) as client:
-        assert client.get("/api/v1/recordings/agents").json()["total"] == "3"
+        assert client.get("/api/v1/recordings/agents").json()["total"] == 3
 
 
 def test_self_key_sees_exactly_its_agents_rest(server: RunningServer) -> None:
@@ -191,9 +191,9 @@ def test_self_key_sees_exactly_its_agents_rest(server: RunningServer) -> None:
     key = agent_key_for(server, calls, "1001", "Bob")
     mine, theirs = ("alice-1", "alice-2", "bob-1"), ("bob-number", "none")
     with server.http(key) as client:
-        assert rest_list(client) == (list(mine), "3")
-        assert rest_list(client, agentKey="1002") == ([], "0")  # a filter cannot widen it
-        assert rest_list(client, agentKey=["1002", "Bob"]) == (["bob-1"], "1")
+        assert rest_list(client) == (list(mine), 3)
+        assert rest_list(client, agentKey="1002") == ([], 0)  # a filter cannot widen it
+        assert rest_list(client, agentKey=["1002", "Bob"]) == (["bob-1"], 1)
         for data_id in mine:
             recording = calls.ids[data_id]
             assert client.get(f"/api/v1/recordings/{recording}").json()["dataId"] == data_id
@@ -206,18 +206,18 @@ def test_self_key_sees_exactly_its_agents_rest(server: RunningServer) -> None:
                 assert (got.status_code, got.json()["error"]) == (404, "recording_not_found"), path
         agents = client.get("/api/v1/recordings/agents").json()
         assert [(a["agentKey"], a["recordingCount"]) for a in agents["items"]] == [
-            ("Bob", "1"),
-            ("1001", "2"),
+            ("Bob", 1),
+            ("1001", 2),
         ]
-        assert agents["total"] == "2"
+        assert agents["total"] == 2
     # Bound to no agent, the scope reads nothing; with view_recording_all, everything.
     with server.http(agent_key_for(server, calls)) as client:
-        assert rest_list(client) == ([], "0")
+        assert rest_list(client) == ([], 0)
         assert client.get("/api/v1/recordings/agents").json()["items"] == []
         assert client.get(f"/api/v1/recordings/{calls.ids['alice-1']}").status_code == 404
     both = agent_key_for(server, calls, "1001", scopes=(Scope.VIEW_RECORDING_SELF, Scope.VIEW_RECORDING_ALL))
     with server.http(both) as client:
-        assert rest_list(client) == (sorted(CALLS), "5")
+        assert rest_list(client) == (sorted(CALLS), 5)
 
 
 def test_self_key_sees_exactly_its_agents_grpc(server: RunningServer) -> None:
@@ -280,7 +280,7 @@ def test_keys_create_with_agents_from_the_cli(server: RunningServer) -> None:
     (line,) = [entry for entry in listing.splitlines() if key[:12] in entry]
     assert "agents [1002 Bob]" in line and key not in listing
     with server.http(key) as client:
-        assert rest_list(client) == (["bob-1", "bob-number"], "2")
+        assert rest_list(client) == (["bob-1", "bob-number"], 2)
     refused = subprocess.run(
         [
             *cli,
@@ -321,8 +321,8 @@ def test_pulled_calls_get_their_agent_key_as_the_puller_writes_them(server: Runn
 
     with server.http(tenant.business_key) as client:
         server.call(pull("1005"))
-        assert rest_list(client, agentKey="1005") == (["cdr-1"], "1")
+        assert rest_list(client, agentKey="1005") == (["cdr-1"], 1)
         server.call(pull("1006"))
-        assert rest_list(client, agentKey="1005") == ([], "0")
+        assert rest_list(client, agentKey="1005") == ([], 0)
         agents = client.get("/api/v1/recordings/agents").json()["items"]
-        assert [(a["agentKey"], a["recordingCount"]) for a in agents] == [("1006", "1")]
+        assert [(a["agentKey"], a["recordingCount"]) for a in agents] == [("1006", 1)]

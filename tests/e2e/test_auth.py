@@ -459,8 +459,8 @@ def test_upload_without_view_scope_answers_a_receipt(server: RunningServer, tran
         assert receipt["customerPhone"] == "" and receipt["note"] == "" and receipt["callAt"] == ""
         assert (receipt["id"], receipt["processingStatus"], receipt["size"]) == (
             world.recording_id,
-            "stored",
-            "12",
+            "completed",
+            12,
         )
         assert receipt["sha256"] == full["sha256"] and receipt["audioUrl"] == full["audioUrl"]
         return

@@ -353,7 +353,7 @@ def test_missing_blob_is_a_clear_error(server: RunningServer) -> None:
         response = client.get(f"/api/v1/recordings/{rec['id']}/audio")
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "recording_audio_missing"
-        assert client.get(f"/api/v1/recordings/{rec['id']}").json()["processingStatus"] == "stored"
+        assert client.get(f"/api/v1/recordings/{rec['id']}").json()["processingStatus"] == "completed"
     with server.channel() as channel, pytest.raises(grpc.RpcError) as raised:
         list(
             recordings_pb2_grpc.RecordingServiceStub(channel).DownloadRecording(

@@ -84,7 +84,7 @@ def stored_count(database_url: str, provider_id: str) -> int:
         database_url,
         select(func.count())
         .select_from(Recording)
-        .where(col(Recording.provider_id) == provider_id, col(Recording.processing_status) == "stored"),
+        .where(col(Recording.provider_id) == provider_id, col(Recording.processing_status) == "completed"),
     )
     return int(rows[0])
 
@@ -132,7 +132,7 @@ def assert_exactly_once(
     expected = {rec.id: rec.audio.sha256() for rec in fake.recordings.values()}
     headers = {"Authorization": f"Bearer {key}"}
     for row in rows:
-        assert row.processing_status == "stored"
+        assert row.processing_status == "completed"
         assert row.sha256 == expected[row.external_id]
         body = httpx.get(f"{server.base_url}/api/v1/recordings/{row.id}/audio", headers=headers).content
         assert hashlib.sha256(body).hexdigest() == row.sha256  # the visible blob is whole

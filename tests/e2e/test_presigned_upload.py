@@ -105,7 +105,7 @@ def test_presigned_url_takes_the_audio_once_without_a_key(server: RunningServer)
 
         stored = put(url, audio, sha256=digest)
         assert stored.status_code == 200, stored.text
-        assert stored.json()["processingStatus"] == "stored" and stored.json()["sha256"] == digest
+        assert stored.json()["processingStatus"] == "completed" and stored.json()["sha256"] == digest
         assert "customerPhone" not in stored.json() or stored.json()["customerPhone"] == ""  # a receipt
         download = client.get(f"/api/v1/recordings/{created['id']}/audio")
         assert download.status_code == 200 and download.content == audio
@@ -289,7 +289,7 @@ def test_grpc_upload_takes_the_token_in_place_of_a_key(server: RunningServer) ->
         assert error_info(bad.value).reason == "upload_url_invalid"
 
         stored = stub.UploadRecordingAudio(messages(created.upload_token, audio))  # no metadata at all
-        assert stored.processing_status == "stored" and stored.sha256 == hashlib.sha256(audio).hexdigest()
+        assert stored.processing_status == "completed" and stored.sha256 == hashlib.sha256(audio).hexdigest()
         chunks = stub.DownloadRecording(pb.DownloadRecordingRequest(id=created.id), metadata=key)
         assert b"".join(c.data for c in chunks) == audio
 

@@ -57,8 +57,8 @@ def test_register_upload_download_with_range(server: RunningServer) -> None:
         stored = upload(client, created["id"], audio)
         assert stored.status_code == 200, stored.text
         item = stored.json()
-        assert item["processingStatus"] == "stored" and item["sha256"] == hashlib.sha256(audio).hexdigest()
-        assert item["size"] == str(len(audio))  # int64 renders as a string in proto JSON
+        assert item["processingStatus"] == "completed" and item["sha256"] == hashlib.sha256(audio).hexdigest()
+        assert item["size"] == len(audio)  # a JSON number, as the mirrored API writes it
         assert item["callAt"] == "2026-05-20T08:14:00+07:00"
         assert item["customerPhoneNormalized"] == "+66812345678"
         assert item["audioUrl"] == created["uploadUrl"]
@@ -123,7 +123,7 @@ def test_register_validation(server: RunningServer, body: dict[str, Any], field:
         response = client.post("/api/v1/recordings", json=full)
         assert response.status_code == 400
         assert response.json()["message"].startswith(field)
-        assert client.get("/api/v1/recordings").json()["total"] == "0"
+        assert client.get("/api/v1/recordings").json()["total"] == 0
 
 
 def seed_recordings(server: RunningServer, tenant: Tenant) -> list[dict[str, Any]]:
@@ -179,7 +179,7 @@ def test_list_filters_sorting_paging(server: RunningServer) -> None:
     with server.http(tenant.business_key) as client:
         everything = client.get("/api/v1/recordings").json()
         assert set(everything) == {"items", "total", "limit", "offset"}
-        assert (everything["total"], everything["limit"], everything["offset"]) == ("4", 20, 0)
+        assert (everything["total"], everything["limit"], everything["offset"]) == (4, 20, 0)
         assert [i["dataId"] for i in everything["items"]] == ["d", "c", "b", "a"]  # callAt desc by default
         get = lambda **params: ids(client.get("/api/v1/recordings", params=params))  # noqa: E731
         assert get(direction="in") == ["c", "a"]
@@ -199,7 +199,7 @@ def test_list_filters_sorting_paging(server: RunningServer) -> None:
         assert get(sortBy="duration") == ["c", "d", "a", "b"]
         assert get(sortBy="score", sortDir="asc") == ["b", "d", "a", "c"]  # unscored last
         page = client.get("/api/v1/recordings", params={"limit": 2, "offset": 1, "sortDir": "asc"}).json()
-        assert [i["dataId"] for i in page["items"]] == ["b", "c"] and page["total"] == "4"
+        assert [i["dataId"] for i in page["items"]] == ["b", "c"] and page["total"] == 4
         for params, field in (
             ({"limit": 0}, "limit"),
             ({"limit": 201}, "limit"),
@@ -235,7 +235,7 @@ def test_grpc_list_download_range_and_upload(server: RunningServer) -> None:
                 yield pb.UploadRecordingAudioRequest(chunk=audio[i : i + 32_768])
 
         stored = stub.UploadRecordingAudio(requests(), metadata=md)
-        assert stored.processing_status == "stored" and stored.content_type == "audio/mpeg"
+        assert stored.processing_status == "completed" and stored.content_type == "audio/mpeg"
         assert stored.call_at == "2026-05-20T08:14:00+07:00"
         body = b"".join(
             c.data for c in stub.DownloadRecording(pb.DownloadRecordingRequest(id=created.id), metadata=md)
@@ -286,7 +286,7 @@ def test_scopes_and_businesses(server: RunningServer) -> None:
         rec = register(client)
         upload(client, rec["id"], b"RIFF....WAVE")
     with server.http(stranger.business_key) as client:
-        assert client.get("/api/v1/recordings").json()["total"] == "0"
+        assert client.get("/api/v1/recordings").json()["total"] == 0
         for path in (f"/api/v1/recordings/{rec['id']}", f"/api/v1/recordings/{rec['id']}/audio"):
             assert client.get(path).status_code == 404
         assert client.delete(f"/api/v1/recordings/{rec['id']}").status_code == 404

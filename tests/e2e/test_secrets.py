@@ -161,7 +161,7 @@ def test_debug_logs_hold_no_secret_or_call_data(
             # The scheduled first pull may be the one that stores it: wait for the call to show.
             assert finished(client, job["id"])["state"] == "succeeded"
             listed = {"customerPhone": PULLED_PHONE}
-            eventually(lambda: client.get("/api/v1/recordings", params=listed).json()["total"] == "1")
+            eventually(lambda: client.get("/api/v1/recordings", params=listed).json()["total"] == 1)
             rec = register(client, dataId="leak-1", customerPhone=UPLOADED_PHONE, note="call back")
             assert upload(client, rec["id"], b"RIFF-leak-check").status_code == 200
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:

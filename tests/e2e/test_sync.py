@@ -77,7 +77,7 @@ def stored(client: httpx.Client, provider_id: str) -> dict[str, str]:
     mine = [
         i
         for i in listing["items"]
-        if i.get("providerId") == provider_id and i["processingStatus"] == "stored"
+        if i.get("providerId") == provider_id and i["processingStatus"] == "completed"
     ]
     return {i["dataId"]: hashlib.sha256(client.get(i["audioUrl"]).content).hexdigest() for i in mine}
 
@@ -104,8 +104,8 @@ def test_sync_every_kind(sync_server: RunningServer, profile: KindProfile) -> No
         audio_requests = len(fake.requests)
 
         again = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
-        assert again["state"] == "succeeded" and again["recordingsStored"] == "0"
-        assert again["failures"] == "0"  # it lists from the cursor (less the overlap) on
+        assert again["state"] == "succeeded" and again["recordingsStored"] == 0
+        assert again["failures"] == 0  # it lists from the cursor (less the overlap) on
         assert stored(client, provider_id) == first
 
         late = profile.record(fake, datetime.now(UTC) - timedelta(minutes=1))
@@ -147,7 +147,7 @@ def test_sync_over_grpc_and_delete_with_recordings(sync_server: RunningServer) -
         blobs = [r["sha256"] for r in client.get("/api/v1/recordings").json()["items"]]
         response = client.delete(f"/api/v1/providers/{provider_id}", params={"deleteRecordings": "true"})
         assert response.json() == {"ok": True}
-        assert client.get("/api/v1/recordings").json()["total"] == "0"
+        assert client.get("/api/v1/recordings").json()["total"] == 0
         assert sync_server.call(sync_server.service.sweeper.sweep()) >= len(blobs)
         assert all(sync_server.call(sync_server.service.blobs.stat(sha)) is None for sha in blobs)
         assert client.post(f"/api/v1/providers/{provider_id}/sync").status_code == 404
@@ -195,7 +195,7 @@ def test_a_sixth_kind_is_one_connector_and_one_kind_module(
         read = client.get(f"/api/v1/providers/{provider_id}").json()
         assert read["kind"] == "ledger" and read["baseUrl"] == fake.base_url and fake.token not in str(read)
         job = finished(client, client.post(f"/api/v1/providers/{provider_id}/sync").json()["id"])
-        assert (job["state"], job["recordingsStored"]) == ("succeeded", "1")
+        assert (job["state"], job["recordingsStored"]) == ("succeeded", 1)
 
         # A row written late (started three days ago), whose audio is not ready at first.
         late = fake.add_call(now - timedelta(days=3), size=91_002)
@@ -204,7 +204,7 @@ def test_a_sixth_kind_is_one_connector_and_one_kind_module(
         assert job["state"] == "succeeded"
         items = client.get("/api/v1/recordings", params={"limit": 200}).json()["items"]
         mine = {i["dataId"]: i["processingStatus"] for i in items if i.get("providerId") == provider_id}
-        assert mine[str(late.id)] in ("pending", "stored")  # a scheduled pull may have run since
+        assert mine[str(late.id)] in ("pending", "completed")  # a scheduled pull may have run since
         eventually(lambda: len(stored(client, provider_id)) == 2)
 
         fake.unreadable = True

@@ -77,7 +77,7 @@ async def env(request: pytest.FixtureRequest, blob_backend: Backend) -> AsyncIte
 
 async def stored_rows(env: Env) -> list[Recording]:
     async with env.db.session() as session:
-        query = select(Recording).where(col(Recording.processing_status) == "stored")
+        query = select(Recording).where(col(Recording.processing_status) == "completed")
         return list((await session.exec(query)).all())
 
 
@@ -157,7 +157,7 @@ async def pull_and_reap(env: Env, kazoo: FakeKazoo, settings: Settings) -> None:
             finished = pulling.done()
             async with env.db.session() as session:
                 query = select(Recording.id).where(
-                    col(Recording.origin) == provider_id, col(Recording.processing_status) == "stored"
+                    col(Recording.origin) == provider_id, col(Recording.processing_status) == "completed"
                 )
                 ready = list((await session.exec(query)).all())
             for recording_id in ready:

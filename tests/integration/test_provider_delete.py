@@ -39,7 +39,7 @@ def test_delete_ends_queued_jobs_and_pending_audio(server: RunningServer) -> Non
                 external_id="2",
                 call_at=datetime.now(UTC),
                 direction="in",
-                processing_status="stored",
+                processing_status="completed",
                 sha256="a" * 64,
                 size=3,
             )
@@ -63,5 +63,5 @@ def test_delete_ends_queued_jobs_and_pending_audio(server: RunningServer) -> Non
 
     assert server.call(states()) == {
         pending_id: ("failed", "provider deleted", None),
-        stored_id: ("stored", None, None),
+        stored_id: ("completed", None, None),
     }

@@ -1,7 +1,7 @@
 """The puller against real fake providers over loopback, a real blob store and a real database.
 
 Every test checks the two promises that matter: each call lands exactly once, and a
-recording is "stored" only when its blob is complete and byte-identical to the provider's.
+recording is "completed" only when its blob is complete and byte-identical to the provider's.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ async def assert_stored_once(env: Env, provider_id: str, expected: list[FakeReco
     by_id = {rec.id: rec for rec in expected}
     for row in rows:
         rec = by_id[row.external_id]
-        assert row.processing_status == "stored", (row.external_id, row.last_error)
+        assert row.processing_status == "completed", (row.external_id, row.last_error)
         assert row.sha256 == rec.audio.sha256() and row.size == rec.audio.size
         info = await env.blobs.stat(row.sha256)
         assert info is not None and info.size == row.size
@@ -288,8 +288,8 @@ async def test_antbuddy_calls_without_audio_are_kept_as_no_audio(env: Env) -> No
     assert (job.state, job.calls_seen, job.recordings_stored) == ("succeeded", 2, 1)
     rows = await env.rows(provider_id)
     statuses = sorted(r.processing_status for r in rows)
-    assert statuses == ["no_audio", "stored"]
-    stored = next(r for r in rows if r.processing_status == "stored")
+    assert statuses == ["completed", "no_audio"]
+    stored = next(r for r in rows if r.processing_status == "completed")
     assert stored.sha256 == fake.media[with_audio["recording"]].sha256()
     assert stored.source == "antbuddy" and stored.customer_phone_normalized == "+66811111111"
     await eventually(lambda: not env.temp_files())
@@ -388,7 +388,7 @@ async def test_a_recording_that_always_fails_ends_failed_and_the_rest_are_stored
     assert third.failures == 0 and audio_requests(kazoo) == []  # given up: not tried again
     stored = [r for r in await env.rows(provider_id) if r.external_id != bad.id]
     assert sorted(r.external_id for r in stored) == sorted(c.id for c in good)
-    assert all(r.processing_status == "stored" for r in stored)
+    assert all(r.processing_status == "completed" for r in stored)
     await eventually(lambda: not env.temp_files())
 
 
@@ -749,7 +749,7 @@ async def test_audio_not_ready_stays_pending_then_is_stored(env: Env, ledger: Fa
     assert row.attempts == 0
     job = await puller.pull(provider_id)
     assert (job.state, job.recordings_stored) == ("succeeded", 1)
-    assert await statuses(env, provider_id) == {str(call.id): ("stored", None)}
+    assert await statuses(env, provider_id) == {str(call.id): ("completed", None)}
 
 
 @pytest.mark.parametrize("env", BACKENDS, indirect=True)
@@ -850,7 +850,7 @@ async def test_threecx_late_rows_by_id_and_audio_that_404s_for_a_while(env: Env)
         pbx.release_audio(late.id)
         job = await puller.pull(provider_id)
         assert (job.state, job.recordings_stored) == ("succeeded", 1)
-        assert (await statuses(env, provider_id))[str(late.id)] == ("stored", None)
+        assert (await statuses(env, provider_id))[str(late.id)] == ("completed", None)
 
 
 # -- answers a connector cannot read (issue 10, items 5 and 7) ---------------------------
@@ -882,5 +882,5 @@ async def test_a_dtac_answer_without_objects_fails_the_pull_and_keeps_the_cursor
         assert (await puller.pull(provider_id)).state == "succeeded"
         rows = await env.rows(provider_id)
         assert sorted(r.external_id for r in rows) == sorted(str(c.id) for c in calls)
-        assert all(r.processing_status == "stored" for r in rows)
+        assert all(r.processing_status == "completed" for r in rows)
         assert dtac.handler_errors == []
