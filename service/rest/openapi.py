@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from callvault.v1 import options_pb2
 from google.api import field_behavior_pb2
@@ -110,16 +110,20 @@ def _message_ref(desc: MessageDescriptor, components: dict[str, Any]) -> dict[st
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _no_business(binding: Binding) -> bool:
+    # The generated stubs type an extension as a plain FieldDescriptor (render.py casts too).
+    return bool(binding.method.GetOptions().Extensions[cast(Any, options_pb2.no_business)])
+
+
 def error_codes(binding: Binding) -> list[str]:
     """The error codes an operation answers: every RPC's, the business header's, the ones
     its (callvault.v1.errors) option names, and a JSON body's media type."""
-    options = binding.method.GetOptions()
     codes = [*_EVERY_RPC]
-    if not options.Extensions[options_pb2.no_business]:
+    if not _no_business(binding):
         codes += _WITH_BUSINESS
     if binding.body == "*":
         codes.append(UnsupportedMediaType.code)
-    codes += options.Extensions[options_pb2.errors]
+    codes += binding.method.GetOptions().Extensions[cast(Any, options_pb2.errors)]
     return list(dict.fromkeys(codes))
 
 
@@ -176,7 +180,6 @@ def _operation(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in binding.path_params
     ]
-    options = binding.method.GetOptions()
     op: dict[str, Any] = {
         "operationId": binding.method.name,
         "tags": [binding.method.containing_service.name],
@@ -200,7 +203,7 @@ def _operation(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
         params += [_query(f, components) for f in desc.fields if f.name not in binding.path_params]
     if _is_audio_download(binding):
         params.append(RANGE_HEADER)
-    if not options.Extensions[options_pb2.no_business]:
+    if not _no_business(binding):
         params.append(BUSINESS_HEADER)
     if "upload_token" in desc.fields_by_name:
         op["security"] = [{"bearer": []}, {}]  # a presigned URL's uploadToken stands in for the key

@@ -52,7 +52,12 @@ def test_the_documented_collection_calls(server: RunningServer) -> None:
         assert api.get(f"/collections/{collection}").json()["items"] == []
 
         # DELETE /collections/{id}: "item rows ถูก cascade, recording ยังอยู่" (recordings kept)
-        assert api.post(f"/collections/{collection}/items", json={"callRecordingIds": recordings[:1]}).status_code == 200
+        assert (
+            api.post(
+                f"/collections/{collection}/items", json={"callRecordingIds": recordings[:1]}
+            ).status_code
+            == 200
+        )
         deleted = api.delete(f"/collections/{collection}")
         assert deleted.status_code == 200
         gone = api.get(f"/collections/{collection}")

@@ -14,9 +14,7 @@ def test_whoami_with_a_business_key(server: RunningServer) -> None:
     #   curl https://phone.mcloud.co.th/api/v1/meta/whoami -H "Authorization: Bearer crk_..."
     #   {"level": "business", "business": {"id": "0192...", "name": "Acme Co", "slug": "acme"},
     #    "scopes": ["view_recording_all", "manage_recording_review"]}
-    tenant = server.new_tenant(
-        "Acme Co", scopes=(Scope.VIEW_RECORDING_ALL, Scope.MANAGE_RECORDING_REVIEW)
-    )
+    tenant = server.new_tenant("Acme Co", scopes=(Scope.VIEW_RECORDING_ALL, Scope.MANAGE_RECORDING_REVIEW))
     with client(server, tenant.business_key) as api:
         response = api.get("/meta/whoami")
     # /docs/getting-started: "ถ้าได้ 200 พร้อม business + scopes กลับมา" (200 with business + scopes).

@@ -36,9 +36,21 @@ def test_the_documented_provider_calls(server: RunningServer) -> None:
         (item,) = listed.json()["items"]
         assert_shape(
             item,
-            {"id": STRING, "kind": STRING, "name": STRING, "isActive": BOOLEAN, "preview": STRING, "createdAt": STRING},
+            {
+                "id": STRING,
+                "kind": STRING,
+                "name": STRING,
+                "isActive": BOOLEAN,
+                "preview": STRING,
+                "createdAt": STRING,
+            },
         )
-        assert (item["id"], item["kind"], item["name"], item["isActive"]) == (provider_id, "threecx", "Main PBX", True)
+        assert (item["id"], item["kind"], item["name"], item["isActive"]) == (
+            provider_id,
+            "threecx",
+            "Main PBX",
+            True,
+        )
         assert "s3cret" not in listed.text
 
         # GET /providers/{id}: "จะไม่คืน password มีแค่ baseUrl กับ username" (no password)
@@ -48,7 +60,14 @@ def test_the_documented_provider_calls(server: RunningServer) -> None:
         assert got.status_code == 200
         assert_shape(
             got.json(),
-            {"id": STRING, "kind": STRING, "name": STRING, "isActive": BOOLEAN, "baseUrl": STRING, "username": STRING},
+            {
+                "id": STRING,
+                "kind": STRING,
+                "name": STRING,
+                "isActive": BOOLEAN,
+                "baseUrl": STRING,
+                "username": STRING,
+            },
         )
         assert got.json()["username"] == "apiuser"
         assert "password" not in got.json() and "s3cret" not in got.text

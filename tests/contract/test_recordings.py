@@ -52,7 +52,7 @@ def _ingest(api: httpx.Client, **fields: Any) -> dict[str, Any]:
     so with no API key)."""
     created = api.post("/recordings", json={**CREATE, **fields})
     assert created.status_code == 200, created.text
-    body = created.json()
+    body: dict[str, Any] = created.json()
     assert_shape(body, {"id": STRING})
     (url,) = _absolute_urls(body)
     with httpx.Client(timeout=30) as anonymous:
@@ -123,8 +123,13 @@ def test_the_documented_filters_and_sorting(server: RunningServer) -> None:
     # | agentKey | ... COALESCE(callcenterNumber, callcenterName) ...
     #   เช่น ?agentKey=%2B66804972699&agentKey=Somchai |
     tenant = server.new_tenant("Recordings contract filters")
-    rows = [
-        {"dataId": "f-1", "callAt": "2026-05-20T08:00:00+07:00", "score": 50, "callcenterNumber": "+66804972699"},
+    rows: list[dict[str, Any]] = [
+        {
+            "dataId": "f-1",
+            "callAt": "2026-05-20T08:00:00+07:00",
+            "score": 50,
+            "callcenterNumber": "+66804972699",
+        },
         {"dataId": "f-2", "callAt": "2026-05-20T09:00:00+07:00", "score": 50, "callcenterName": "Somchai"},
         {"dataId": "f-3", "callAt": "2026-05-20T10:00:00+07:00", "tag": None, "callcenterName": "Other"},
     ]

@@ -68,7 +68,9 @@ def test_required_fields_and_the_business_header(server: RunningServer) -> None:
     body = _schema(document, create["requestBody"]["content"]["application/json"]["schema"])
     assert body["required"] == ["dataId", "callAt", "direction"]
     provider = document["paths"]["/api/v1/providers"]["post"]
-    assert set(_schema(document, provider["requestBody"]["content"]["application/json"]["schema"])["required"]) == {
+    assert set(
+        _schema(document, provider["requestBody"]["content"]["application/json"]["schema"])["required"]
+    ) == {
         "kind",
         "name",
         "config",
@@ -92,10 +94,13 @@ def test_documented_error_codes_are_listed_per_operation(server: RunningServer) 
     # seed 000: provider_not_found 404, provider_kind_not_supported 422.
     assert "`provider_not_found`" in get["404"]["description"]
     assert "`provider_kind_not_supported`" in get["422"]["description"]
-    assert "`recording_not_found`" in paths["/api/v1/recordings/{id}"]["get"]["responses"]["404"]["description"]
+    assert (
+        "`recording_not_found`" in paths["/api/v1/recordings/{id}"]["get"]["responses"]["404"]["description"]
+    )
     assert "`business_required`" in paths["/api/v1/recordings"]["get"]["responses"]["400"]["description"]
-    assert "404" not in paths["/api/v1/recordings"]["post"]["responses"] or "`business_not_found`" in (
-        paths["/api/v1/recordings"]["post"]["responses"]["404"]["description"]
+    assert (
+        "404" not in paths["/api/v1/recordings"]["post"]["responses"]
+        or "`business_not_found`" in (paths["/api/v1/recordings"]["post"]["responses"]["404"]["description"])
     )
     assert "403" in paths["/api/v1/meta/whoami"]["get"]["responses"]
 
@@ -138,7 +143,9 @@ def test_every_status_an_operation_answers_is_documented(server: RunningServer) 
                         kwargs = {"content": b"RIFF", "headers": {"Content-Type": "audio/wav"}}
                     statuses.add(_call(client, verb, path, **kwargs))
                     if binding.body == "*" and who == "full":
-                        statuses.add(_call(client, verb, path, content=b"{", headers={"Content-Type": "text/x"}))
+                        statuses.add(
+                            _call(client, verb, path, content=b"{", headers={"Content-Type": "text/x"})
+                        )
                         statuses.add(_call(client, verb, path, json={"unknownField": 1}))
                     if path.endswith("/audio") and verb == "GET" and who == "full":
                         statuses.add(_call(client, verb, path, headers={"Range": "bytes=0-3"}))
