@@ -79,6 +79,11 @@ def test_blob_table_is_filled_from_stored_recordings(
             assert sorted(rows.all()) == [(shared, 10, None), (alone, 7, None)]
             # 0013 renames the status of stored audio to the mirrored API's "completed".
             statuses = conn.execute(select(col(models.Recording.id), col(models.Recording.processing_status)))
-            assert dict(statuses.all()) == {"r0": "completed", "r1": "completed", "r2": "completed", "r3": "pending"}
+            assert dict(statuses.all()) == {
+                "r0": "completed",
+                "r1": "completed",
+                "r2": "completed",
+                "r3": "pending",
+            }
     finally:
         engine.dispose()
