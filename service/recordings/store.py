@@ -183,13 +183,15 @@ class RecordingStore:
     def _order(q: RecordingQuery) -> list[Any]:
         """The documented order: the sort column, nulls last either way, then callAt desc; id
         last keeps paging stable. The null key is a plain `IS NULL` term (not NULLS LAST) so
-        that it reads the same on every database, and only a nullable column gets one, so the
-        default sort still walks ix_recording_business_call_at without sorting."""
+        that it reads the same on every database, and only a nullable column gets one, so
+        sorting by callAt still walks ix_recording_business_call_at without sorting."""
         column = col(getattr(Recording, q.sort_column))
         order: list[Any] = [column.is_(None)] if inspect(Recording).columns[q.sort_column].nullable else []
         order.append(column.desc() if q.descending else column.asc())
         if q.sort_column != "call_at":
             order.append(col(Recording.call_at).desc())
+        elif not q.descending:  # equal calls in index order, so callAt asc walks it forward
+            return [*order, col(Recording.id).asc()]
         order.append(col(Recording.id).desc())
         return order
 
