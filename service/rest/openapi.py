@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
+from callvault.v1 import options_pb2
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 
+from service.errors import DomainError, UnsupportedMediaType
 from service.rest.bindings import Binding, FieldDescriptor, MessageDescriptor
 from service.rest.render import MAX_JSON_INT
+from service.transport.status import HTTP_STATUS
 
 FD = descriptor.FieldDescriptor
 # JSON numbers, not proto3's strings, within what a JSON reader holds exactly (render.py).
@@ -39,6 +43,43 @@ ERROR_SCHEMA = {
 }
 
 
+# What every RPC can answer, besides the errors its (callvault.v1.errors) option lists.
+_EVERY_RPC = ("invalid_argument", "invalid_request", "unauthenticated", "insufficient_scope", "rate_limited")
+_WITH_BUSINESS = ("business_required", "business_not_found")
+BUSINESS_HEADER = {
+    "name": "X-Business-Id",
+    "in": "header",
+    "required": False,
+    "description": "The business an account key acts for; a business key ignores it.",
+    "schema": {"type": "string"},
+}
+RANGE_HEADER = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "description": "One byte range (bytes=START-END, bytes=START-, bytes=-SUFFIX): answered 206.",
+    "schema": {"type": "string"},
+}
+_AUDIO = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _domain_errors() -> dict[str, set[int]]:
+    """Each DomainError code with the HTTP statuses its classes answer (one code may be
+    raised by more than one class)."""
+    found: dict[str, set[int]] = {}
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, set()).add(HTTP_STATUS[cls.category])
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _required(field: FieldDescriptor) -> bool:
+    behaviours = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in behaviours
+
+
 def _field_schema(field: FieldDescriptor, components: dict[str, Any]) -> dict[str, Any]:
     if field.message_type is not None:
         schema = _message_ref(field.message_type, components)
@@ -57,12 +98,81 @@ def _message_ref(desc: MessageDescriptor, components: dict[str, Any]) -> dict[st
     name = desc.full_name
     if name not in components:
         components[name] = {}  # placeholder against recursion
-        components[name] = {
+        schema: dict[str, Any] = {
             "type": "object",
             "properties": {f.json_name: _field_schema(f, components) for f in desc.fields},
             "additionalProperties": False,
         }
+        required = [f.json_name for f in desc.fields if _required(f)]
+        if required:
+            schema["required"] = required
+        components[name] = schema
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _no_business(binding: Binding) -> bool:
+    # The generated stubs type an extension as a plain FieldDescriptor (render.py casts too).
+    return bool(binding.method.GetOptions().Extensions[cast(Any, options_pb2.no_business)])
+
+
+def error_codes(binding: Binding) -> list[str]:
+    """The error codes an operation answers: every RPC's, the business header's, the ones
+    its (callvault.v1.errors) option names, and a JSON body's media type."""
+    codes = [*_EVERY_RPC]
+    if not _no_business(binding):
+        codes += _WITH_BUSINESS
+    if binding.body == "*":
+        codes.append(UnsupportedMediaType.code)
+    codes += binding.method.GetOptions().Extensions[cast(Any, options_pb2.errors)]
+    return list(dict.fromkeys(codes))
+
+
+def _error_responses(binding: Binding) -> dict[str, Any]:
+    known = _domain_errors()
+    by_status: dict[int, list[str]] = {}
+    for code in error_codes(binding):
+        if code not in known:
+            raise ValueError(f"{binding.method.full_name} names an unknown error code {code!r}")
+        for status in known[code]:
+            by_status.setdefault(status, []).append(code)
+    return {
+        str(status): {
+            "description": "Error: " + ", ".join(f"`{c}`" for c in codes),
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for status, codes in sorted(by_status.items())
+    }
+
+
+def _is_audio_download(binding: Binding) -> bool:
+    return binding.server_streaming and binding.response_type.DESCRIPTOR.full_name == "google.api.HttpBody"
+
+
+def _success(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
+    if _is_audio_download(binding):
+        ranged = {"Content-Range": {"schema": {"type": "string"}}}
+        # The type the audio was stored with; one that is no media type is sent as bytes.
+        audio = {"audio/*": _AUDIO, "application/octet-stream": _AUDIO}
+        return {
+            "200": {"description": "The audio", "content": audio},
+            "206": {"description": "The requested range", "headers": ranged, "content": audio},
+            "416": {
+                "description": "Error: `range_not_satisfiable` (Content-Range: bytes */SIZE)",
+                "headers": ranged,
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            },
+        }
+    schema = _message_ref(binding.response_type.DESCRIPTOR, components)
+    return {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+
+
+def _query(field: FieldDescriptor, components: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": field.json_name,
+        "in": "query",
+        "required": _required(field),
+        "schema": _field_schema(field, components),
+    }
 
 
 def _operation(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
@@ -73,26 +183,30 @@ def _operation(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": binding.method.name,
         "tags": [binding.method.containing_service.name],
-        "responses": {
-            "200": {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": _message_ref(binding.response_type.DESCRIPTOR, components)}
-                },
-            },
-            "default": {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
-        },
+        "responses": {**_success(binding, components), **_error_responses(binding)},
     }
-    if binding.body:
+    if binding.client_streaming:
+        # The raw body fills the bytes field the binding names; the first message's other
+        # fields come from the query (and content_type from the Content-Type header).
         op["requestBody"] = {
+            "required": True,
+            "content": {"audio/*": _AUDIO, "application/octet-stream": _AUDIO},
+        }
+        skip = {*binding.path_params, binding.body, "content_type"}
+        params += [_query(f, components) for f in desc.fields if f.name not in skip]
+    elif binding.body:
+        op["requestBody"] = {
+            "required": any(_required(f) for f in desc.fields),
             "content": {"application/json": {"schema": _message_ref(desc, components)}},
         }
     else:
-        params += [
-            {"name": f.json_name, "in": "query", "required": False, "schema": _field_schema(f, components)}
-            for f in desc.fields
-            if f.name not in binding.path_params
-        ]
+        params += [_query(f, components) for f in desc.fields if f.name not in binding.path_params]
+    if _is_audio_download(binding):
+        params.append(RANGE_HEADER)
+    if not _no_business(binding):
+        params.append(BUSINESS_HEADER)
+    if "upload_token" in desc.fields_by_name:
+        op["security"] = [{"bearer": []}, {}]  # a presigned URL's uploadToken stands in for the key
     if params:
         op["parameters"] = params
     return op
@@ -115,8 +229,7 @@ def openapi_document(bindings: Sequence[Binding], *, title: str, version: str) -
                     "scheme": "bearer",
                     "description": "Authorization: Bearer crk_...",
                 },
-                "business": {"type": "apiKey", "in": "header", "name": "X-Business-Id"},
             },
         },
-        "security": [{"bearer": [], "business": []}],
+        "security": [{"bearer": []}],
     }

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the REST surface from the live server's /openapi.json
 (schemathesis): valid and invalid requests to every operation, on both databases.
-No answer may be a 5xx, and a refused call (4xx) must leave the business's rows as
-they were."""
+No answer may be a 5xx, every answer must match the document (status, media type, JSON
+schema), and a refused call (4xx) must leave the business's rows as they were."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.fuzz.conftest import EXAMPLES, Target
 from tests.fuzz.messages import text
@@ -109,6 +114,10 @@ def test_no_request_gets_a_5xx_or_changes_data_when_refused(target: Target, mode
         body = response.content[:300].decode("utf-8", "replace")  # audio answers are bytes
         where = f"{case.method} {case.formatted_path} -> {response.status_code} {body}"
         assert response.status_code < 500, where
+        # The document says what is served: every status, media type and JSON shape.
+        case.validate_response(
+            response, checks=[status_code_conformance, content_type_conformance, response_schema_conformance]
+        )
         rows = business_rows(target.server, business)
         if response.status_code >= 400:
             assert rows == state["rows"], f"a refused call changed stored data: {where}"

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from callvault.v1 import recordings_pb2 as callvault_dot_v1_dot_recordings__pb2
+from callvault.v1 import options_pb2 as callvault_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x61llvault/v1/collections.proto\x12\x0c\x63\x61llvault.v1\x1a\x1d\x63\x61llvault/v1/recordings.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x01\n\nCollection\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\nitem_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x08\n\x06_color\"\x85\x01\n\x0e\x43ollectionItem\x12\x19\n\x11\x63\x61ll_recording_id\x18\x01 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\trecording\x18\x03 \x01(\x0b\x32\x17.callvault.v1.Recording\"\xa2\x02\n\x13\x43ollectionWithItems\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nitem_count\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05items\x18\x08 \x03(\x0b\x32\x1c.callvault.v1.CollectionItem\x12\r\n\x05limit\x18\t \x01(\x05\x12\x0e\n\x06offset\x18\n \x01(\x05\x42\x08\n\x06_color\"F\n\x16ListCollectionsRequest\x12\x12\n\x05limit\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x42\x08\n\x06_limit\"p\n\x17ListCollectionsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.callvault.v1.Collection\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\"`\n\x17\x43reateCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\x05\x63olor\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_color\"V\n\x14GetCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x42\x08\n\x06_limit\"\x8f\x01\n\x17UpdateCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x07\n\x05_nameB\x0e\n\x0c_descriptionB\x08\n\x06_color\"&\n\x18UpdateCollectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"+\n\x17\x44\x65leteCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x18\x44\x65leteCollectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"O\n\x19\x41\x64\x64\x43ollectionItemsRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12 \n\x12\x63\x61ll_recording_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"K\n\x1a\x41\x64\x64\x43ollectionItemsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x12\n\nitem_count\x18\x03 \x01(\x05\"Q\n\x1cRemoveCollectionItemsRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11\x63\x61ll_recording_id\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"P\n\x1dRemoveCollectionItemsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x12\n\nitem_count\x18\x03 \x01(\x05\x32\xbe\x07\n\x11\x43ollectionService\x12{\n\x0fListCollections\x12$.callvault.v1.ListCollectionsRequest\x1a%.callvault.v1.ListCollectionsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/collections\x12s\n\x10\x43reateCollection\x12%.callvault.v1.CreateCollectionRequest\x1a\x18.callvault.v1.Collection\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/collections:\x01*\x12x\n\rGetCollection\x12\".callvault.v1.GetCollectionRequest\x1a!.callvault.v1.CollectionWithItems\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/collections/{id}\x12\x86\x01\n\x10UpdateCollection\x12%.callvault.v1.UpdateCollectionRequest\x1a&.callvault.v1.UpdateCollectionResponse\"#\x82\xd3\xe4\x93\x02\x1d\x32\x18/api/v1/collections/{id}:\x01*\x12\x83\x01\n\x10\x44\x65leteCollection\x12%.callvault.v1.DeleteCollectionRequest\x1a&.callvault.v1.DeleteCollectionResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/api/v1/collections/{id}\x12\x92\x01\n\x12\x41\x64\x64\x43ollectionItems\x12\'.callvault.v1.AddCollectionItemsRequest\x1a(.callvault.v1.AddCollectionItemsResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/collections/{id}/items:\x01*\x12\x98\x01\n\x15RemoveCollectionItems\x12*.callvault.v1.RemoveCollectionItemsRequest\x1a+.callvault.v1.RemoveCollectionItemsResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/v1/collections/{id}/itemsB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63\x61llvault/v1/collections.proto\x12\x0c\x63\x61llvault.v1\x1a\x1d\x63\x61llvault/v1/recordings.proto\x1a\x1a\x63\x61llvault/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x01\n\nCollection\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\nitem_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x08\n\x06_color\"\x85\x01\n\x0e\x43ollectionItem\x12\x19\n\x11\x63\x61ll_recording_id\x18\x01 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\trecording\x18\x03 \x01(\x0b\x32\x17.callvault.v1.Recording\"\xa2\x02\n\x13\x43ollectionWithItems\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nitem_count\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05items\x18\x08 \x03(\x0b\x32\x1c.callvault.v1.CollectionItem\x12\r\n\x05limit\x18\t \x01(\x05\x12\x0e\n\x06offset\x18\n \x01(\x05\x42\x08\n\x06_color\"F\n\x16ListCollectionsRequest\x12\x12\n\x05limit\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x42\x08\n\x06_limit\"p\n\x17ListCollectionsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.callvault.v1.Collection\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x05\"`\n\x17\x43reateCollectionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\x05\x63olor\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_color\"V\n\x14GetCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x42\x08\n\x06_limit\"\x8f\x01\n\x17UpdateCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x63olor\x18\x04 \x01(\tH\x02\x88\x01\x01\x42\x07\n\x05_nameB\x0e\n\x0c_descriptionB\x08\n\x06_color\"&\n\x18UpdateCollectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"+\n\x17\x44\x65leteCollectionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"&\n\x18\x44\x65leteCollectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"O\n\x19\x41\x64\x64\x43ollectionItemsRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12 \n\x12\x63\x61ll_recording_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"K\n\x1a\x41\x64\x64\x43ollectionItemsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x12\n\nitem_count\x18\x03 \x01(\x05\"Q\n\x1cRemoveCollectionItemsRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1f\n\x11\x63\x61ll_recording_id\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"P\n\x1dRemoveCollectionItemsResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x12\n\nitem_count\x18\x03 \x01(\x05\x32\xce\x08\n\x11\x43ollectionService\x12{\n\x0fListCollections\x12$.callvault.v1.ListCollectionsRequest\x1a%.callvault.v1.ListCollectionsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/collections\x12s\n\x10\x43reateCollection\x12%.callvault.v1.CreateCollectionRequest\x1a\x18.callvault.v1.Collection\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/collections:\x01*\x12\x90\x01\n\rGetCollection\x12\".callvault.v1.GetCollectionRequest\x1a!.callvault.v1.CollectionWithItems\"8\x9a\xb5\x18\x14\x63ollection_not_found\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/collections/{id}\x12\x9e\x01\n\x10UpdateCollection\x12%.callvault.v1.UpdateCollectionRequest\x1a&.callvault.v1.UpdateCollectionResponse\";\x9a\xb5\x18\x14\x63ollection_not_found\x82\xd3\xe4\x93\x02\x1d\x32\x18/api/v1/collections/{id}:\x01*\x12\x9b\x01\n\x10\x44\x65leteCollection\x12%.callvault.v1.DeleteCollectionRequest\x1a&.callvault.v1.DeleteCollectionResponse\"8\x9a\xb5\x18\x14\x63ollection_not_found\x82\xd3\xe4\x93\x02\x1a*\x18/api/v1/collections/{id}\x12\xc1\x01\n\x12\x41\x64\x64\x43ollectionItems\x12\'.callvault.v1.AddCollectionItemsRequest\x1a(.callvault.v1.AddCollectionItemsResponse\"X\x9a\xb5\x18\x14\x63ollection_not_found\x9a\xb5\x18\x13recording_not_found\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/collections/{id}/items:\x01*\x12\xb0\x01\n\x15RemoveCollectionItems\x12*.callvault.v1.RemoveCollectionItemsRequest\x1a+.callvault.v1.RemoveCollectionItemsResponse\">\x9a\xb5\x18\x14\x63ollection_not_found\x82\xd3\xe4\x93\x02 *\x1e/api/v1/collections/{id}/itemsB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,45 +66,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLLECTIONSERVICE'].methods_by_name['CreateCollection']._loaded_options = None
   _globals['_COLLECTIONSERVICE'].methods_by_name['CreateCollection']._serialized_options = b'\202\323\344\223\002\030\"\023/api/v1/collections:\001*'
   _globals['_COLLECTIONSERVICE'].methods_by_name['GetCollection']._loaded_options = None
-  _globals['_COLLECTIONSERVICE'].methods_by_name['GetCollection']._serialized_options = b'\202\323\344\223\002\032\022\030/api/v1/collections/{id}'
+  _globals['_COLLECTIONSERVICE'].methods_by_name['GetCollection']._serialized_options = b'\232\265\030\024collection_not_found\202\323\344\223\002\032\022\030/api/v1/collections/{id}'
   _globals['_COLLECTIONSERVICE'].methods_by_name['UpdateCollection']._loaded_options = None
-  _globals['_COLLECTIONSERVICE'].methods_by_name['UpdateCollection']._serialized_options = b'\202\323\344\223\002\0352\030/api/v1/collections/{id}:\001*'
+  _globals['_COLLECTIONSERVICE'].methods_by_name['UpdateCollection']._serialized_options = b'\232\265\030\024collection_not_found\202\323\344\223\002\0352\030/api/v1/collections/{id}:\001*'
   _globals['_COLLECTIONSERVICE'].methods_by_name['DeleteCollection']._loaded_options = None
-  _globals['_COLLECTIONSERVICE'].methods_by_name['DeleteCollection']._serialized_options = b'\202\323\344\223\002\032*\030/api/v1/collections/{id}'
+  _globals['_COLLECTIONSERVICE'].methods_by_name['DeleteCollection']._serialized_options = b'\232\265\030\024collection_not_found\202\323\344\223\002\032*\030/api/v1/collections/{id}'
   _globals['_COLLECTIONSERVICE'].methods_by_name['AddCollectionItems']._loaded_options = None
-  _globals['_COLLECTIONSERVICE'].methods_by_name['AddCollectionItems']._serialized_options = b'\202\323\344\223\002#\"\036/api/v1/collections/{id}/items:\001*'
+  _globals['_COLLECTIONSERVICE'].methods_by_name['AddCollectionItems']._serialized_options = b'\232\265\030\024collection_not_found\232\265\030\023recording_not_found\202\323\344\223\002#\"\036/api/v1/collections/{id}/items:\001*'
   _globals['_COLLECTIONSERVICE'].methods_by_name['RemoveCollectionItems']._loaded_options = None
-  _globals['_COLLECTIONSERVICE'].methods_by_name['RemoveCollectionItems']._serialized_options = b'\202\323\344\223\002 *\036/api/v1/collections/{id}/items'
-  _globals['_COLLECTION']._serialized_start=176
-  _globals['_COLLECTION']._serialized_end=405
-  _globals['_COLLECTIONITEM']._serialized_start=408
-  _globals['_COLLECTIONITEM']._serialized_end=541
-  _globals['_COLLECTIONWITHITEMS']._serialized_start=544
-  _globals['_COLLECTIONWITHITEMS']._serialized_end=834
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=836
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=906
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=908
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1020
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=1022
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=1118
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=1120
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=1206
-  _globals['_UPDATECOLLECTIONREQUEST']._serialized_start=1209
-  _globals['_UPDATECOLLECTIONREQUEST']._serialized_end=1352
-  _globals['_UPDATECOLLECTIONRESPONSE']._serialized_start=1354
-  _globals['_UPDATECOLLECTIONRESPONSE']._serialized_end=1392
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1394
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1437
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=1439
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=1477
-  _globals['_ADDCOLLECTIONITEMSREQUEST']._serialized_start=1479
-  _globals['_ADDCOLLECTIONITEMSREQUEST']._serialized_end=1558
-  _globals['_ADDCOLLECTIONITEMSRESPONSE']._serialized_start=1560
-  _globals['_ADDCOLLECTIONITEMSRESPONSE']._serialized_end=1635
-  _globals['_REMOVECOLLECTIONITEMSREQUEST']._serialized_start=1637
-  _globals['_REMOVECOLLECTIONITEMSREQUEST']._serialized_end=1718
-  _globals['_REMOVECOLLECTIONITEMSRESPONSE']._serialized_start=1720
-  _globals['_REMOVECOLLECTIONITEMSRESPONSE']._serialized_end=1800
-  _globals['_COLLECTIONSERVICE']._serialized_start=1803
-  _globals['_COLLECTIONSERVICE']._serialized_end=2761
+  _globals['_COLLECTIONSERVICE'].methods_by_name['RemoveCollectionItems']._serialized_options = b'\232\265\030\024collection_not_found\202\323\344\223\002 *\036/api/v1/collections/{id}/items'
+  _globals['_COLLECTION']._serialized_start=204
+  _globals['_COLLECTION']._serialized_end=433
+  _globals['_COLLECTIONITEM']._serialized_start=436
+  _globals['_COLLECTIONITEM']._serialized_end=569
+  _globals['_COLLECTIONWITHITEMS']._serialized_start=572
+  _globals['_COLLECTIONWITHITEMS']._serialized_end=862
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=864
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=934
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=936
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=1048
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=1050
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=1146
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=1148
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=1234
+  _globals['_UPDATECOLLECTIONREQUEST']._serialized_start=1237
+  _globals['_UPDATECOLLECTIONREQUEST']._serialized_end=1380
+  _globals['_UPDATECOLLECTIONRESPONSE']._serialized_start=1382
+  _globals['_UPDATECOLLECTIONRESPONSE']._serialized_end=1420
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=1422
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=1465
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=1467
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=1505
+  _globals['_ADDCOLLECTIONITEMSREQUEST']._serialized_start=1507
+  _globals['_ADDCOLLECTIONITEMSREQUEST']._serialized_end=1586
+  _globals['_ADDCOLLECTIONITEMSRESPONSE']._serialized_start=1588
+  _globals['_ADDCOLLECTIONITEMSRESPONSE']._serialized_end=1663
+  _globals['_REMOVECOLLECTIONITEMSREQUEST']._serialized_start=1665
+  _globals['_REMOVECOLLECTIONITEMSREQUEST']._serialized_end=1746
+  _globals['_REMOVECOLLECTIONITEMSRESPONSE']._serialized_start=1748
+  _globals['_REMOVECOLLECTIONITEMSRESPONSE']._serialized_end=1828
+  _globals['_COLLECTIONSERVICE']._serialized_start=1831
+  _globals['_COLLECTIONSERVICE']._serialized_end=2933
 # @@protoc_insertion_point(module_scope)

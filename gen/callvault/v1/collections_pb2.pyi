@@ -1,6 +1,7 @@
 import datetime
 
 from callvault.v1 import recordings_pb2 as _recordings_pb2
+from callvault.v1 import options_pb2 as _options_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

@@ -26,7 +26,7 @@ from callvault.v1 import options_pb2 as callvault_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61llvault/v1/meta.proto\x12\x0c\x63\x61llvault.v1\x1a\x1a\x63\x61llvault/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\"\x0f\n\rWhoAmIRequest\"5\n\x0b\x42usinessRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\"\xba\x01\n\x0eWhoAmIResponse\x12\r\n\x05level\x18\x01 \x01(\t\x12+\n\x08\x62usiness\x18\x02 \x01(\x0b\x32\x19.callvault.v1.BusinessRef\x12\x14\n\x07user_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12:\n\nbusinesses\x18\x05 \x03(\x0b\x32\x19.callvault.v1.BusinessRefB\x0b\x92\xb5\x18\x07user_idB\n\n\x08_user_id2o\n\x0bMetaService\x12`\n\x06WhoAmI\x12\x1b.callvault.v1.WhoAmIRequest\x1a\x1c.callvault.v1.WhoAmIResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/meta/whoamiB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61llvault/v1/meta.proto\x12\x0c\x63\x61llvault.v1\x1a\x1a\x63\x61llvault/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\"\x0f\n\rWhoAmIRequest\"5\n\x0b\x42usinessRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\"\xba\x01\n\x0eWhoAmIResponse\x12\r\n\x05level\x18\x01 \x01(\t\x12+\n\x08\x62usiness\x18\x02 \x01(\x0b\x32\x19.callvault.v1.BusinessRef\x12\x14\n\x07user_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12:\n\nbusinesses\x18\x05 \x03(\x0b\x32\x19.callvault.v1.BusinessRefB\x0b\x92\xb5\x18\x07user_idB\n\n\x08_user_id2s\n\x0bMetaService\x12\x64\n\x06WhoAmI\x12\x1b.callvault.v1.WhoAmIRequest\x1a\x1c.callvault.v1.WhoAmIResponse\"\x1f\xa0\xb5\x18\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/meta/whoamiB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,7 +37,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WHOAMIRESPONSE'].fields_by_name['businesses']._loaded_options = None
   _globals['_WHOAMIRESPONSE'].fields_by_name['businesses']._serialized_options = b'\222\265\030\007user_id'
   _globals['_METASERVICE'].methods_by_name['WhoAmI']._loaded_options = None
-  _globals['_METASERVICE'].methods_by_name['WhoAmI']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/meta/whoami'
+  _globals['_METASERVICE'].methods_by_name['WhoAmI']._serialized_options = b'\240\265\030\001\202\323\344\223\002\025\022\023/api/v1/meta/whoami'
   _globals['_WHOAMIREQUEST']._serialized_start=99
   _globals['_WHOAMIREQUEST']._serialized_end=114
   _globals['_BUSINESSREF']._serialized_start=116
@@ -45,5 +45,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WHOAMIRESPONSE']._serialized_start=172
   _globals['_WHOAMIRESPONSE']._serialized_end=358
   _globals['_METASERVICE']._serialized_start=360
-  _globals['_METASERVICE']._serialized_end=471
+  _globals['_METASERVICE']._serialized_end=475
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61llvault/v1/options.proto\x12\x0c\x63\x61llvault.v1\x1a google/protobuf/descriptor.proto:7\n\x0ejson_only_with\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\tB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x61llvault/v1/options.proto\x12\x0c\x63\x61llvault.v1\x1a google/protobuf/descriptor.proto:7\n\x0ejson_only_with\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\t:0\n\x06\x65rrors\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x03(\t:5\n\x0bno_business\x12\x1e.google.protobuf.MethodOptions\x18\xd4\x86\x03 \x01(\x08\x42\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from callvault.v1 import options_pb2 as callvault_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61llvault/v1/providers.proto\x12\x0c\x63\x61llvault.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0fProviderSummary\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x07preview\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf4\x01\n\x08Provider\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x08\x62\x61se_url\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x0flast_sync_error\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\x0b\n\t_base_urlB\x0b\n\t_usernameB\x12\n\x10_last_sync_error\"\x16\n\x14ListProvidersRequest\"E\n\x15ListProvidersResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.callvault.v1.ProviderSummary\"\xa7\x01\n\x15\x43reateProviderRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08validate\x18\x05 \x01(\x08\x42\x0c\n\n_is_active\"$\n\x16\x43reateProviderResponse\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc8\x01\n\x15UpdateProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x11\n\x04kind\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08validate\x18\x06 \x01(\x08\x42\x07\n\x05_nameB\x0c\n\n_is_activeB\x07\n\x05_kind\"$\n\x16UpdateProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"D\n\x15\x44\x65leteProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11\x64\x65lete_recordings\x18\x02 \x01(\x08\"$\n\x16\x44\x65leteProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\'\n\x13TestProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x14TestProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\x05\x65rror\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xe3\x05\n\x0fProviderService\x12s\n\rListProviders\x12\".callvault.v1.ListProvidersRequest\x1a#.callvault.v1.ListProvidersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/providers\x12y\n\x0e\x43reateProvider\x12#.callvault.v1.CreateProviderRequest\x1a$.callvault.v1.CreateProviderResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/providers:\x01*\x12g\n\x0bGetProvider\x12 .callvault.v1.GetProviderRequest\x1a\x16.callvault.v1.Provider\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/providers/{id}\x12~\n\x0eUpdateProvider\x12#.callvault.v1.UpdateProviderRequest\x1a$.callvault.v1.UpdateProviderResponse\"!\x82\xd3\xe4\x93\x02\x1b\x32\x16/api/v1/providers/{id}:\x01*\x12{\n\x0e\x44\x65leteProvider\x12#.callvault.v1.DeleteProviderRequest\x1a$.callvault.v1.DeleteProviderResponse\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/providers/{id}\x12z\n\x0cTestProvider\x12!.callvault.v1.TestProviderRequest\x1a\".callvault.v1.TestProviderResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x1b/api/v1/providers/{id}/testB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63\x61llvault/v1/providers.proto\x12\x0c\x63\x61llvault.v1\x1a\x1a\x63\x61llvault/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0fProviderSummary\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x07preview\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf4\x01\n\x08Provider\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x15\n\x08\x62\x61se_url\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08username\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\'\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x0flast_sync_error\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\x0b\n\t_base_urlB\x0b\n\t_usernameB\x12\n\x10_last_sync_error\"\x16\n\x14ListProvidersRequest\"E\n\x15ListProvidersResponse\x12,\n\x05items\x18\x01 \x03(\x0b\x32\x1d.callvault.v1.ProviderSummary\"\xa7\x01\n\x15\x43reateProviderRequest\x12\x12\n\x04kind\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08validate\x18\x05 \x01(\x08\x42\x0c\n\n_is_active\"$\n\x16\x43reateProviderResponse\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12GetProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc8\x01\n\x15UpdateProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x04name\x18\x02 \x01(\tH\x00\x88\x01\x01\x12-\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x04\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x11\n\x04kind\x18\x05 \x01(\tH\x02\x88\x01\x01\x12\x10\n\x08validate\x18\x06 \x01(\x08\x42\x07\n\x05_nameB\x0c\n\n_is_activeB\x07\n\x05_kind\"$\n\x16UpdateProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"D\n\x15\x44\x65leteProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x11\x64\x65lete_recordings\x18\x02 \x01(\x08\"$\n\x16\x44\x65leteProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\'\n\x13TestProviderRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x14TestProviderResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x12\n\x05\x65rror\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_error2\xaf\x08\n\x0fProviderService\x12s\n\rListProviders\x12\".callvault.v1.ListProvidersRequest\x1a#.callvault.v1.ListProvidersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/providers\x12\xb0\x01\n\x0e\x43reateProvider\x12#.callvault.v1.CreateProviderRequest\x1a$.callvault.v1.CreateProviderResponse\"S\x9a\xb5\x18\x1bprovider_kind_not_supported\x9a\xb5\x18\x14provider_test_failed\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/providers:\x01*\x12\xb2\x01\n\x0bGetProvider\x12 .callvault.v1.GetProviderRequest\x1a\x16.callvault.v1.Provider\"i\x9a\xb5\x18\x12provider_not_found\x9a\xb5\x18\x1bprovider_kind_not_supported\x9a\xb5\x18\x12secret_unavailable\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/providers/{id}\x12\xe2\x01\n\x0eUpdateProvider\x12#.callvault.v1.UpdateProviderRequest\x1a$.callvault.v1.UpdateProviderResponse\"\x84\x01\x9a\xb5\x18\x12provider_not_found\x9a\xb5\x18\x1bprovider_kind_not_supported\x9a\xb5\x18\x12secret_unavailable\x9a\xb5\x18\x14provider_test_failed\x82\xd3\xe4\x93\x02\x1b\x32\x16/api/v1/providers/{id}:\x01*\x12\x91\x01\n\x0e\x44\x65leteProvider\x12#.callvault.v1.DeleteProviderRequest\x1a$.callvault.v1.DeleteProviderResponse\"4\x9a\xb5\x18\x12provider_not_found\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/providers/{id}\x12\xc5\x01\n\x0cTestProvider\x12!.callvault.v1.TestProviderRequest\x1a\".callvault.v1.TestProviderResponse\"n\x9a\xb5\x18\x12provider_not_found\x9a\xb5\x18\x1bprovider_kind_not_supported\x9a\xb5\x18\x12secret_unavailable\x82\xd3\xe4\x93\x02\x1d\"\x1b/api/v1/providers/{id}/testB\x1aZ\x18\x63\x61llvault/v1;callvaultv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,41 +66,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERSERVICE'].methods_by_name['ListProviders']._loaded_options = None
   _globals['_PROVIDERSERVICE'].methods_by_name['ListProviders']._serialized_options = b'\202\323\344\223\002\023\022\021/api/v1/providers'
   _globals['_PROVIDERSERVICE'].methods_by_name['CreateProvider']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['CreateProvider']._serialized_options = b'\202\323\344\223\002\026\"\021/api/v1/providers:\001*'
+  _globals['_PROVIDERSERVICE'].methods_by_name['CreateProvider']._serialized_options = b'\232\265\030\033provider_kind_not_supported\232\265\030\024provider_test_failed\202\323\344\223\002\026\"\021/api/v1/providers:\001*'
   _globals['_PROVIDERSERVICE'].methods_by_name['GetProvider']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['GetProvider']._serialized_options = b'\202\323\344\223\002\030\022\026/api/v1/providers/{id}'
+  _globals['_PROVIDERSERVICE'].methods_by_name['GetProvider']._serialized_options = b'\232\265\030\022provider_not_found\232\265\030\033provider_kind_not_supported\232\265\030\022secret_unavailable\202\323\344\223\002\030\022\026/api/v1/providers/{id}'
   _globals['_PROVIDERSERVICE'].methods_by_name['UpdateProvider']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['UpdateProvider']._serialized_options = b'\202\323\344\223\002\0332\026/api/v1/providers/{id}:\001*'
+  _globals['_PROVIDERSERVICE'].methods_by_name['UpdateProvider']._serialized_options = b'\232\265\030\022provider_not_found\232\265\030\033provider_kind_not_supported\232\265\030\022secret_unavailable\232\265\030\024provider_test_failed\202\323\344\223\002\0332\026/api/v1/providers/{id}:\001*'
   _globals['_PROVIDERSERVICE'].methods_by_name['DeleteProvider']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['DeleteProvider']._serialized_options = b'\202\323\344\223\002\030*\026/api/v1/providers/{id}'
+  _globals['_PROVIDERSERVICE'].methods_by_name['DeleteProvider']._serialized_options = b'\232\265\030\022provider_not_found\202\323\344\223\002\030*\026/api/v1/providers/{id}'
   _globals['_PROVIDERSERVICE'].methods_by_name['TestProvider']._loaded_options = None
-  _globals['_PROVIDERSERVICE'].methods_by_name['TestProvider']._serialized_options = b'\202\323\344\223\002\035\"\033/api/v1/providers/{id}/test'
-  _globals['_PROVIDERSUMMARY']._serialized_start=173
-  _globals['_PROVIDERSUMMARY']._serialized_end=332
-  _globals['_PROVIDER']._serialized_start=335
-  _globals['_PROVIDER']._serialized_end=579
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=581
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=603
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=605
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=674
-  _globals['_CREATEPROVIDERREQUEST']._serialized_start=677
-  _globals['_CREATEPROVIDERREQUEST']._serialized_end=844
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=846
-  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=882
-  _globals['_GETPROVIDERREQUEST']._serialized_start=884
-  _globals['_GETPROVIDERREQUEST']._serialized_end=922
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=925
-  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=1125
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=1127
-  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=1163
-  _globals['_DELETEPROVIDERREQUEST']._serialized_start=1165
-  _globals['_DELETEPROVIDERREQUEST']._serialized_end=1233
-  _globals['_DELETEPROVIDERRESPONSE']._serialized_start=1235
-  _globals['_DELETEPROVIDERRESPONSE']._serialized_end=1271
-  _globals['_TESTPROVIDERREQUEST']._serialized_start=1273
-  _globals['_TESTPROVIDERREQUEST']._serialized_end=1312
-  _globals['_TESTPROVIDERRESPONSE']._serialized_start=1314
-  _globals['_TESTPROVIDERRESPONSE']._serialized_end=1378
-  _globals['_PROVIDERSERVICE']._serialized_start=1381
-  _globals['_PROVIDERSERVICE']._serialized_end=2120
+  _globals['_PROVIDERSERVICE'].methods_by_name['TestProvider']._serialized_options = b'\232\265\030\022provider_not_found\232\265\030\033provider_kind_not_supported\232\265\030\022secret_unavailable\202\323\344\223\002\035\"\033/api/v1/providers/{id}/test'
+  _globals['_PROVIDERSUMMARY']._serialized_start=201
+  _globals['_PROVIDERSUMMARY']._serialized_end=360
+  _globals['_PROVIDER']._serialized_start=363
+  _globals['_PROVIDER']._serialized_end=607
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=609
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=631
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=633
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=702
+  _globals['_CREATEPROVIDERREQUEST']._serialized_start=705
+  _globals['_CREATEPROVIDERREQUEST']._serialized_end=872
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_start=874
+  _globals['_CREATEPROVIDERRESPONSE']._serialized_end=910
+  _globals['_GETPROVIDERREQUEST']._serialized_start=912
+  _globals['_GETPROVIDERREQUEST']._serialized_end=950
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_start=953
+  _globals['_UPDATEPROVIDERREQUEST']._serialized_end=1153
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_start=1155
+  _globals['_UPDATEPROVIDERRESPONSE']._serialized_end=1191
+  _globals['_DELETEPROVIDERREQUEST']._serialized_start=1193
+  _globals['_DELETEPROVIDERREQUEST']._serialized_end=1261
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_start=1263
+  _globals['_DELETEPROVIDERRESPONSE']._serialized_end=1299
+  _globals['_TESTPROVIDERREQUEST']._serialized_start=1301
+  _globals['_TESTPROVIDERREQUEST']._serialized_end=1340
+  _globals['_TESTPROVIDERRESPONSE']._serialized_start=1342
+  _globals['_TESTPROVIDERRESPONSE']._serialized_end=1406
+  _globals['_PROVIDERSERVICE']._serialized_start=1409
+  _globals['_PROVIDERSERVICE']._serialized_end=2480
 # @@protoc_insertion_point(module_scope)
