@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
-from service.connectors.base import CallRecord, UnexpectedAnswer
+from service.connectors.base import CallRecord, UnexpectedAnswer, UnreadableAnswer
 
 
 def required_text(config: Mapping[str, Any], key: str) -> str:
@@ -92,3 +92,15 @@ def finite_float(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+def duration_field(row: Mapping[str, Any], key: str) -> float:
+    """A row's duration in seconds: absent or empty is 0; anything that is not a finite
+    number makes the answer unreadable, naming the field."""
+    try:
+        duration = float(row.get(key) or 0)
+    except (TypeError, ValueError):
+        raise UnreadableAnswer(key) from None
+    if not math.isfinite(duration):
+        raise UnreadableAnswer(key)
+    return duration

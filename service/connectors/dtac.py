@@ -46,7 +46,6 @@ audio URL (every OrkTrack row is a recording).
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -65,6 +64,7 @@ from service.connectors.base import (
 )
 from service.connectors.common import (
     ceil_second,
+    duration_field,
     first_sighting,
     floor_second,
     halves,
@@ -174,12 +174,7 @@ class DtacConnector:
             started = datetime.strptime(str(row["timestamp"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         except (KeyError, ValueError):
             raise UnreadableAnswer("timestamp") from None
-        try:
-            duration = float(row.get("duration") or 0)
-        except (TypeError, ValueError):
-            raise UnreadableAnswer("duration") from None
-        if not math.isfinite(duration):
-            raise UnreadableAnswer("duration")
+        duration = duration_field(row, "duration")
         local, remote = str(row.get("localParty") or ""), str(row.get("remoteParty") or "")
         direction = {"IN": Direction.INBOUND, "OUT": Direction.OUTBOUND}.get(
             str(row.get("direction")).upper()

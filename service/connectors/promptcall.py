@@ -39,7 +39,6 @@ before is read as ``uniqueid=`` alone), None when the row names no recording fil
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -63,6 +62,7 @@ from service.connectors.base import (
 )
 from service.connectors.common import (
     ceil_second,
+    duration_field,
     first_sighting,
     floor_second,
     halves,
@@ -191,12 +191,7 @@ class PromptCallConnector:
             started = datetime.strptime(calldate, _TIME).replace(tzinfo=self._zone).astimezone(UTC)
         except ValueError:
             raise UnreadableAnswer("calldate") from None
-        try:
-            duration = float(row.get("duration") or 0)
-        except (TypeError, ValueError):
-            raise UnreadableAnswer("duration") from None
-        if not math.isfinite(duration):
-            raise UnreadableAnswer("duration")
+        duration = duration_field(row, "duration")
         src, dst = str(row.get("src") or ""), str(row.get("dst") or "")
         filename = _first(row, _FILE_FIELDS)
         # A row without any file column may still have audio; one with an empty file has none.
