@@ -143,11 +143,14 @@ class ProcessRegistry:
             await session.exec(delete(ServerProcess).where(col(ServerProcess.id) == self.id))
             await session.commit()
 
+    def _beating(self, now: datetime | None = None) -> ColumnElement[bool]:
+        """SQL: the row was beaten within dead_after: the one definition of "live"."""
+        return col(ServerProcess.heartbeat_at) >= (now or utcnow()) - self.dead_after
+
     def live_ids(self, now: datetime | None = None) -> SelectOfScalar[str]:
         """A subquery of the ids of live processes, for conditions such as
         ``lease_owner.not_in(registry.live_ids())``."""
-        cutoff = (now or utcnow()) - self.dead_after
-        return select(ServerProcess.id).where(col(ServerProcess.heartbeat_at) >= cutoff)
+        return select(ServerProcess.id).where(self._beating(now))
 
     def gone(self, process: Mapped[str | None], now: datetime | None = None) -> ColumnElement[bool]:
         """SQL: `process` names no live process (none at all, or one gone silent). The one
@@ -155,13 +158,10 @@ class ProcessRegistry:
         return or_(process.is_(None), process.not_in(self.live_ids(now)))
 
     async def live(self) -> list[LiveProcess]:
-        cutoff = utcnow() - self.dead_after
         async with self._db.session() as session:
             rows = (
                 await session.exec(
-                    select(ServerProcess)
-                    .where(col(ServerProcess.heartbeat_at) >= cutoff)
-                    .order_by(col(ServerProcess.started_at))
+                    select(ServerProcess).where(self._beating()).order_by(col(ServerProcess.started_at))
                 )
             ).all()
         return [

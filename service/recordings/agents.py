@@ -17,14 +17,14 @@ from sqlmodel import col, select
 
 from service.errors import InvalidArgument
 from service.storage.db import Database
-from service.storage.models import Recording, as_utc
+from service.storage.models import ApiKeyAgent, Recording, as_utc
+from service.validation import check_text
 
 MAX_AGENT_KEYS = 500
-MAX_AGENT_KEY = 200  # the column's length
 
 
 def check_agent_keys(values: Iterable[str], field: str = "agentKey") -> tuple[str, ...]:
-    """1-500 agent keys, each non-empty, at most 200 characters and without NUL; the
+    """1-500 agent keys, each non-empty and plain text that fits the binding's column; the
     order kept and repeats dropped. An error names `field`."""
     given = list(values)
     if not given:
@@ -35,10 +35,7 @@ def check_agent_keys(values: Iterable[str], field: str = "agentKey") -> tuple[st
     for key in keys:
         if not key.strip():
             raise InvalidArgument(field, "must not be empty")
-        if len(key) > MAX_AGENT_KEY:
-            raise InvalidArgument(field, f"must be at most {MAX_AGENT_KEY} characters")
-        if "\x00" in key:
-            raise InvalidArgument(field, "must not contain NUL")
+        check_text(key, field, ApiKeyAgent.agent_key)
     return keys
 
 
