@@ -215,6 +215,9 @@ class Settings:
     # listener) and how long a URL is good for.
     public_base_url: str = ""
     upload_url_ttl_seconds: int = 900
+    # Listen links (CreateAudioLink): how long one lives unless asked, and at most.
+    audio_link_ttl_seconds: int = 600
+    audio_link_max_seconds: int = 3600
 
     def __repr__(self) -> str:
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -279,6 +282,8 @@ class Settings:
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
             public_base_url=check_public_base_url(env.get("CALLVAULT_PUBLIC_BASE_URL", "")),
             upload_url_ttl_seconds=check_upload_url_ttl(_int(env, "CALLVAULT_UPLOAD_URL_TTL_SECONDS", 900)),
+            audio_link_ttl_seconds=_int(env, "CALLVAULT_AUDIO_LINK_TTL_SECONDS", 600),
+            audio_link_max_seconds=_int(env, "CALLVAULT_AUDIO_LINK_MAX_SECONDS", 3600),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),
                 key_file=_path(env, "CALLVAULT_TLS_KEY"),
