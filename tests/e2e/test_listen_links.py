@@ -296,18 +296,17 @@ def test_each_use_is_recorded_under_the_minting_key(
 ) -> None:
     tenant = server.new_tenant()
     recording = stored(server, tenant, "listen-logged", b"RIFF" * 16)
-    with server.http(tenant.business_key) as client:
-        with caplog.at_level("INFO", logger="callvault.recordings"):
-            answer = link(client, recording)
-            play(answer["url"], Range="bytes=0-3")
-            play(answer["url"])
+    with server.http(tenant.business_key) as client, caplog.at_level("INFO", logger="callvault.recordings"):
+        answer = link(client, recording)
+        play(answer["url"], Range="bytes=0-3")
+        play(answer["url"])
     events = [r for r in caplog.records if r.getMessage().startswith("listen link ")]
     assert [r.getMessage() for r in events] == ["listen link minted", "listen link used", "listen link used"]
-    keys = {getattr(r, "key_id") for r in events}
+    keys = {r.__dict__["key_id"] for r in events}
     assert len(keys) == 1 and None not in keys
-    assert [getattr(r, "byte_range") for r in events] == [None, "bytes=0-3", None]
-    assert {getattr(r, "recording_id") for r in events} == {recording}
-    assert {getattr(r, "business_id") for r in events} == {tenant.business_id}
+    assert [r.__dict__["byte_range"] for r in events] == [None, "bytes=0-3", None]
+    assert {r.__dict__["recording_id"] for r in events} == {recording}
+    assert {r.__dict__["business_id"] for r in events} == {tenant.business_id}
     assert all(
         answer["token"] not in r.getMessage() and answer["token"] not in str(r.__dict__)
         for r in caplog.records
