@@ -213,6 +213,7 @@ class Authenticator:
         return await self._principal(f"id:{key_id}", col(ApiKey.id) == key_id)
 
     async def _principal(self, key_hash: str, match: ColumnElement[bool]) -> Principal:
+        """The key ``match`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its id)."""
         cache = self.cache
         if not cache.due():
             cached = cache.get(key_hash)

@@ -315,13 +315,15 @@ def test_each_use_is_recorded_under_the_minting_key(
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def short_links(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
-    """A server whose links live 2 s by default and at most 5 s, on a configured public URL."""
+    """A server whose links live 2 s by default and at most 5 s, on a configured public URL,
+    and whose keys may make 8 requests a minute."""
     url = request.getfixturevalue("database_url_factory")(request.param)
     settings = replace(
         server_settings(tmp_path, url),
         audio_link_ttl_seconds=2,
         audio_link_max_seconds=5,
         public_base_url="https://calls.example.test/base",
+        rate_limit_per_minute=8,
     )
     running = RunningServer(settings).start()
     yield running
@@ -343,6 +345,19 @@ def test_settings_give_the_default_and_the_most(short_links: RunningServer) -> N
         assert too_long.json()["message"] == "expiresInSeconds: must be between 1 and 5 seconds"
     local = short_links.http_base + answer["url"].removeprefix("https://calls.example.test/base")
     assert play(local).content == b"RIFF" * 4
+
+
+def test_each_use_of_a_link_counts_against_its_minting_keys_rate_limit(short_links: RunningServer) -> None:
+    tenant = short_links.new_tenant()
+    recording = stored(short_links, tenant, "listen-limited", b"RIFF" * 4)  # 2 requests
+    with short_links.http(tenant.business_key) as client:
+        url = link(client, recording)["url"]  # 3
+        local = short_links.http_base + url.removeprefix("https://calls.example.test/base")
+        answers = [play(local) for _ in range(7)]
+        codes = [a.status_code for a in answers]
+        assert 200 in codes and codes[-1] == 429, codes  # 5 more, then the key's budget is spent
+        assert answers[-1].json()["error"] == "rate_limited" and "Retry-After" in answers[-1].headers
+        assert client.get(f"/api/v1/recordings/{recording}").status_code == 429  # the key itself too
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -378,3 +393,25 @@ def test_links_survive_a_rotation_until_the_old_key_is_retired(
             assert play(after["url"]).content == b"RIFF" * 32
     finally:
         running.stop()
+
+
+def test_the_document_describes_minting_and_playing(server: RunningServer) -> None:
+    with server.http() as client:
+        document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    mint_op = document["paths"]["/api/v1/recordings/{id}/audio-link"]["post"]
+    assert mint_op["operationId"] == "CreateAudioLink"
+    body = schemas[mint_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert set(body["properties"]) == {"id", "expiresInSeconds"}
+    answer = mint_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(schemas[answer]["properties"]) == {"url", "expiresAt", "token"}
+    assert {"400", "401", "403", "404", "409"} <= set(mint_op["responses"])
+    assert "security" not in mint_op  # the document's default: a key
+
+    play_op = document["paths"]["/api/v1/recordings/{id}/audio"]["get"]
+    assert {"bearer": []} in play_op["security"] and {} in play_op["security"]  # the link needs no key
+    query = {p["name"] for p in play_op["parameters"] if p["in"] == "query"}
+    assert "linkToken" in query
+    assert {"200", "206", "416"} <= set(play_op["responses"])
+    for code in ("link_invalid", "link_expired"):
+        assert f"`{code}`" in play_op["responses"]["403"]["description"]
