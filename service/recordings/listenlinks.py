@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from service.config import check_link_seconds
 from service.errors import InvalidArgument, LinkExpired, LinkInvalid
 from service.recordings.signedtokens import BadToken, SigningKeys, TokenSigner
 from service.recordings.uploadlinks import audio_path
@@ -28,7 +29,6 @@ log = logging.getLogger("callvault.recordings")
 PURPOSE = b"callvault listen-link v1"
 TOKEN_FIELD = "linkToken"  # noqa: S105  (the query parameter: DownloadRecordingRequest.link_token)
 EXPIRES_FIELD = "expiresInSeconds"
-LONGEST_SECONDS = 3600  # the most a link may live, whatever the settings say
 _ID = re.compile(r"[A-Za-z0-9-]{1,36}")  # the ids callvault makes (UUIDs)
 
 
@@ -80,19 +80,6 @@ def on_link_event(event: LinkEvent) -> None:
             "byte_range": event.byte_range,
         },
     )
-
-
-def check_link_seconds(default_seconds: int, max_seconds: int) -> tuple[int, int]:
-    """CALLVAULT_AUDIO_LINK_TTL_SECONDS within 1..CALLVAULT_AUDIO_LINK_MAX_SECONDS within 1..3600."""
-    if not 1 <= max_seconds <= LONGEST_SECONDS:
-        raise ValueError(
-            f"CALLVAULT_AUDIO_LINK_MAX_SECONDS must be between 1 and {LONGEST_SECONDS}, got {max_seconds}"
-        )
-    if not 1 <= default_seconds <= max_seconds:
-        raise ValueError(
-            f"CALLVAULT_AUDIO_LINK_TTL_SECONDS must be between 1 and {max_seconds}, got {default_seconds}"
-        )
-    return default_seconds, max_seconds
 
 
 class ListenLinks:

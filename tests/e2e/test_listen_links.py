@@ -115,6 +115,19 @@ def test_a_link_plays_and_seeks_without_a_key(server: RunningServer) -> None:
     assert beyond.headers["content-range"] == f"bytes */{len(audio)}"
     assert keyed.status_code == 206 and keyed.content == audio[10:20]
 
+    with httpx.Client(base_url=server.http_base) as anonymous:  # the token admits the audio only
+        query = {"linkToken": answer["token"]}
+        for method, path in (
+            ("GET", f"/api/v1/recordings/{recording}"),
+            ("DELETE", f"/api/v1/recordings/{recording}"),
+            ("POST", f"/api/v1/recordings/{recording}/audio-link"),
+        ):
+            other = anonymous.request(method, path, params=query)
+            assert other.status_code in (400, 401), (method, path, other.text)
+        upload = anonymous.put(f"/api/v1/recordings/{recording}/audio", params=query, content=b"RIFF")
+        assert upload.status_code in (400, 401), upload.text
+    assert play(answer["url"]).content == audio  # nothing changed
+
 
 def test_a_link_works_over_grpc_with_no_key(server: RunningServer) -> None:
     tenant = server.new_tenant()

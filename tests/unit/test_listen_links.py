@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from service.config import Settings
+from service.config import Settings, check_link_seconds
 from service.errors import InvalidArgument, LinkExpired, LinkInvalid
-from service.recordings.listenlinks import ListenLinks, check_link_seconds
+from service.recordings.listenlinks import ListenLinks
 from service.recordings.signedtokens import TokenSigner
 from service.sealing import Keyring, generate_key
 
@@ -53,7 +53,15 @@ def test_settings_bound_the_default_and_the_most() -> None:
     custom = Settings.from_env(
         {"CALLVAULT_AUDIO_LINK_TTL_SECONDS": "60", "CALLVAULT_AUDIO_LINK_MAX_SECONDS": "120"}
     )
-    assert check_link_seconds(custom.audio_link_ttl_seconds, custom.audio_link_max_seconds) == (60, 120)
+    assert (custom.audio_link_ttl_seconds, custom.audio_link_max_seconds) == (60, 120)
+    with pytest.raises(
+        ValueError, match="CALLVAULT_AUDIO_LINK_TTL_SECONDS must be between 1 and 120, got 121"
+    ):
+        Settings.from_env(
+            {"CALLVAULT_AUDIO_LINK_TTL_SECONDS": "121", "CALLVAULT_AUDIO_LINK_MAX_SECONDS": "120"}
+        )
+    with pytest.raises(ValueError, match="CALLVAULT_AUDIO_LINK_MAX_SECONDS"):
+        Settings.from_env({"CALLVAULT_AUDIO_LINK_MAX_SECONDS": "7200"})
     with pytest.raises(ValueError, match="CALLVAULT_AUDIO_LINK_MAX_SECONDS"):
         check_link_seconds(600, 3601)  # never more than an hour
     with pytest.raises(ValueError, match="CALLVAULT_AUDIO_LINK_TTL_SECONDS"):
