@@ -331,6 +331,14 @@ RULES = [
         ),
     ),
     Rule(
+        "CreateAudioLink",
+        (VIEW,),
+        lambda c, w: c.post(f"/api/v1/recordings/{w.recording_id}/audio-link"),
+        lambda ch, md, w: _recordings(ch).CreateAudioLink(
+            rpb.CreateAudioLinkRequest(id=w.recording_id), metadata=md
+        ),
+    ),
+    Rule(
         "CreateRecording",
         (MANAGE,),
         lambda c, w: c.post("/api/v1/recordings", json=NEW_RECORDING),

@@ -148,14 +148,34 @@ class GetRecordingRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class DownloadRecordingRequest(_message.Message):
-    __slots__ = ("id", "offset", "length")
+    __slots__ = ("id", "offset", "length", "link_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LINK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     offset: int
     length: int
-    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    link_token: str
+    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., link_token: _Optional[str] = ...) -> None: ...
+
+class CreateAudioLinkRequest(_message.Message):
+    __slots__ = ("id", "expires_in_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    expires_in_seconds: int
+    def __init__(self, id: _Optional[str] = ..., expires_in_seconds: _Optional[int] = ...) -> None: ...
+
+class AudioLink(_message.Message):
+    __slots__ = ("url", "expires_at", "token")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_at: _timestamp_pb2.Timestamp
+    token: str
+    def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
 
 class CreateRecordingRequest(_message.Message):
     __slots__ = ("data_id", "call_at", "direction", "customer_phone", "callcenter_number", "callcenter_name", "tag", "score", "note", "content_type", "duration_seconds", "audio_presigned_upload_url")

@@ -59,6 +59,11 @@ class RecordingServiceStub:
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.DownloadRecordingRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateAudioLink = channel.unary_unary(
+                '/callvault.v1.RecordingService/CreateAudioLink',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.AudioLink.FromString,
+                _registered_method=True)
         self.CreateRecording = channel.unary_unary(
                 '/callvault.v1.RecordingService/CreateRecording',
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.CreateRecordingRequest.SerializeToString,
@@ -122,6 +127,15 @@ class RecordingServiceServicer:
     def DownloadRecording(self, request, context):
         """The audio in chunks. Over REST it honours Range (206) and answers Content-Length
         and ETag (the sha256); over gRPC, offset/length select a range.
+        With link_token (from a listen link, CreateAudioLink) it needs no API key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAudioLink(self, request, context):
+        """A listen link: a URL that plays this recording's audio (with Range) without an API
+        key until it expires, minutes from now. Needs the scopes a download needs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +203,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.DownloadRecording,
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.DownloadRecordingRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateAudioLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAudioLink,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.AudioLink.SerializeToString,
             ),
             'CreateRecording': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRecording,
@@ -333,6 +352,33 @@ class RecordingService:
             '/callvault.v1.RecordingService/DownloadRecording',
             callvault_dot_v1_dot_recordings__pb2.DownloadRecordingRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAudioLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/CreateAudioLink',
+            callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.AudioLink.FromString,
             options,
             channel_credentials,
             insecure,
