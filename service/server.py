@@ -49,6 +49,7 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
+from service.recordings.holds import LegalHolds
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.recordings.uploadlinks import UploadLinks
@@ -128,6 +129,7 @@ class Service:
                     self.puller,
                     settings.timezone,
                     self.upload_links,
+                    LegalHolds(self.db),
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),

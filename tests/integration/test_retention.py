@@ -36,7 +36,7 @@ def test_retention_purges_only_old_recordings_of_that_business(server: RunningSe
 
     blobs = server.call(seed())
     server.call(set_retention(server.service.db, pruned.business_id, 30))
-    assert server.call(purge_expired(server.service.db, store)) == 1
+    assert server.call(purge_expired(server.service.db, store)).purged == 1
     with server.http(pruned.business_key) as client:
         assert [i["dataId"] for i in client.get("/api/v1/recordings").json()["items"]] == ["d1"]
     with server.http(keeper.business_key) as client:
@@ -45,7 +45,7 @@ def test_retention_purges_only_old_recordings_of_that_business(server: RunningSe
     assert server.call(server.service.blobs.stat(blobs[f"{pruned.business_id}:40"])) is None
     assert server.call(server.service.blobs.stat(blobs[f"{keeper.business_id}:40"])) is not None
     server.call(set_retention(server.service.db, pruned.business_id, None))
-    assert server.call(purge_expired(server.service.db, store)) == 0
+    assert server.call(purge_expired(server.service.db, store)).purged == 0
 
 
 def test_retention_rejects_bad_values(server: RunningServer) -> None:
