@@ -105,6 +105,7 @@ class Service:
             ttl_seconds=check_upload_url_ttl(settings.upload_url_ttl_seconds),
             base_url=check_public_base_url(settings.public_base_url),
         )
+        self.holds = LegalHolds(self.db)
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -129,7 +130,7 @@ class Service:
                     self.puller,
                     settings.timezone,
                     self.upload_links,
-                    LegalHolds(self.db),
+                    self.holds,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),

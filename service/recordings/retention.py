@@ -83,10 +83,12 @@ def _rules(now: datetime, default_days: int | None, overrides: dict[str, int]) -
         for provider_id, days in sorted(overrides.items())
     ]
     if default_days is not None:
-        rest: Any = col(Recording.provider_id).is_(None)
-        if overrides:
-            rest = or_(rest, col(Recording.provider_id).not_in(sorted(overrides)))
-        rules.append(_Rule(now - timedelta(days=default_days), (rest,)))
+        rest = (
+            (or_(col(Recording.provider_id).is_(None), col(Recording.provider_id).not_in(sorted(overrides))),)
+            if overrides
+            else ()
+        )
+        rules.append(_Rule(now - timedelta(days=default_days), rest))
     return rules
 
 
