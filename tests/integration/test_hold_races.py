@@ -90,35 +90,38 @@ def test_a_hold_waits_for_a_provider_deletion_in_progress_and_loses(server: Runn
 
 def test_hold_and_provider_deletion_race_all_or_nothing(server: RunningServer) -> None:
     for attempt in range(6):
-        tenant = server.new_tenant(f"Race{attempt}")
-        provider_id, recordings = _provider(server, tenant, 8)
-        targets = recordings[::3]
+        _provider_race(server, server.new_tenant(f"Race{attempt}"), deletion_first=attempt % 2 == 1)
 
-        async def delete_provider() -> None:
-            ids = await server.service.providers.delete(tenant.business_id, provider_id, with_recordings=True)
-            await server.service.recordings.delete_many(tenant.business_id, ids)
 
-        async def race() -> tuple[str, list[str]]:
-            place = [server.service.holds.place(tenant.business_id, r, "race") for r in targets]
-            delete = _outcome(delete_provider())
-            if attempt % 2:
-                results = await asyncio.gather(delete, *map(_outcome, place))
-            else:
-                results = await asyncio.gather(*map(_outcome, place), delete)
-                results = [results[-1], *results[:-1]]
-            return results[0], list(results[1:])
+def _provider_race(server: RunningServer, tenant: Tenant, *, deletion_first: bool) -> None:
+    provider_id, recordings = _provider(server, tenant, 8)
+    targets = recordings[::3]
 
-        deleted, placed = server.call(race())
-        rows = [server.call(_exists(server, r)) for r in recordings]
-        if deleted == "ok":
-            assert placed == ["not_found"] * len(targets)
-            assert rows == [None] * len(recordings)
+    async def delete_provider() -> None:
+        ids = await server.service.providers.delete(tenant.business_id, provider_id, with_recordings=True)
+        await server.service.recordings.delete_many(tenant.business_id, ids)
+
+    async def race() -> tuple[str, list[str]]:
+        place = [_outcome(server.service.holds.place(tenant.business_id, r, "race")) for r in targets]
+        delete = _outcome(delete_provider())
+        if deletion_first:
+            results = await asyncio.gather(delete, *place)
         else:
-            assert deleted == "on_hold"
-            assert all(row is not None and row.provider_id == provider_id for row in rows)
-            held = [r for r, outcome in zip(targets, placed, strict=True) if outcome == "ok"]
-            assert held and all(o in ("ok", "not_found") for o in placed)
-            assert {row.id for row in rows if row is not None and row.held_at is not None} == set(held)
+            results = await asyncio.gather(*place, delete)
+            results = [results[-1], *results[:-1]]
+        return results[0], list(results[1:])
+
+    deleted, placed = server.call(race())
+    rows = [server.call(_exists(server, r)) for r in recordings]
+    if deleted == "ok":
+        assert placed == ["not_found"] * len(targets)
+        assert rows == [None] * len(recordings)
+    else:
+        assert deleted == "on_hold"
+        assert all(row is not None and row.provider_id == provider_id for row in rows)
+        held = [r for r, outcome in zip(targets, placed, strict=True) if outcome == "ok"]
+        assert held and all(o in ("ok", "not_found") for o in placed)
+        assert {row.id for row in rows if row is not None and row.held_at is not None} == set(held)
 
 
 def test_holds_placed_during_a_retention_purge_are_kept_and_counted(server: RunningServer) -> None:
@@ -154,17 +157,14 @@ def test_holds_placed_during_a_retention_purge_are_kept_and_counted(server: Runn
 
 
 def _purge_during_holds(server: RunningServer, tenant: Tenant, ids: list[str], targets: list[str]) -> None:
-
     async def race() -> tuple[int, int, list[str]]:
         async def place_slowly(recording_id: str, delay: float) -> str:
             await asyncio.sleep(delay)
             return await _outcome(server.service.holds.place(tenant.business_id, recording_id, "race"))
 
-        purge = purge_expired(server.service.db, server.service.recordings)
-        run, *placed = await asyncio.gather(
-            purge, *(place_slowly(r, n * 0.01) for n, r in enumerate(reversed(targets)))
-        )
-        assert not isinstance(run, str)
+        purge = asyncio.create_task(purge_expired(server.service.db, server.service.recordings))
+        placed = await asyncio.gather(*(place_slowly(r, n * 0.01) for n, r in enumerate(reversed(targets))))
+        run = await purge
         return run.purged, run.held, list(reversed(placed))
 
     purged, held_count, placed = server.call(race())
