@@ -235,3 +235,15 @@ def test_a_provider_deleted_without_its_recordings_keeps_the_held_one_held(serve
         # A detached recording can be held as well.
         assert hold(client, other).status_code == 200
         assert client.delete(f"/api/v1/recordings/{other}").status_code == 409
+
+
+def test_openapi_describes_the_hold_and_its_refusals(server: RunningServer) -> None:
+    with server.http() as client:
+        document = client.get("/openapi.json").json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    hold_path = paths["/api/v1/recordings/{id}/hold"]
+    assert set(hold_path) >= {"post", "delete"}
+    assert "reason" in schemas["callvault.v1.PlaceRecordingHoldRequest"]["required"]
+    assert "legalHold" in schemas["callvault.v1.Recording"]["properties"]
+    for path in ("/api/v1/recordings/{id}", "/api/v1/providers/{id}"):
+        assert "`recording_on_hold`" in paths[path]["delete"]["responses"]["409"]["description"]
