@@ -11,7 +11,7 @@ import pytest
 from service.ids import uuid7
 from service.recordings.retention import purge_expired, set_provider_retention, set_retention
 from service.recordings.store import NewUpload
-from service.storage.models import Recording
+from service.storage.models import ProviderSettings, Recording
 from tests.e2e.test_providers_rest import SEED_CREATE, create
 from tests.support.server import RunningServer
 
@@ -141,3 +141,18 @@ def test_provider_retention_rejects_bad_values(server: RunningServer) -> None:
         server.call(set_provider_retention(server.service.db, provider_id, 0))
     with pytest.raises(ValueError, match="no provider"):
         server.call(set_provider_retention(server.service.db, "nope", 7))
+
+
+def test_a_deleted_providers_period_goes_with_it(server: RunningServer) -> None:
+    tenant = server.new_tenant()
+    db = server.service.db
+    with server.http(tenant.business_key) as client:
+        provider_id = create(client)
+        server.call(set_provider_retention(db, provider_id, 5))
+        assert client.delete(f"/api/v1/providers/{provider_id}").status_code == 200
+
+    async def period() -> ProviderSettings | None:
+        async with db.session() as session:
+            return await session.get(ProviderSettings, provider_id)
+
+    assert server.call(period()) is None
