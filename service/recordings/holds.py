@@ -1,5 +1,5 @@
 """Legal hold: a held recording is never deleted, not by DELETE, not with its provider
-(`deleteRecordings`), not by retention.
+(`deleteRecordings`), not by retention, and its stored audio is not replaced by an upload.
 
 The hold is two columns of the recording row, so each delete path checks it under the
 lock it deletes with (`RecordingStore.delete`). Placing a hold also locks the recording's
@@ -44,6 +44,12 @@ def check_reason(reason: str) -> str:
     if not reason:
         raise InvalidArgument("reason", "is required")
     return check_text(reason, "reason", Recording.hold_reason)
+
+
+def refuse_replacing_held(row: Recording) -> None:
+    """Uploading again replaces a recording's audio, which would delete the held audio."""
+    if row.held_at is not None and row.sha256 is not None:
+        raise RecordingOnHold("the recording is on legal hold; its audio cannot be replaced")
 
 
 async def refuse_if_provider_holds(session: AsyncSession, provider_id: str) -> None:

@@ -33,6 +33,7 @@ from service.ids import uuid7
 from service.recordings.agents import AgentSummary, agent_filters, list_agents
 from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
 from service.recordings.counts import CountCache
+from service.recordings.holds import refuse_replacing_held
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
@@ -311,6 +312,7 @@ class RecordingStore:
             row = await self._row(session, business_id, recording_id)
         if row.origin != UPLOAD:
             raise InvalidArgument("id", "only uploaded recordings take audio uploads")
+        refuse_replacing_held(row)
         if expected_sha256 is not None and not is_sha256(expected_sha256):
             raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
         try:
@@ -325,6 +327,7 @@ class RecordingStore:
         try:
             async with self._db.session() as session:
                 row = await self._locked_row(session, business_id, recording_id)
+                refuse_replacing_held(row)  # held since the upload began
                 previous, previous_size = row.sha256, row.size or 0
                 row.sha256, row.size = blob.sha256, blob.size
                 row.content_type = content_type or row.content_type
@@ -341,7 +344,7 @@ class RecordingStore:
                     else:
                         await release(session, sha, previous_size)
                 await session.commit()
-        except RecordingNotFound:  # deleted while its audio streamed in
+        except (RecordingNotFound, RecordingOnHold):  # deleted, or held, while its audio streamed in
             await release_now(self._db, blob)
             raise
         except BlobReclaimed:

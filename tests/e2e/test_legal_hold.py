@@ -247,3 +247,22 @@ def test_openapi_describes_the_hold_and_its_refusals(server: RunningServer) -> N
     assert "legalHold" in schemas["callvault.v1.Recording"]["properties"]
     for path in ("/api/v1/recordings/{id}", "/api/v1/providers/{id}"):
         assert "`recording_on_hold`" in paths[path]["delete"]["responses"]["409"]["description"]
+
+
+def test_a_held_recordings_audio_is_not_replaced(server: RunningServer) -> None:
+    """Uploading again replaces the audio, which would delete the held audio; the first
+    upload of a held recording that has none deletes nothing and is taken."""
+    tenant = server.new_tenant()
+    with server.http(tenant.business_key) as client:
+        stored, empty = register(client, dataId="evidence"), register(client, dataId="awaited")
+        assert upload(client, stored["id"], b"RIFF-original").status_code == 200
+        for recording in (stored, empty):
+            assert hold(client, recording["id"]).status_code == 200
+        replaced = upload(client, stored["id"], b"RIFF-overwritten")
+        assert replaced.status_code == 409 and replaced.json() == {
+            "error": "recording_on_hold",
+            "message": "the recording is on legal hold; its audio cannot be replaced",
+        }
+        assert client.get(f"/api/v1/recordings/{stored['id']}/audio").content == b"RIFF-original"
+        assert upload(client, empty["id"], b"RIFF-first").status_code == 200
+        assert client.get(f"/api/v1/recordings/{empty['id']}/audio").content == b"RIFF-first"
