@@ -4,8 +4,10 @@ only, and keeps held ones."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from service.ids import uuid7
@@ -60,7 +62,14 @@ def test_retention_rejects_bad_values(server: RunningServer) -> None:
         server.call(set_retention(server.service.db, "nope", 7))
 
 
-def test_a_provider_period_overrides_the_business_and_holds_are_kept(server: RunningServer) -> None:
+def _metric(server: RunningServer, name: str) -> float:
+    lines = httpx.get(f"{server.http_base}/metrics").text.splitlines()
+    return float(next(line.split()[1] for line in lines if line.startswith(name + " ")))
+
+
+def test_a_provider_period_overrides_the_business_and_holds_are_kept(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """Business 30 days; provider `short` 7 days, provider `long` 90 days, provider
     `plain` none of its own; uploads follow the business. Held recordings stay, counted."""
     tenant = server.new_tenant("Periods")
@@ -105,7 +114,16 @@ def test_a_provider_period_overrides_the_business_and_holds_are_kept(server: Run
     server.call(set_provider_retention(db, short, 7))
     server.call(set_provider_retention(db, long, 90))
     try:
-        run = server.call(purge_expired(db, store))
+        held_before = _metric(server, "callvault_retention_held_total")
+        purged_before = _metric(server, "callvault_retention_purged_total")
+        with caplog.at_level(logging.INFO, logger="callvault.retention"):
+            run = server.call(purge_expired(db, store))
+        logged = [r for r in caplog.records if getattr(r, "business_id", None) == tenant.business_id]
+        assert [(r.getMessage(), vars(r)["recordings"], vars(r)["held"]) for r in logged] == [
+            ("retention purge", 5, 3)
+        ]
+        assert _metric(server, "callvault_retention_held_total") - held_before >= 3
+        assert _metric(server, "callvault_retention_purged_total") - purged_before >= 5
         kept = server.call(remaining(made))
         assert kept == {
             (short, 3),
