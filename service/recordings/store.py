@@ -312,9 +312,9 @@ class RecordingStore:
             row = await self._row(session, business_id, recording_id)
         if row.origin != UPLOAD:
             raise InvalidArgument("id", "only uploaded recordings take audio uploads")
-        refuse_replacing_held(row)
         if expected_sha256 is not None and not is_sha256(expected_sha256):
             raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
+        refuse_replacing_held(row)
         try:
             blob = await self._blobs.put(chunks, expected_sha256=expected_sha256, max_size=self._max_bytes)
         except BlobVerificationFailed:
