@@ -34,6 +34,9 @@ class Scope(enum.StrEnum):
     MANAGE_RECORDING_REVIEW = "manage_recording_review"
     MANAGE_CALL_RECORDING = "manage_call_recording"
     MANAGE_RECORDING_COLLECTION = "manage_recording_collection"
+    # Separate from manage_call_recording, which deletes: a hold that the deleting key could
+    # lift would guard only against accidents (README "Legal hold").
+    MANAGE_LEGAL_HOLD = "manage_legal_hold"
     MANAGE_ALL = "manage_all"
 
 

@@ -205,6 +205,18 @@ class AudioReclaimed(DomainError):
         super().__init__("the audio was freed while it was being stored; send it again")
 
 
+class RecordingOnHold(DomainError):
+    """A legal hold keeps the recording: nothing was deleted. Release the hold first."""
+
+    category = Category.CONFLICT
+    code = "recording_on_hold"
+
+    def __init__(
+        self, message: str = "the recording is on legal hold; release the hold to delete it"
+    ) -> None:
+        super().__init__(message)
+
+
 class CollectionNotFound(NotFound):
     code = "collection_not_found"
 

@@ -49,6 +49,7 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
+from service.recordings.holds import LegalHolds
 from service.recordings.listenlinks import ListenLinks
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
@@ -111,6 +112,7 @@ class Service:
             max_seconds=settings.audio_link_max_seconds,
             base_url=self.upload_links.base_url,
         )
+        self.holds = LegalHolds(self.db)
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -136,6 +138,7 @@ class Service:
                     settings.timezone,
                     self.upload_links,
                     self.listen_links,
+                    self.holds,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),

@@ -16,6 +16,7 @@ from service.api.convert import present, timestamp
 from service.auth import Scope
 from service.errors import AudioNotStored, InvalidArgument
 from service.recordings.agents import AgentSummary
+from service.recordings.holds import Hold, LegalHolds, hold_of
 from service.recordings.listenlinks import LinkEvent, ListenGrant, ListenLinks, on_link_event
 from service.recordings.query import build_query, page_bounds
 from service.recordings.store import NewUpload, RecordingStore
@@ -30,6 +31,8 @@ VIEW = (Scope.VIEW_RECORDING_ALL,)
 # (Principal.visible_agents); what it may not see is not found.
 READ = ((Scope.VIEW_RECORDING_ALL, Scope.VIEW_RECORDING_SELF),)
 MANAGE = (Scope.MANAGE_CALL_RECORDING,)
+# Not manage_call_recording: the key that deletes must not be the one that lifts the hold.
+HOLD = (Scope.MANAGE_LEGAL_HOLD,)
 SYNC = (Scope.MANAGE_PROVIDER_CONFIG,)
 # Every audio answer, with a key or a listen link (whose answer no Authorization keeps out
 # of shared caches): cached by no shared cache, never sniffed as another type, and a page
@@ -80,6 +83,9 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
             setattr(out, name, value)
     if row.processing_status == RecordingStatus.COMPLETED and row.sha256 is not None:
         out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
+    hold = hold_of(row)
+    if hold is not None:
+        out.legal_hold.CopyFrom(hold_message(hold))
     return out
 
 
@@ -95,6 +101,10 @@ def _link_event(action: Literal["minted", "used"], grant: ListenGrant, byte_rang
         request_id=call.request_id if call else None,
         byte_range=byte_range,
     )
+
+
+def hold_message(hold: Hold) -> pb.LegalHold:
+    return pb.LegalHold(reason=hold.reason, placed_at=timestamp(hold.placed_at))
 
 
 async def _chunks(
@@ -116,8 +126,10 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         timezone: str,
         links: UploadLinks,
         listen: ListenLinks,
+        holds: LegalHolds,
     ) -> None:
         self._auth = auth
+        self._holds = holds
         self._links = links
         self._listen = listen
         self._store = store
@@ -346,6 +358,19 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         business = await self._auth.business(context, *MANAGE)
         await self._store.delete(business, request.id)
         return pb.DeleteRecordingResponse(ok=True)
+
+    async def PlaceRecordingHold(
+        self, request: pb.PlaceRecordingHoldRequest, context: MetadataContext
+    ) -> Any:
+        business = await self._auth.business(context, *HOLD)
+        return hold_message(await self._holds.place(business, request.id, request.reason))
+
+    async def ReleaseRecordingHold(
+        self, request: pb.ReleaseRecordingHoldRequest, context: MetadataContext
+    ) -> Any:
+        business = await self._auth.business(context, *HOLD)
+        lifted = await self._holds.release(business, request.id)
+        return pb.ReleaseRecordingHoldResponse(ok=True, released=lifted is not None)
 
     async def SyncProvider(self, request: pb.SyncProviderRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *SYNC)

@@ -364,6 +364,22 @@ RULES = [
         ),
     ),
     Rule(
+        "PlaceRecordingHold",
+        (Scope.MANAGE_LEGAL_HOLD,),
+        lambda c, w: c.post(f"/api/v1/recordings/{w.recording_id}/hold", json={"reason": "scoped"}),
+        lambda ch, md, w: _recordings(ch).PlaceRecordingHold(
+            rpb.PlaceRecordingHoldRequest(id=w.recording_id, reason="scoped"), metadata=md
+        ),
+    ),
+    Rule(
+        "ReleaseRecordingHold",
+        (Scope.MANAGE_LEGAL_HOLD,),
+        lambda c, w: c.delete(f"/api/v1/recordings/{w.recording_id}/hold"),
+        lambda ch, md, w: _recordings(ch).ReleaseRecordingHold(
+            rpb.ReleaseRecordingHoldRequest(id=w.recording_id), metadata=md
+        ),
+    ),
+    Rule(
         "WhoAmI",
         (),
         lambda c, w: c.get("/api/v1/meta/whoami"),

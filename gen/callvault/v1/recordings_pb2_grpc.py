@@ -79,6 +79,16 @@ class RecordingServiceStub:
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.SerializeToString,
                 response_deserializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.FromString,
                 _registered_method=True)
+        self.PlaceRecordingHold = channel.unary_unary(
+                '/callvault.v1.RecordingService/PlaceRecordingHold',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.LegalHold.FromString,
+                _registered_method=True)
+        self.ReleaseRecordingHold = channel.unary_unary(
+                '/callvault.v1.RecordingService/ReleaseRecordingHold',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.FromString,
+                _registered_method=True)
         self.SyncProvider = channel.unary_unary(
                 '/callvault.v1.RecordingService/SyncProvider',
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.SyncProviderRequest.SerializeToString,
@@ -162,6 +172,22 @@ class RecordingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlaceRecordingHold(self, request, context):
+        """Legal hold (manage_legal_hold): a held recording is never deleted, by DeleteRecording,
+        by DeleteProvider with delete_recordings, or by retention. Holding a held recording
+        again takes the new reason and keeps when the hold was placed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseRecordingHold(self, request, context):
+        """Lifts the hold; a recording not held answers released: false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SyncProvider(self, request, context):
         """Pull a provider now; the job reports progress and its end state.
         """
@@ -223,6 +249,16 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.DeleteRecording,
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.FromString,
                     response_serializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.SerializeToString,
+            ),
+            'PlaceRecordingHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceRecordingHold,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.LegalHold.SerializeToString,
+            ),
+            'ReleaseRecordingHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseRecordingHold,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.SerializeToString,
             ),
             'SyncProvider': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncProvider,
@@ -460,6 +496,60 @@ class RecordingService:
             '/callvault.v1.RecordingService/DeleteRecording',
             callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.SerializeToString,
             callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceRecordingHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/PlaceRecordingHold',
+            callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.LegalHold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseRecordingHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/ReleaseRecordingHold',
+            callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,
