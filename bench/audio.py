@@ -87,7 +87,7 @@ def upload(server: ServerProcess, tenant: Tenant, mib: int, seed: int) -> Stored
     if (
         stored.status_code != 200
         or body.get("sha256") != expected
-        or body.get("processingStatus") != "stored"
+        or body.get("processingStatus") != "completed"
     ):
         raise RuntimeError(f"upload of {mib} MiB failed: {stored.status_code} {str(body)[:300]}")
     return Stored(recording_id, expected, mib * MIB, seconds)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from service.allocator import DEFAULT_MMAP_THRESHOLD
 from service.connectors.http import NetworkPolicy
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -215,6 +216,8 @@ class Settings:
     # listener) and how long a URL is good for.
     public_base_url: str = ""
     upload_url_ttl_seconds: int = 900
+    # glibc's mmap threshold, set at server start (service/allocator.py); 0 leaves malloc be.
+    malloc_mmap_threshold: int = DEFAULT_MMAP_THRESHOLD
 
     def __repr__(self) -> str:
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -279,6 +282,7 @@ class Settings:
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
             public_base_url=check_public_base_url(env.get("CALLVAULT_PUBLIC_BASE_URL", "")),
             upload_url_ttl_seconds=check_upload_url_ttl(_int(env, "CALLVAULT_UPLOAD_URL_TTL_SECONDS", 900)),
+            malloc_mmap_threshold=_int(env, "CALLVAULT_MALLOC_MMAP_THRESHOLD", DEFAULT_MMAP_THRESHOLD),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),
                 key_file=_path(env, "CALLVAULT_TLS_KEY"),
