@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 from google.api import httpbody_pb2
@@ -52,6 +55,27 @@ async def _serve(path: str, port: int, size: int) -> None:
     await server.start()
     print(READY, flush=True)
     await server.wait_for_termination()
+
+
+@contextmanager
+def running(path: Path, port: int, message_bytes: int, *, tuned: bool) -> Iterator[str]:
+    """The minimal server in a subprocess, until the block ends; yields its URL to call."""
+    argv = [sys.executable, "-m", "bench.ministream", str(path), "--port", str(port)]
+    argv += ["--message-bytes", str(message_bytes), *(["--tuned"] if tuned else [])]
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        if process.stdout.readline().decode().strip() != READY:
+            process.kill()
+            raise RuntimeError(f"minimal grpc.aio server did not start: {process.stderr.read()[-2000:]!r}")
+        yield f"http://127.0.0.1:{port}{METHOD}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def tune(mmap_threshold: int) -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    applied = mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
+    applied: bool = mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
     applied = applied and mallopt(M_TRIM_THRESHOLD, TRIM_FACTOR * mmap_threshold) == 1
     if not applied:
         log.warning("glibc refused malloc tuning", extra={"mmap_threshold": mmap_threshold})

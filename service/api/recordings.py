@@ -21,6 +21,7 @@ from service.recordings.store import NewUpload, RecordingStore
 from service.recordings.uploadlinks import UploadLinks, audio_path
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
+from service.transport.bodies import ByteStream
 from service.transport.calls import CallAuth, MetadataContext, metadata_value
 from service.validation import check_media_type, is_media_type
 
@@ -188,9 +189,10 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         row = await self._store.get(caller.business_id, request.id, visible=caller.principal.visible_agents())
         return self._recording(row)
 
-    async def DownloadRecording(
+    async def DownloadRecordingBytes(
         self, request: pb.DownloadRecordingRequest, context: StreamingContext
-    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    ) -> ByteStream:
+        """DownloadRecording up to its first byte (service/transport/bodies.py)."""
         caller = await self._auth.caller(context, *READ)
         row, span, chunks = await self._store.open_audio(
             caller.business_id,
@@ -213,7 +215,16 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         await context.send_initial_metadata(headers)
         # Rows stored before media types were checked may hold one unfit for a header.
         content_type = row.content_type if is_media_type(row.content_type) else "application/octet-stream"
-        async for chunk in chunks:
+        return ByteStream(content_type, chunks)
+
+    async def DownloadRecording(
+        self, request: pb.DownloadRecordingRequest, context: StreamingContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        # One message per chunk the store reads (DOWNLOAD_CHUNK), nothing else per chunk:
+        # the message size is the lever (README, Benchmarks).
+        body = await self.DownloadRecordingBytes(request, context)
+        content_type = body.content_type
+        async for chunk in body.chunks:
             yield httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
 
     async def CreateRecording(self, request: pb.CreateRecordingRequest, context: MetadataContext) -> Any:
