@@ -3,9 +3,9 @@ reported, and switched off by its setting."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -24,39 +24,40 @@ def test_the_setting_defaults_to_the_tuned_threshold_and_zero_turns_it_off() -> 
         Settings.from_env({"CALLVAULT_MALLOC_MMAP_THRESHOLD": "4MiB"})
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            *("arena", "ordblks", "smblks", "hblks", "hblkhd"),
-            *("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"),
-        )
-    ]
+# Run in a fresh interpreter: this process's heap may hold free chunks big enough to serve
+# the allocation below whatever the threshold. mallinfo2's hblkhd: bytes glibc holds in
+# chunks mmapped one by one.
+_PROBE = """
+import ctypes, ctypes.util, sys
+from service import allocator
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
+mallinfo2.restype = MallInfo2
+threshold, size = int(sys.argv[1]), 3 * 1024 * 1024
+assert allocator.tune(threshold)
+before = mallinfo2().hblkhd
+held = bytearray(size)
+print(mallinfo2().hblkhd - before >= size)
+"""
 
 
-def _mmapped_bytes() -> int:
-    """Bytes glibc holds in chunks mmapped one by one (mallinfo2's hblkhd)."""
-    mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
-    mallinfo2.restype = _MallInfo2
-    return int(mallinfo2().hblkhd)
+def _mmapped(threshold: int) -> bool:
+    """Whether a 3 MiB buffer gets its own mmap after tune(threshold), in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(threshold)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip() == "True"
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_large_buffers_come_from_the_heap_once_tuned() -> None:
-    size = 3 * 1024 * 1024
-    try:
-        assert allocator.tune(256 * 1024) is True
-        before = _mmapped_bytes()
-        held = bytearray(size)
-        assert _mmapped_bytes() - before >= size  # below the threshold's reach: its own mmap
-        del held
-        assert allocator.tune(allocator.DEFAULT_MMAP_THRESHOLD) is True
-        before = _mmapped_bytes()
-        held = bytearray(size)
-        assert _mmapped_bytes() - before < size  # from the heap, reused message after message
-        del held
-    finally:
-        allocator.tune(allocator.DEFAULT_MMAP_THRESHOLD)
+    assert _mmapped(256 * 1024) is True  # a threshold below the buffer: its own mmap, faulted in anew
+    assert _mmapped(allocator.DEFAULT_MMAP_THRESHOLD) is False  # the server's: from the heap, reused
 
 
 def test_the_threshold_is_above_the_largest_download_message() -> None:
