@@ -2,11 +2,12 @@
 
 glibc serves allocations of 128 KiB or more with their own mmap and returns them with
 munmap when freed, so every download chunk (the read, the HttpBody, its serialised
-bytes, gRPC's copy) costs fresh pages and their page faults: about 1,500 faults and
-2 ms to serialise a 2 MiB message. Raising the mmap threshold above the largest chunk
-lets those buffers come from the heap and be reused; raising the trim threshold with it
-keeps the heap from handing the same pages back to the kernel after every message.
-What the heap may then keep idle is bounded by the trim threshold per malloc arena.
+bytes, gRPC's copy) costs fresh pages and their page faults: about 510 faults per MiB
+sent, 1.36 s of CPU per GiB over gRPC where 0.45 s do once the pages are reused.
+Raising the mmap threshold above the largest chunk lets those buffers come from the heap
+and be reused; raising the trim threshold with it keeps the heap from handing the same
+pages back to the kernel after every message. What the heap may then keep idle is
+bounded by the trim threshold per malloc arena.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ log = logging.getLogger("callvault.allocator")
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 # Above the largest download message (service/recordings/store.py: 2 MiB) and its
-# serialised copy; glibc caps the value at 32 MiB on 64-bit.
+# serialised copy.
 DEFAULT_MMAP_THRESHOLD = 4 * 1024 * 1024
 # The trim threshold, as a multiple of the mmap threshold. One 2 MiB message lives as
 # about four buffers at once (read, HttpBody, serialised, gRPC's slice); freed together

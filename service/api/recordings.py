@@ -220,8 +220,8 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
     async def DownloadRecording(
         self, request: pb.DownloadRecordingRequest, context: StreamingContext
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        # One message per chunk the store reads (DOWNLOAD_CHUNK), nothing else per chunk:
-        # the message size is the lever (README, Benchmarks).
+        # One message per chunk the store reads (DOWNLOAD_CHUNK) and nothing else per
+        # chunk; README, Benchmarks, says what sets the speed.
         body = await self.DownloadRecordingBytes(request, context)
         content_type = body.content_type
         async for chunk in body.chunks:
