@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from service.allocator import DEFAULT_MMAP_THRESHOLD
 from service.connectors.http import NetworkPolicy
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -232,6 +233,8 @@ class Settings:
     # Listen links (CreateAudioLink): how long one lives unless asked, and at most.
     audio_link_ttl_seconds: int = 600
     audio_link_max_seconds: int = 3600
+    # glibc's mmap threshold, set at server start (service/allocator.py); 0 leaves malloc be.
+    malloc_mmap_threshold: int = DEFAULT_MMAP_THRESHOLD
 
     def __repr__(self) -> str:
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -302,6 +305,7 @@ class Settings:
             upload_url_ttl_seconds=check_upload_url_ttl(_int(env, "CALLVAULT_UPLOAD_URL_TTL_SECONDS", 900)),
             audio_link_ttl_seconds=link_seconds[0],
             audio_link_max_seconds=link_seconds[1],
+            malloc_mmap_threshold=_int(env, "CALLVAULT_MALLOC_MMAP_THRESHOLD", DEFAULT_MMAP_THRESHOLD),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),
                 key_file=_path(env, "CALLVAULT_TLS_KEY"),

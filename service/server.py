@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import __version__, metrics
+from service import __version__, allocator, metrics
 from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
@@ -250,6 +250,7 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        allocator.tune(self.settings.malloc_mmap_threshold)
         # Before listening: a process with the wrong master key must not serve at all.
         await self.service.keyring.start()
         await open_blob_store(self.service.blobs, self.settings)
