@@ -106,6 +106,19 @@ def seal_context(
     )
 
 
+def _summary(row: tuple[Any, ...]) -> ProviderSummary:
+    provider_id, kind, name, is_active, settings, created_at = row
+    spec = KINDS.get(kind)
+    return ProviderSummary(
+        id=provider_id,
+        kind=kind,
+        name=name,
+        is_active=is_active,
+        preview=spec.preview(settings) if spec else "",
+        created_at=created_at,
+    )
+
+
 class ProviderStore:
     def __init__(self, db: Database, keyring: Sealer, policy: NetworkPolicy) -> None:
         self._db = db
@@ -114,21 +127,7 @@ class ProviderStore:
         self._connections = ConnectionChecker(policy)
 
     async def summaries(self, business_id: str) -> list[ProviderSummary]:
-        rows = await self._db.reads.all(_SUMMARIES, business_id=business_id)
-        out = []
-        for provider_id, kind, name, is_active, settings, created_at in rows:
-            spec = KINDS.get(kind)
-            out.append(
-                ProviderSummary(
-                    id=provider_id,
-                    kind=kind,
-                    name=name,
-                    is_active=is_active,
-                    preview=spec.preview(settings) if spec else "",
-                    created_at=created_at,
-                )
-            )
-        return out
+        return await self._db.reads.each(_SUMMARIES, _summary, business_id=business_id)
 
     async def create(
         self,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Select, event, text
@@ -155,6 +155,7 @@ class Database:
 
 Row = tuple[Any, ...]
 Processor = Callable[[Any], Any] | None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +218,7 @@ class ShortReads:
         self._engine = engine
         self._dialect = engine.dialect
         self._compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
+        self._built: dict[tuple[int, Row], Any] = {}
         self._sqlite_path: str | None = None
         self._pg_conninfo = ""
         if parsed.drivername.startswith("sqlite"):
@@ -243,11 +245,42 @@ class ShortReads:
             self._compiled[id(stmt)] = found
         return found[1]
 
+    MAX_BUILT = 20_000  # objects `each` keeps, by the row they were built from
+
     async def all(self, stmt: Select[Any], **params: Any) -> list[Row]:
         """Every row of ``stmt`` (bind parameters by name), values as SQLAlchemy types them."""
+        compiled, raw = await self._raw(stmt, params)
+        return raw if compiled is None else compiled.rows(raw)
+
+    async def each(self, stmt: Select[Any], build: Callable[[Row], T], **params: Any) -> list[T]:
+        """``build`` of every row, reusing what it built before from a row with the very
+        same raw values (so ``build`` must depend on the row alone). A long list that
+        barely changes, such as a business's providers, then costs the read, not the
+        decoding and shaping of every row on every call."""
+        compiled, raw = await self._raw(stmt, params)
+        if compiled is None:
+            return [build(row) for row in raw]
+        built = self._built
+        out: list[T] = []
+        for values in raw:
+            key = (id(stmt), tuple(values))
+            try:
+                found = built.get(key)
+            except TypeError:  # a driver value that cannot be a key (psycopg's decoded JSON)
+                out.append(build(compiled.rows([values])[0]))
+                continue
+            if found is None:
+                if len(built) >= self.MAX_BUILT:
+                    built.clear()
+                found = built[key] = build(compiled.rows([values])[0])
+            out.append(found)
+        return out
+
+    async def _raw(self, stmt: Select[Any], params: dict[str, Any]) -> tuple[_Compiled | None, list[Any]]:
+        """The driver's rows, and how to process them (None: the engine processed them)."""
         if self.mode == self.ENGINE:
             async with self._engine.connect() as conn:
-                return [tuple(row) for row in (await conn.execute(stmt, params)).all()]
+                return None, [tuple(row) for row in (await conn.execute(stmt, params)).all()]
         compiled = self.compiled(stmt)
         values = compiled.parameters(params)
         if self.mode == self.SQLITE:
@@ -259,7 +292,7 @@ class ShortReads:
                 raw = await asyncio.to_thread(self._sqlite_waiting, compiled.sql, values)
         else:
             raw = await self._postgres(compiled.sql, values)
-        return compiled.rows(raw)
+        return compiled, raw
 
     async def first(self, stmt: Select[Any], **params: Any) -> Row | None:
         rows = await self.all(stmt, **params)
