@@ -7,6 +7,7 @@ their sha256. An account key acts for any business of its account and must name 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import math
@@ -187,6 +188,11 @@ class KeyCache:
         return len(self._entries)
 
     def get(self, key_hash: str) -> Principal | None:
+        """The cached principal; never one revoked in this process, even while a read of
+        the counter that began before the revocation is still under way."""
+        if self._local != _local_revocations:
+            self._local = _local_revocations
+            self.clear()
         return self._entries.get(key_hash)
 
     def put(self, key_hash: str, principal: Principal, generation: int) -> None:
@@ -201,19 +207,30 @@ class Authenticator:
     def __init__(self, db: Database, cache: KeyCache | None = None) -> None:
         self._db = db
         self.cache = cache if cache is not None else KeyCache()
+        self._freshening: asyncio.Future[None] | None = None
+
+    async def _fresh(self) -> None:
+        """``KeyCache.fresh`` in a session of its own. Calls that find the cache due while
+        a read of the counter is under way wait for that read instead of each making one:
+        under load, every call in flight would otherwise read it when the second is up."""
+        pending = self._freshening
+        if pending is None or pending.done():
+            pending = self._freshening = asyncio.ensure_future(self._read_counter())
+        await asyncio.shield(pending)
+
+    async def _read_counter(self) -> None:
+        async with self._db.session() as session:
+            await self.cache.fresh(session)
 
     async def principal(self, authorization: str | None) -> Principal:
         key_hash = hash_key(bearer_token(authorization))
         cache = self.cache
-        if not cache.due():
-            cached = cache.get(key_hash)
-            if cached is not None:
-                return cached
+        if cache.due():
+            await self._fresh()
+        cached = cache.get(key_hash)
+        if cached is not None:
+            return cached
         async with self._db.session() as session:
-            await cache.fresh(session)
-            cached = cache.get(key_hash)
-            if cached is not None:
-                return cached
             generation = cache.generation
             key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
             if key is None or key.revoked_at is not None:
