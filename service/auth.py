@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -203,6 +205,13 @@ class KeyCache:
         self._entries[key_hash] = principal
 
 
+# An account key's business, a short read on every call that names one (Database.reads).
+_B = Business.__table__.c  # type: ignore[attr-defined]
+_ACCOUNT_BUSINESS = core_select(_B.id).where(
+    _B.id == bindparam("business_id"), _B.account_id == bindparam("account_id")
+)
+
+
 class Authenticator:
     def __init__(self, db: Database, cache: KeyCache | None = None) -> None:
         self._db = db
@@ -257,17 +266,12 @@ class Authenticator:
         requested = (requested or "").strip()
         if not requested:
             raise BusinessRequired()
-        async with self._db.session() as session:
-            found = (
-                await session.exec(
-                    select(Business.id).where(
-                        col(Business.id) == requested, col(Business.account_id) == principal.account_id
-                    )
-                )
-            ).first()
+        found = await self._db.reads.first(
+            _ACCOUNT_BUSINESS, business_id=requested, account_id=principal.account_id
+        )
         if found is None:
             raise BusinessNotFound()
-        return found
+        return str(found[0])
 
     async def businesses(self, principal: Principal) -> list[Business]:
         async with self._db.session() as session:
