@@ -4,6 +4,7 @@ the short-read path hot calls use instead of a session (`ShortReads`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.json import set_json_loads
 from sqlalchemy import Select, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql import sqltypes
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -169,10 +172,13 @@ class _Compiled:
     processors: tuple[Processor, ...]
 
     @classmethod
-    def of(cls, stmt: Select[Any], dialect: Dialect) -> _Compiled:
+    def of(cls, stmt: Select[Any], dialect: Dialect, *, json_as_text: bool = False) -> _Compiled:
+        """json_as_text: the driver hands JSON columns over as text (see ShortReads)."""
         compiled = stmt.compile(dialect=dialect)
         processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            json.loads
+            if json_as_text and isinstance(column.type, sqltypes.JSON)
+            else column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in stmt.selected_columns
         )
         positions = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
@@ -190,6 +196,12 @@ class _Compiled:
         return [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in raw]
 
 
+def _json_text(data: bytes | bytearray | memoryview | str) -> str:
+    """psycopg's JSON loader on short-read connections: the text, decoded by the column's
+    processor, so a raw row stays hashable (``ShortReads.each`` keys on it)."""
+    return data if isinstance(data, str) else bytes(data).decode()
+
+
 class ShortReads:
     """Short indexed reads (a row or a few hundred by key, one statement) for hot calls,
     without an AsyncSession: a session costs about a millisecond of thread hops and
@@ -205,7 +217,8 @@ class ShortReads:
       in a worker thread, with the engine's 5 s timeout, off the loop.
     - PostgreSQL: psycopg's async connection in autocommit, one round trip per read
       (no BEGIN, no ROLLBACK, no pre-ping: a dropped connection is replaced and the read
-      retried once). A read waiting on the network or a lock never blocks the loop.
+      retried once). A read waiting on the network or a lock never blocks the loop. JSON
+      arrives as text and is decoded here, as on SQLite.
     - Anything else (SQLite in memory or by URI): the async engine, as sessions do.
 
     Writes, and reads that can take long (scans, searches), stay on sessions."""
@@ -241,7 +254,7 @@ class ShortReads:
     def compiled(self, stmt: Select[Any]) -> _Compiled:
         found = self._compiled.get(id(stmt))
         if found is None or found[0] is not stmt:
-            found = (stmt, _Compiled.of(stmt, self._dialect))
+            found = (stmt, _Compiled.of(stmt, self._dialect, json_as_text=self.mode == self.POSTGRES))
             self._compiled[id(stmt)] = found
         return found[1]
 
@@ -338,6 +351,7 @@ class ShortReads:
                 conn = self._idle.pop() if self._idle else None
                 if conn is None:
                     conn = await psycopg.AsyncConnection.connect(self._pg_conninfo, autocommit=True)
+                    set_json_loads(_json_text, conn)
                 try:
                     cursor = await conn.execute(sql, values)
                     rows = await cursor.fetchall()

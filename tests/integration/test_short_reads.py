@@ -99,11 +99,16 @@ async def test_hot_reads_take_the_path_of_their_database(env: Env) -> None:
 async def test_a_read_sees_another_process_commit_at_once(env: Env) -> None:
     provider_id = await new_provider(env)
     assert (await env.store.get(env.business, provider_id)).name == "PBX one"
-    assert [p.name for p in await env.store.summaries(env.business)] == ["PBX one"]
+    second = await new_provider(env, name="PBX two")
+    before = await env.store.summaries(env.business)
+    assert [p.name for p in before] == ["PBX one", "PBX two"]
     rename_in_another_process(env, provider_id, "PBX renamed")
     assert (await env.store.get(env.business, provider_id)).name == "PBX renamed"
     # The list reuses what it built from unchanged rows, never from a changed one.
-    assert [p.name for p in await env.store.summaries(env.business)] == ["PBX renamed"]
+    after = await env.store.summaries(env.business)
+    assert [p.name for p in after] == ["PBX renamed", "PBX two"]
+    assert after[1] is before[1] and after[1].id == second
+    assert after[0].preview == "apiuser @ pbx.example.com"
 
 
 async def test_another_business_provider_is_not_found_and_no_secret_is_read(env: Env) -> None:
