@@ -236,15 +236,16 @@ class Authenticator:
 
     async def principal(self, authorization: str | None) -> Principal:
         key_hash = hash_key(bearer_token(authorization))
-        return await self._principal(key_hash, col(ApiKey.key_hash) == key_hash)
+        return await self._principal(key_hash, lambda: col(ApiKey.key_hash) == key_hash)
 
     async def principal_by_id(self, key_id: str) -> Principal:
         """The live key with this id (the key that minted a listen link): the same cache, so
         the same bound on revocation, as a key sent in full."""
-        return await self._principal(f"id:{key_id}", col(ApiKey.id) == key_id)
+        return await self._principal(f"id:{key_id}", lambda: col(ApiKey.id) == key_id)
 
-    async def _principal(self, key_hash: str, match: ColumnElement[bool]) -> Principal:
-        """The key ``match`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its id)."""
+    async def _principal(self, key_hash: str, match: Callable[[], ColumnElement[bool]]) -> Principal:
+        """The key ``match()`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its
+        id); the clause is built only on a miss (a cache hit builds no SQL)."""
         cache = self.cache
         if cache.due():
             await self._fresh()
@@ -253,7 +254,7 @@ class Authenticator:
             return cached
         async with self._db.session() as session:
             generation = cache.generation
-            key = (await session.exec(select(ApiKey).where(match))).first()
+            key = (await session.exec(select(ApiKey).where(match()))).first()
             if key is None or key.revoked_at is not None:
                 raise Unauthenticated("invalid or revoked API key")
             scopes = frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES)
