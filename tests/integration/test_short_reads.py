@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import cast
 
@@ -45,17 +46,38 @@ class Env:
     store: ProviderStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    url = cast(Callable[[str], str], request.getfixturevalue("database_url_factory"))(request.param)
+@asynccontextmanager
+async def open_env(request: pytest.FixtureRequest, backend: str) -> AsyncIterator[Env]:
+    url = cast(Callable[[str], str], request.getfixturevalue("database_url_factory"))(backend)
     upgrade(url)
     db = Database(url)
     admin = Admin(db)
     account = await admin.create_account("Reads Co")
     business = await admin.create_business(account, "Reads Co", slug=f"reads-{uuid.uuid4().hex[:12]}")
     store = ProviderStore(db, Keyring({1: generate_key()}, primary_id=1), POLICY)
-    yield Env(request.param, url, db, admin, account, business, store)
-    await db.dispose()
+    try:
+        yield Env(backend, url, db, admin, account, business, store)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with open_env(request, request.param) as opened:
+        yield opened
+
+
+# Behaviours of one database's driver: collected for that database only.
+@pytest.fixture
+async def sqlite_env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with open_env(request, "sqlite") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def postgres_env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with open_env(request, "postgres") as opened:
+        yield opened
 
 
 async def new_provider(env: Env, business: str | None = None, name: str = "PBX one") -> str:
@@ -137,9 +159,8 @@ async def test_the_last_sync_error_comes_with_the_provider(env: Env) -> None:
     assert (await env.store.get(env.business, provider_id)).last_sync_error == "login refused"
 
 
-async def test_sqlite_reads_do_not_wait_for_a_writer(env: Env) -> None:
-    if env.backend != "sqlite":
-        pytest.skip("SQLite's WAL readers")
+async def test_sqlite_reads_do_not_wait_for_a_writer(sqlite_env: Env) -> None:
+    env = sqlite_env
     provider_id = await new_provider(env)
     writer = create_engine(sync_url(env.url)).connect()
     try:
@@ -154,9 +175,8 @@ async def test_sqlite_reads_do_not_wait_for_a_writer(env: Env) -> None:
         writer.close()
 
 
-async def test_postgres_reads_never_block_the_loop(env: Env) -> None:
-    if env.backend != "postgres":
-        pytest.skip("psycopg's async connection")
+async def test_postgres_reads_never_block_the_loop(postgres_env: Env) -> None:
+    env = postgres_env
     provider_id = await new_provider(env)
     await env.store.get(env.business, provider_id)  # a connection is open and idle
     conninfo = env.url.replace("postgresql+psycopg://", "postgresql://")
@@ -180,9 +200,8 @@ async def test_postgres_reads_never_block_the_loop(env: Env) -> None:
     ticking.cancel()
 
 
-async def test_a_dropped_postgres_connection_is_replaced(env: Env) -> None:
-    if env.backend != "postgres":
-        pytest.skip("psycopg's async connection")
+async def test_a_dropped_postgres_connection_is_replaced(postgres_env: Env) -> None:
+    env = postgres_env
     provider_id = await new_provider(env)
     await env.store.get(env.business, provider_id)
     conninfo = env.url.replace("postgresql+psycopg://", "postgresql://")
