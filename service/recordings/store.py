@@ -35,7 +35,7 @@ from service.recordings.counts import CountCache
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
-from service.storage.models import Recording, RecordingStatus, utcnow
+from service.storage.models import Recording, RecordingStatus, RecordingTotal, utcnow
 from service.validation import check_finite, check_instant, check_media_type, check_text
 
 log = logging.getLogger("callvault.recordings")
@@ -141,28 +141,48 @@ class RecordingStore:
         self._recounts: dict[tuple[str, RecordingQuery], asyncio.Task[int]] = {}
 
     async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
+        """A page and the filter's `total`, in one session. The unfiltered total is the business's RecordingTotal row, exact across processes;
+        any other total is counted once and cached (counts.py)."""
         filters = self._filters(business_id, query)
         order = self._order(query)
         # The total depends on the filters only, not on the page or the order.
         count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
+        generation = self.counts.generation(business_id)  # before the session's snapshot
         async with self._db.session() as session:
             rows = await session.exec(
                 select(Recording).where(*filters).order_by(*order).offset(query.offset).limit(query.limit)
             )
             page = list(rows.all())
-        total, fresh = self.counts.get(business_id, count_key)
-        if total is None:
-            total = await self._count(business_id, count_key, filters)
-        elif not fresh:
+            if len(filters) == 1:  # the business alone
+                stored = await session.exec(
+                    select(col(RecordingTotal.total)).where(col(RecordingTotal.business_id) == business_id)
+                )
+                return page, stored.first() or 0
+            total, fresh = self.counts.get(business_id, count_key)
+            if total is None:
+                total = await self._count_in(session, business_id, count_key, filters, generation)
+                fresh = True
+        if not fresh:
             self._recount_later(business_id, count_key, filters)
         return page, total
 
     async def _count(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> int:
+        generation = self.counts.generation(business_id)
         async with self._db.session() as session:
-            total = int(
-                (await session.exec(select(func.count()).select_from(Recording).where(*filters))).one()
-            )
-        self.counts.put(business_id, key, total)
+            return await self._count_in(session, business_id, key, filters, generation)
+
+    async def _count_in(
+        self,
+        session: AsyncSession,
+        business_id: str,
+        key: RecordingQuery,
+        filters: list[Any],
+        generation: int,
+    ) -> int:
+        """The COUNT, cached unless this process wrote to the business since `generation`
+        was read (before the snapshot the count reads)."""
+        total = int((await session.exec(select(func.count()).select_from(Recording).where(*filters))).one())
+        self.counts.put(business_id, key, total, generation)
         return total
 
     def _recount_later(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> None:
