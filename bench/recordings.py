@@ -243,7 +243,9 @@ def _explain(
         elif page_ms > stats.ms_per_call / 2:
             verdict_text = "the page query is most of the call"
         else:
-            verdict_text = f"SQL is {sql_ms / stats.ms_per_call:.0%} of the call, the rest Python (ORM rows, JSON/protobuf)"
+            verdict_text = (
+                f"SQL is {sql_ms / stats.ms_per_call:.0%} of the call, the rest Python (rows, protobuf, JSON)"
+            )
         report.note(
             f"[3] {big.rows:,} rows, {page.name}: {stats.ms_per_call:.1f} ms per call in process "
             f"(servicer called directly); page query {page_ms:.1f} ms, COUNT for `total` {count_ms:.1f} ms: "
