@@ -180,13 +180,15 @@ class RecordingStore:
         business's trigger-kept RecordingTotal row, read in the page's own statement and
         exact across processes; any other total is counted once and cached (counts.py)."""
         filters = self._filters(business_id, query)
-        page = (
-            sa_select(*_LISTED)
-            .where(*filters)
-            .order_by(*self._order(query))
-            .offset(query.offset)
-            .limit(query.limit)
-        )
+        order = self._order(query)
+        if query.offset:
+            # A deep page: skip entries of the index alone (no row read for each one skipped),
+            # then read the page's rows by id.
+            ids = select(col(Recording.id)).where(*filters).order_by(*order)
+            skipped = ids.offset(query.offset).limit(query.limit).subquery()
+            page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
+        else:
+            page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(query.limit)
         # The total depends on the filters only, not on the page or the order.
         count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
         generation = self.counts.generation(business_id)  # before the connection's snapshot
