@@ -84,7 +84,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         # Deleting its recordings too is a recording delete: it needs that scope as well.
         scopes = (SCOPE, Scope.MANAGE_CALL_RECORDING) if request.delete_recordings else (SCOPE,)
         business = await self._auth.business(context, *scopes)
-        recordings = await self._store.delete(business, request.id)
+        recordings = await self._store.delete(business, request.id, with_recordings=request.delete_recordings)
         if request.delete_recordings:
             await self._recordings.delete_many(business, recordings)
         return pb.DeleteProviderResponse(ok=True)

@@ -18,8 +18,16 @@ from grpc_status import rpc_status
 
 from service import metrics
 from service.auth import Authenticator, Principal, Requirement
-from service.errors import DomainError, RateLimited
+from service.errors import (
+    BusinessNotFound,
+    DomainError,
+    LinkInvalid,
+    MissingScope,
+    RateLimited,
+    Unauthenticated,
+)
 from service.ratelimit import Decision, RateLimiter
+from service.recordings.listenlinks import ListenGrant, ListenLinks
 from service.recordings.uploadlinks import UploadGrant, UploadLinks
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
 
@@ -141,6 +149,28 @@ class CallAuth:
         if call is not None:
             call.business_id = grant.business_id
         return grant
+
+    async def listen(
+        self, links: ListenLinks, token: str, recording_id: str, *scopes: Requirement
+    ) -> tuple[Caller, ListenGrant]:
+        """What a listen link's token admits, in place of an API key: the key that minted it,
+        in the business it was minted for, while that key is live (not revoked, within the
+        key cache's bound) and holds ``scopes``; else the link is invalid, never saying why.
+        Rate limited as that key."""
+        grant = links.verify(token, recording_id)
+        call = current_call.get()
+        if call is not None:
+            call.key_id, call.business_id = grant.key_id, grant.business_id
+        self.admit(grant.key_id)
+        try:
+            principal = await self.authenticator.principal_by_id(grant.key_id)
+            principal.require(*scopes)
+            business_id = await self.authenticator.business_for(principal, grant.business_id)
+        except (Unauthenticated, MissingScope, BusinessNotFound):
+            raise LinkInvalid() from None
+        if business_id != grant.business_id:
+            raise LinkInvalid()
+        return Caller(principal, business_id), grant
 
     async def caller(self, context: MetadataContext, *scopes: Requirement) -> Caller:
         """The key and the business it acts for, once it holds every scope named: scopes
