@@ -91,6 +91,8 @@ class ListedRecording(NamedTuple):
     call_id: str | None
     sha256: str | None
     size: int | None
+    held_at: datetime | None
+    hold_reason: str | None
 
 
 _LISTED = tuple(Recording.__table__.c[name] for name in ListedRecording._fields)  # type: ignore[attr-defined]

@@ -210,7 +210,7 @@ class Recording(SQLModel, table=True):
 
 class RecordingTotal(SQLModel, table=True):
     """How many recordings a business holds. Database triggers on recording (migration
-    0016) keep it in the same transaction as every insert and delete, from any code path
+    0017) keep it in the same transaction as every insert and delete, from any code path
     or process, so the unfiltered list's `total` is one row read, not a count."""
 
     business_id: str = Field(primary_key=True, max_length=36)

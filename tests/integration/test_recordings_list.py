@@ -210,7 +210,7 @@ def test_migration_counts_existing_recordings_and_keeps_counting(
         url = request.getfixturevalue("pg_server").create_database()
     else:
         url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0015")
+    upgrade(url, "0016")  # just before the totals
     now = datetime.now(UTC)
     engine = create_engine(sync_url(url))
     try:

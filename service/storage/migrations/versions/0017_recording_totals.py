@@ -7,8 +7,8 @@ in the same transaction as every insert and delete, whichever code path or proce
 A later migration that rebuilds the recording table on SQLite (batch "move and copy")
 drops its triggers: it must create them again (TRIGGERS below) and recount.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-01 11:05:00
 """
 
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0016"
-down_revision: str | None = "0015"
+revision: str = "0017"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
