@@ -5,7 +5,7 @@ not be measured.
 
     python -m bench                 # everything, full sizes (about 6-10 minutes on 2 cores)
     python -m bench --quick         # a smoke run with small sizes
-    python -m bench --only list     # one figure (repeatable): providers, list, audio, ingest, workers
+    python -m bench --only list     # one figure (repeatable): providers, list, audio, ingest, workers, scaling
 """
 
 from __future__ import annotations

@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Computed, DateTime, Dialect, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Computed,
+    DateTime,
+    Dialect,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -195,6 +206,15 @@ class Recording(SQLModel, table=True):
     hold_reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class RecordingTotal(SQLModel, table=True):
+    """How many recordings a business holds. Database triggers on recording (migration
+    0017) keep it in the same transaction as every insert and delete, from any code path
+    or process, so the unfiltered list's `total` is one row read, not a count."""
+
+    business_id: str = Field(primary_key=True, max_length=36)
+    total: int = Field(default=0, sa_type=BigInteger)
 
 
 class Blob(SQLModel, table=True):
