@@ -44,7 +44,7 @@ from service.connectors.base import (
     RateLimited,
     RecordingNotFound,
 )
-from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
+from service.recordings.blobrefs import BlobReclaimed, hold, hold_all, release, release_now
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
 from service.storage.db import Database
 from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
@@ -240,14 +240,17 @@ class Downloader:
             stored = [it.recording_id in taken for it in items]
             held = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if ok}
             freed = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if not ok}
-            for sha256 in sorted(held.keys() | freed.keys()):
-                if sha256 in held:
-                    try:
-                        await hold(session, self._blobs, held[sha256])
-                    except BlobReclaimed:
-                        raise _Swept(sha256) from None
-                else:  # no recording of this batch took these bytes
-                    await release(session, sha256, freed[sha256].size)
+            try:
+                if not freed.keys() - held.keys():  # the usual case: every blob taken
+                    await hold_all(session, self._blobs, list(held.values()))
+                else:  # some bytes no recording of the batch took: one blob at a time, in order
+                    for sha256 in sorted(held.keys() | freed.keys()):
+                        if sha256 in held:
+                            await hold(session, self._blobs, held[sha256])
+                        else:
+                            await release(session, sha256, freed[sha256].size)
+            except BlobReclaimed as error:
+                raise _Swept(error.sha256) from None
             await session.commit()
         return stored
 
