@@ -147,7 +147,9 @@ class Downloader:
         return [Pending(rec_id, ref or "", attempts, as_utc(at)) for rec_id, ref, attempts, at in rows]
 
     async def _download(self, run: _Run, item: Pending) -> None:
-        # The worker is the provider's own slot; the shared one is taken per recording.
+        # The worker is the provider's own slot; the shared one is taken per recording, and
+        # not while the provider has asked us to wait.
+        await run.pause.wait()
         async with self._slots:
             try:
                 fetch = functools.partial(self._fetch_and_store, run, item)
