@@ -26,6 +26,7 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
+from service.ids import uuid7
 from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
@@ -1074,3 +1075,34 @@ async def test_a_rate_limited_download_holds_back_the_providers_other_downloads(
     # without the pause the 29 others would all go in that time.
     assert len(during) <= workers - 1
     await assert_stored_once(env, provider_id, calls)
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_a_job_queued_while_its_providers_pull_runs_starts_when_that_pull_ends(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [6, 3])
+    kazoo.faults.add(Fault.slow(delay=0.3), path=audio_path(kazoo), times=None)
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller(tick_seconds=30.0)  # only a wake can make it act again soon
+    loop = asyncio.create_task(puller.run())
+    try:
+        running = await puller.request_sync(env.business_id, provider_id)
+        await wait_for(lambda: _state_is(env, running.id, "running"))
+        # A request that came as the pull was starting or ending: no open job to join, so it
+        # queued one of its own, and the pass it woke skipped the busy provider.
+        late = SyncJob(id=uuid7(), business_id=env.business_id, provider_id=provider_id, trigger="manual")
+        async with env.db.session() as session:
+            session.add(late)
+            await session.commit()
+        puller.wake()
+        await wait_for(lambda: _state_is(env, late.id, "succeeded"), within=5)  # not after a tick
+    finally:
+        await puller.close()
+    assert loop.done()
+    assert (await env.job(running.id)).state == "succeeded"
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def _state_is(env: Env, job_id: str, state: str) -> bool:
+    return (await env.job(job_id)).state == state
