@@ -15,8 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import math
+import os
+import select
+import socket
 import ssl
 from collections.abc import (
     AsyncGenerator,
@@ -279,6 +283,18 @@ class ProviderClient:
             raise AddressNotAllowed(str(exc)) from None
 
 
+def default_ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying context (its CA bundle, or SSL_CERT_FILE/SSL_CERT_DIR), made
+    once per CA setting: loading the bundle costs more CPU than a whole small pull's
+    requests, and every pull builds a client. A context is safe to share between clients."""
+    return _ssl_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context_for(_cert_file: str | None, _cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
 class SafeTransport(httpx.AsyncBaseTransport):
     """httpx transport over an httpcore pool whose every connection goes to a checked address.
 
@@ -289,7 +305,7 @@ class SafeTransport(httpx.AsyncBaseTransport):
     def __init__(self, policy: NetworkPolicy, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._policy = policy
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
+            ssl_context=ssl_context or default_ssl_context(),
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
@@ -401,9 +417,10 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         failure: httpcore.ConnectError | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
                 )
+                return _PooledStream(stream)
             except httpcore.ConnectError as exc:
                 failure = exc
         assert failure is not None  # resolve_checked never returns an empty list
@@ -420,6 +437,49 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+class _PooledStream(httpcore.AsyncNetworkStream):
+    """A connection whose keep-alive check is cheap. On every request and every release the
+    pool asks each of its idle connections whether the peer closed it ("is_readable");
+    anyio answers by rebuilding its attribute table (with a getpeername call) each time,
+    which made a pull's HTTP cost grow with its concurrency. The socket is read once here."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  # httpcore's signature
+    ) -> httpcore.AsyncNetworkStream:
+        # TLS runs over the same socket, so its readability still says whether the peer closed.
+        return _PooledStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether a read would not block: data, or the peer's close. A socket gone counts as closed."""
+    if sock is None or sock.fileno() < 0:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 async def read_json(response: httpx.Response, policy: NetworkPolicy) -> Any:

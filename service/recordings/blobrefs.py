@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Exists, delete, exists, update
@@ -62,6 +63,10 @@ SWEEP_BATCH = 200
 class BlobReclaimed(Exception):
     """The blob's bytes were swept after they were put and before they were held."""
 
+    def __init__(self, sha256: str) -> None:
+        super().__init__(sha256)
+        self.sha256 = sha256
+
 
 def _referenced(sha256: str) -> Exists:
     return exists().where(col(Recording.sha256) == sha256)
@@ -70,16 +75,28 @@ def _referenced(sha256: str) -> Exists:
 async def hold(session: AsyncSession, blobs: BlobStore, blob: BlobInfo) -> None:
     """Mark the blob live in the caller's transaction (which has already written the recording
     row that refers to it), and check that its bytes are there while holding the row."""
+    await hold_all(session, blobs, [blob])
+
+
+async def hold_all(session: AsyncSession, blobs: BlobStore, held: Sequence[BlobInfo]) -> None:
+    """`hold` of several blobs: every row made live in one statement (in sha256 order, the
+    lock order), then every blob's bytes checked at once, still holding the rows; the first
+    missing raises BlobReclaimed."""
+    ordered = sorted({blob.sha256: blob for blob in held}.values(), key=lambda blob: blob.sha256)
+    if not ordered:
+        return
     dialect = session.get_bind().dialect.name
-    upsert = insert_for(dialect, Blob).values(sha256=blob.sha256, size=blob.size, unreferenced_since=None)
+    rows = [{"sha256": b.sha256, "size": b.size, "unreferenced_since": None} for b in ordered]
+    upsert = insert_for(dialect, Blob).values(rows)
     await session.exec(
         upsert.on_conflict_do_update(
             index_elements=["sha256"], set_={"size": upsert.excluded.size, "unreferenced_since": None}
         )
     )
-    found = await blobs.stat(blob.sha256)
-    if found is None or found.size != blob.size:
-        raise BlobReclaimed(blob.sha256)
+    found = await asyncio.gather(*(blobs.stat(blob.sha256) for blob in ordered))
+    for blob, info in zip(ordered, found, strict=True):
+        if info is None or info.size != blob.size:
+            raise BlobReclaimed(blob.sha256)
 
 
 async def release(session: AsyncSession, sha256: str, size: int, now: datetime | None = None) -> None:

@@ -8,6 +8,14 @@ Audio the provider lists but cannot serve yet (AudioNotReady) is no failed attem
 recording stays pending, tried again on every pull, until `audio_wait_hours` after it
 was first listed, then it fails with that reason. Errors that no recording can get past
 (bad credentials) stop the whole batch instead.
+
+Throughput: each provider's downloads run `per_provider_concurrency` at a time over the
+pull's one HTTP client (kept-alive connections), fed from the pending rows a page at a time,
+so one slow recording holds up no other. A recording is marked stored only after its blob
+is complete, as before, but the marks of recordings that finish together share one
+transaction (`MarkBatches`: group commit), since on either database the commit, not the
+statements, is what a mark costs. A crash before that commit loses no recording: it is still
+pending and is downloaded again (its bytes, content-addressed, are reused).
 """
 
 from __future__ import annotations
@@ -15,19 +23,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Case, Update, case, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service import metrics
 from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
-from service.connectors.base import AudioNotReady, Connector, ConnectorError, RecordingNotFound
-from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
+from service.connectors.base import (
+    AudioNotReady,
+    Connector,
+    ConnectorError,
+    RateLimited,
+    RecordingNotFound,
+)
+from service.recordings.blobrefs import BlobReclaimed, hold, hold_all, release, release_now
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
 from service.storage.db import Database
 from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
@@ -38,7 +55,8 @@ PENDING, COMPLETED, FAILED = RecordingStatus.PENDING, RecordingStatus.COMPLETED,
 
 log = logging.getLogger("callvault.sync")
 
-PENDING_BATCH = 200  # pending recordings read (and downloads started) at a time
+PENDING_BATCH = 200  # pending recordings read at a time
+MARK_BATCH = 64  # recordings marked stored in one transaction, at most
 
 
 class EmptyRecording(Exception):
@@ -97,18 +115,20 @@ class Downloader:
         self._sync = sync
         self._retry = retry
         self._slots = asyncio.Semaphore(sync.concurrency)
+        self._marks = MarkBatches(self._mark_batch)
 
     async def download_pending(self, provider_id: str, connector: Connector, progress: Progress) -> None:
-        """Every pending recording of the provider (this pull's and earlier ones'), a batch at
-        a time, at most `per_provider_concurrency` at once."""
-        own_slots = asyncio.Semaphore(self._sync.per_provider_concurrency)
-        run = _Run(connector, progress, own_slots)
-        after = ""
-        while batch := await self._pending(provider_id, after):
-            async with asyncio.TaskGroup() as group:
-                for item in batch:
-                    group.create_task(self._download(run, item))
-            after = batch[-1].id
+        """Every pending recording of the provider (this pull's and earlier ones'), at most
+        `per_provider_concurrency` at once: that many workers take the next pending one."""
+        run = _Run(connector, progress)
+        pending = _PendingFeed(functools.partial(self._pending, provider_id))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, self._sync.per_provider_concurrency)):
+                group.create_task(self._worker(run, pending))
+
+    async def _worker(self, run: _Run, pending: _PendingFeed) -> None:
+        while (item := await pending.next()) is not None:
+            await self._download(run, item)
 
     async def _pending(self, provider_id: str, after: str) -> list[Pending]:
         query = (
@@ -127,10 +147,12 @@ class Downloader:
         return [Pending(rec_id, ref or "", attempts, as_utc(at)) for rec_id, ref, attempts, at in rows]
 
     async def _download(self, run: _Run, item: Pending) -> None:
-        # The provider's own slot first, so waiting for it holds none of the shared ones.
-        async with run.slots, self._slots:
+        # The worker is the provider's own slot; the shared one is taken per recording, and
+        # not while the provider has asked us to wait.
+        await run.pause.wait()
+        async with self._slots:
             try:
-                fetch = functools.partial(self._fetch_and_store, run.connector, item)
+                fetch = functools.partial(self._fetch_and_store, run, item)
                 on_retry = retry_logger(run.context, "download")
                 blob, stored = await retrying(
                     fetch, self._retry, retryable=download_retryable, on_retry=on_retry
@@ -151,11 +173,17 @@ class Downloader:
             metrics.RECORDING_BYTES.labels(run.progress.job.provider_id).inc(blob.size)
         await run.progress.tick()
 
-    async def _fetch_and_store(self, connector: Connector, item: Pending) -> tuple[BlobInfo, bool]:
+    async def _fetch_and_store(self, run: _Run, item: Pending) -> tuple[BlobInfo, bool]:
         """One download, then the row marked stored; a blob swept in between (BlobReclaimed)
         is downloaded again, like a cut transfer."""
-        blob, content_type = await self._fetch(connector, item.ref)
-        return blob, await self._mark_stored(item.id, blob, content_type)
+        await run.pause.wait()
+        try:
+            blob, content_type = await self._fetch(run.connector, item.ref)
+        except RateLimited as error:
+            # The provider asked this client to slow down: its other downloads wait too.
+            run.pause.hold(min(error.retry_after or self._retry.base_seconds, self._retry.cap_seconds))
+            raise
+        return blob, await self._marks.mark(_Stored(item.id, blob, content_type))
 
     async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
         """One download, streamed into the blob store; the blob is only there if complete."""
@@ -169,24 +197,62 @@ class Downloader:
             raise EmptyRecording()
         return blob, content_type
 
-    async def _mark_stored(self, recording_id: str, blob: BlobInfo, content_type: str) -> bool:
-        """Mark a still-pending recording stored and hold its blob, in one transaction
-        (blobrefs.py); a recording deleted or stored meanwhile releases the blob instead."""
-        values = {
-            "sha256": blob.sha256,
-            "size": blob.size,
-            # The provider's header goes back out in ours: only a well-formed media type.
-            "content_type": content_type if is_media_type(content_type) else "application/octet-stream",
-            "processing_status": COMPLETED,
-            "last_error": None,
-            "updated_at": utcnow(),
-        }
+    async def _mark_batch(self, items: Sequence[_Stored]) -> list[bool | BaseException]:
+        """Mark recordings stored together; if the batch fails as a whole (a deadlock with a
+        delete on PostgreSQL, say), each is marked on its own, as without batching."""
+        try:
+            return await self._mark_all(items)
+        except Exception:
+            if len(items) == 1:
+                raise
+        answers: list[bool | BaseException] = []
+        for item in items:
+            try:
+                answers += await self._mark_all([item])
+            except Exception as error:
+                answers.append(error)
+        return answers
+
+    async def _mark_all(self, items: Sequence[_Stored]) -> list[bool | BaseException]:
+        """`_mark_together`; one whose bytes were swept before they were held gets
+        BlobReclaimed (to be downloaded again), and the rest are marked without it."""
+        outcome: dict[int, bool | BaseException] = {}
+        left = list(range(len(items)))
+        while left:
+            try:
+                stored = await self._mark_together([items[i] for i in left])
+            except _Swept as swept:
+                for i in left:
+                    if items[i].blob.sha256 == swept.sha256:
+                        outcome[i] = BlobReclaimed(swept.sha256)
+                left = [i for i in left if i not in outcome]
+                continue
+            outcome.update(zip(left, stored, strict=True))
+            break
+        return [outcome[i] for i in range(len(items))]
+
+    async def _mark_together(self, items: Sequence[_Stored]) -> list[bool]:
+        """Mark still-pending recordings stored and hold their blobs, in one transaction
+        (blobrefs.py); a recording deleted or stored meanwhile releases its blob instead.
+        Recording rows first (one UPDATE, in id order), then blob rows in sha256 order:
+        blobrefs.py's lock order."""
         async with self._db.session() as session:
-            stored = await self._update_pending(session, recording_id, values)
-            if stored:
-                await hold(session, self._blobs, blob)
-            else:
-                await release(session, blob.sha256, blob.size)
+            result = await session.exec(_mark_stored(items))
+            taken = {row[0] for row in result.all()}
+            stored = [it.recording_id in taken for it in items]
+            held = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if ok}
+            freed = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if not ok}
+            try:
+                if not freed.keys() - held.keys():  # the usual case: every blob taken
+                    await hold_all(session, self._blobs, list(held.values()))
+                else:  # some bytes no recording of the batch took: one blob at a time, in order
+                    for sha256 in sorted(held.keys() | freed.keys()):
+                        if sha256 in held:
+                            await hold(session, self._blobs, held[sha256])
+                        else:
+                            await release(session, sha256, freed[sha256].size)
+            except BlobReclaimed as error:
+                raise _Swept(error.sha256) from None
             await session.commit()
         return stored
 
@@ -243,12 +309,140 @@ class Downloader:
 
 
 @dataclass(frozen=True, slots=True)
+class _Stored:
+    """A recording whose blob is complete, to be marked stored."""
+
+    recording_id: str
+    blob: BlobInfo
+    content_type: str
+
+
+def _mark_stored(items: Sequence[_Stored]) -> Update:
+    """One UPDATE marking the still-pending recordings of `items` stored, each with its own
+    blob; it returns the ids it marked (a recording deleted or stored meanwhile is not)."""
+    ids = sorted(it.recording_id for it in items)
+    by_id = col(Recording.id)
+
+    def each(value: Callable[[_Stored], object]) -> Case[Any]:
+        return case({it.recording_id: value(it) for it in items}, value=by_id)
+
+    return (
+        update(Recording)
+        .where(by_id.in_(ids), col(Recording.processing_status) == PENDING)
+        .values(
+            sha256=each(lambda it: it.blob.sha256),
+            size=each(lambda it: it.blob.size),
+            # The provider's header goes back out in ours: only a well-formed media type.
+            content_type=each(
+                lambda it: it.content_type if is_media_type(it.content_type) else "application/octet-stream"
+            ),
+            processing_status=COMPLETED,
+            last_error=None,
+            updated_at=utcnow(),
+        )
+        .returning(by_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class _Swept(Exception):
+    """A blob of the batch was reclaimed before it was held: the batch is rolled back."""
+
+    def __init__(self, sha256: str) -> None:
+        super().__init__(sha256)
+        self.sha256 = sha256
+
+
+class MarkBatches:
+    """Group commit: marks asked for while a batch is being written go in the next one.
+
+    `write` gets up to MARK_BATCH items and answers each (True/False, or the exception for
+    that item); a failure of the whole write is every item's. Nothing waits for a batch to
+    fill: with one recording at a time, each is written at once, alone.
+    """
+
+    def __init__(self, write: Callable[[Sequence[_Stored]], Awaitable[list[bool | BaseException]]]) -> None:
+        self._write = write
+        self._waiting: deque[tuple[_Stored, asyncio.Future[bool]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def mark(self, item: _Stored) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain(), name="mark recordings stored")
+        return await future
+
+    async def _drain(self) -> None:
+        # Its own task, so a pull cancelled meanwhile cannot cut another pull's batch short;
+        # the blobs of a batch are complete, so marking them is right whoever still waits.
+        batch: list[tuple[_Stored, asyncio.Future[bool]]] = []
+        try:
+            while self._waiting:
+                batch = [self._waiting.popleft() for _ in range(min(MARK_BATCH, len(self._waiting)))]
+                try:
+                    answers = await self._write([item for item, _ in batch])
+                except Exception as error:
+                    answers = [error] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+                batch = []
+        finally:
+            self._writer = None
+            for _, future in [*batch, *self._waiting]:
+                future.cancel()  # only if this task itself was cancelled (loop shutdown)
+            self._waiting.clear()
+
+
+class _PendingFeed:
+    """The provider's pending recordings, read a page at a time, handed out one at a time
+    to the workers (oldest id first; each once per pull)."""
+
+    def __init__(self, read: Callable[[str], Awaitable[list[Pending]]]) -> None:
+        self._read = read
+        self._buffer: deque[Pending] = deque()
+        self._after = ""
+        self._exhausted = False
+        self._lock = asyncio.Lock()
+
+    async def next(self) -> Pending | None:
+        async with self._lock:
+            if not self._buffer and not self._exhausted:
+                page = await self._read(self._after)
+                self._buffer.extend(page)
+                self._exhausted = not page
+                if page:
+                    self._after = page[-1].id
+            return self._buffer.popleft() if self._buffer else None
+
+
+@dataclass(slots=True)
+class _Pause:
+    """Until when a provider that answered "rate limited" gets no new download request."""
+
+    until: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+
+    def hold(self, seconds: float) -> None:
+        self.until = max(self.until, self.clock() + seconds)
+
+    async def wait(self) -> None:
+        while (left := self.until - self.clock()) > 0:  # noqa: ASYNC110  # `until` can move meanwhile
+            await asyncio.sleep(left)
+
+
+@dataclass(frozen=True, slots=True)
 class _Run:
     """One provider's downloads in one pull."""
 
     connector: Connector
     progress: Progress
-    slots: asyncio.Semaphore
+    pause: _Pause = field(default_factory=_Pause)
 
     @property
     def context(self) -> dict[str, object]:

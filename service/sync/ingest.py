@@ -7,6 +7,7 @@ after a crash) updates one row and never adds a second.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,10 +91,22 @@ def unique_rows(records: Iterable[CallRecord], origin: Origin, now: datetime) ->
 
 
 def upsert(dialect: str, rows: Sequence[dict[str, Any]]) -> postgresql.Insert | sqlite.Insert:
+    """`upsert_statement` with `rows` in it, as one multi-row statement."""
+    return _on_conflict(insert_for(dialect, Recording).values(list(rows)))
+
+
+@functools.cache
+def upsert_statement(dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """The upsert of one call, to execute with a batch of rows (executemany). Made once, so
+    it is compiled once: building a multi-row statement of a hundred rows costs more than
+    the database takes to run it."""
+    return _on_conflict(insert_for(dialect, Recording))
+
+
+def _on_conflict(stmt: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | sqlite.Insert:
     """Insert new calls; for known ones refresh what the provider says about the call, and
     never touch what callvault owns (stored audio, tags, notes). A call whose recording
     appears later goes from no_audio to pending."""
-    stmt = insert_for(dialect, Recording).values(list(rows))
     new = stmt.excluded
     status = col(Recording.processing_status)
     refreshed = (

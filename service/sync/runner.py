@@ -46,7 +46,7 @@ from service.storage.db import Database
 from service.storage.models import JobState, Provider, SyncJob, as_utc, utcnow
 from service.sync import queue
 from service.sync.download import Downloader, retry_logger
-from service.sync.ingest import Origin, is_storable, unique_rows, upsert
+from service.sync.ingest import Origin, is_storable, unique_rows, upsert_statement
 from service.sync.lease import Lease
 from service.sync.state import LeaseLost, ProviderGone, PullState, Window, ensure_state, highest, read
 
@@ -317,7 +317,8 @@ class PullRunner:
                 )
                 if (await session.exec(query)).first() is None:
                     raise ProviderGone()
-                await session.exec(upsert(self._db.dialect, unique_rows(storable, run.origin, utcnow())))
+                rows = unique_rows(storable, run.origin, utcnow())
+                await (await session.connection()).execute(upsert_statement(self._db.dialect), rows)
                 await session.commit()
             for record in storable:
                 run.position = highest(run.position, record.position)

@@ -129,6 +129,11 @@ class Puller:
 
     def _forget(self, provider_id: str, _task: asyncio.Task[None]) -> None:
         self._pulls.pop(provider_id, None)
+        # A sync requested while this pull was starting or ending found no open job to join
+        # and was skipped by the pass it woke (the provider was busy here): look again now,
+        # not a tick later.
+        if not self._closed:
+            self.wake()
 
     async def _pull_logged(self, provider_id: str, job: SyncJob | None) -> None:
         try:

@@ -13,6 +13,7 @@ API (stable; other fakes build on it)::
         server.base_url                       # "http://127.0.0.1:<port>"
         server.faults.add(Fault.status(500), path="/items", times=2)
         server.requests                       # copy of the log: list[Request]; clear_requests()
+        server.connections                    # connections accepted so far (Request.connection)
         server.handler_errors                 # exceptions raised by handlers (answered 500)
 
     server.tls = ssl_context                  # before start(): serve https (see tests/fakes/tls.py);
@@ -78,6 +79,8 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     raw: bytes = b""
     scheme: str = "http"  # "https" when it came over TLS
+    connection: int = 0  # which of the server's connections it came on: 1, 2, ... in accept order
+    received_at: float = 0.0  # time.monotonic() when it was read
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -267,6 +270,7 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.handler_errors: list[Exception] = []
+        self.connections = 0  # accepted so far
         self.port = 0
         self.tls: ssl.SSLContext | None = None
         self._listener: socket.socket | None = None
@@ -380,8 +384,11 @@ class FakeServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        with self.lock:
+            self.connections += 1
+            number = self.connections
         try:
-            while await self._serve_one(reader, writer, scheme):
+            while await self._serve_one(reader, writer, scheme, number):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, _BadRequest):
             writer.transport.abort()
@@ -396,13 +403,13 @@ class FakeServer:
             writer.close()
 
     async def _serve_one(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str, connection: int
     ) -> bool:
         """Answer one request; False when the connection must end."""
         request = await _read_request(reader)
         if request is None:
             return False
-        request = replace(request, scheme=scheme)
+        request = replace(request, scheme=scheme, connection=connection, received_at=time.monotonic())
         with self.lock:
             self._log.append(request)
         if self.tls is not None and scheme == "http":  # as nginx does

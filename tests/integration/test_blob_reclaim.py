@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -371,3 +372,57 @@ async def test_concurrent_deletes_of_the_last_users_release_the_blob(env: Env) -
     assert [row.unreferenced_since is not None for row in (await blob_rows(env)).values()] == [True] * 4
     assert await env.sweeper.sweep() == len(PAYLOADS)
     await env.backend.assert_nothing_left()
+
+
+class SweepsAfterPutOf(SweepsAfterPut):
+    """A sweep right after the put of one blob only: the others of its batch are unaffected."""
+
+    def __init__(self, inner: BlobStore, sweeper: BlobSweeper, sha256: str) -> None:
+        super().__init__(inner, sweeper)
+        self._target = sha256
+
+    async def put(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        expected_sha256: str | None = None,
+        expected_size: int | None = None,
+        max_size: int | None = None,
+    ) -> BlobInfo:
+        info = await self._inner.put(
+            chunks, expected_sha256=expected_sha256, expected_size=expected_size, max_size=max_size
+        )
+        if info.sha256 == self._target and not self.swept:
+            self.swept.append(await self._sweeper.sweep())
+        return info
+
+
+async def test_a_batch_whose_one_reused_audio_is_swept_stores_the_rest_and_fetches_it_again(
+    env: Env, tmp_path: Path
+) -> None:
+    with FakeKazoo(max_page_size=100) as kazoo:
+        now = datetime.now(UTC)
+        calls = [
+            kazoo.add_recording(now - timedelta(hours=1, minutes=i), audio_size=5000 + i) for i in range(12)
+        ]
+        reused = calls[3]
+        await released(env, reused.audio.read())
+        providers, provider_id = await kazoo_provider(env, kazoo)
+        racing = SweepsAfterPutOf(env.backend.store, env.sweeper, reused.audio.sha256())
+        settings = Settings(data_dir=tmp_path, network=POLICY, sync=SYNC)  # 8 downloads at a time
+        job = await (await puller(env, providers, racing, settings)).pull(provider_id)
+        fetches = Counter(
+            r.path.rsplit("/", 1)[1] for r in kazoo.requests if "audio" in r.headers.get("accept", "")
+        )
+        assert kazoo.handler_errors == []
+
+    assert racing.swept == [1]
+    assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 12, 0)
+    # Only the swept one again: the marks it shared a transaction with stand.
+    assert fetches == Counter({c.id: 2 if c is reused else 1 for c in calls})
+    rows = await stored_rows(env)
+    assert sorted(r.sha256 or "" for r in rows) == sorted(c.audio.sha256() for c in calls)
+    live = await blob_rows(env)
+    assert all(live[c.audio.sha256()].unreferenced_since is None for c in calls)
+    [row] = [r for r in rows if r.sha256 == reused.audio.sha256()]
+    assert await download(env, row.id) == reused.audio.read()

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from service.blobs.local import LocalBlobStore
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
+from service.ids import uuid7
 from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
@@ -968,3 +970,139 @@ async def test_a_dtac_answer_without_objects_fails_the_pull_and_keeps_the_cursor
         assert sorted(r.external_id for r in rows) == sorted(str(c.id) for c in calls)
         assert all(r.processing_status == "completed" for r in rows)
         assert dtac.handler_errors == []
+
+
+# -- throughput: concurrent downloads over kept-alive connections -----------------------
+
+FAST: dict[str, Any] = {"per_provider_concurrency": 8, "concurrency": 16}
+
+
+def audio_path(fake: FakeKazoo, rec: FakeRecording | None = None) -> str:
+    return f"/v2/accounts/{fake.account_id}/recordings/{rec.id if rec else ''}"
+
+
+def fetched(fake: FakeKazoo) -> Counter[str]:
+    """Audio requests per recording id."""
+    return Counter(r.path.rsplit("/", 1)[1] for r in audio_requests(fake))
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_concurrent_downloads_store_each_recording_once_over_reused_connections(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [20 - i * 0.25 for i in range(40)])
+    flaky, broken = calls[5], calls[17]
+    kazoo.faults.add(Fault.status(500), path=audio_path(kazoo, flaky), times=2)  # retried within the pull
+    kazoo.faults.add(Fault.status(500), path=audio_path(kazoo, broken), times=SYNC.retry_attempts)
+    kazoo.faults.add(Fault.slow(delay=0.05), path=audio_path(kazoo), times=None)  # downloads overlap
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller(**FAST)
+
+    first = await puller.pull(provider_id)
+
+    assert (first.state, first.recordings_stored, first.failures) == ("succeeded", 39, 1)
+    counts = fetched(kazoo)
+    assert (counts[flaky.id], counts[broken.id]) == (3, SYNC.retry_attempts)
+    assert all(counts[c.id] == 1 for c in calls if c not in (flaky, broken))  # none fetched twice
+    # Every request of the pull (login, 14 pages, 45 downloads) went over kept-alive
+    # connections: more than one at once, no more than the provider's downloads at a time
+    # and one for each error answer (closed with its body unread) in all.
+    errors = 2 + SYNC.retry_attempts
+    assert 1 < kazoo.connections <= FAST["per_provider_concurrency"] + errors
+    [row] = [r for r in await env.rows(provider_id) if r.external_id == broken.id]
+    assert (row.processing_status, row.attempts, row.sha256) == ("pending", 1, None)
+
+    kazoo.clear_requests()
+    second = await puller.pull(provider_id)  # the failed one is tried again, alone
+    assert (second.state, second.recordings_stored, second.failures) == ("succeeded", 1, 0)
+    assert fetched(kazoo) == Counter({broken.id: 1})
+    await assert_stored_once(env, provider_id, calls)
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_a_pull_stopped_mid_downloads_loses_nothing_and_fetches_nothing_twice(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [20 - i * 0.25 for i in range(40)])
+    kazoo.faults.add(Fault.slow(delay=0.2), path=audio_path(kazoo), times=None)
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller(**FAST)
+
+    pull = asyncio.create_task(puller.pull(provider_id))
+    await eventually(lambda: len(audio_requests(kazoo)) >= 12)
+    # The key is revoked mid-batch: the next login fails, which no recording can get past.
+    kazoo.faults.add(Fault.status(401), path="/v2/api_auth", times=None)
+    kazoo.expire_tokens()
+    first = await pull
+
+    assert (first.state, first.error) == ("failed", "authentication failed")
+    rows = await env.rows(provider_id)
+    done = {r.external_id for r in rows if r.processing_status == "completed"}
+    assert len(rows) == 40 and 0 < len(done) < 40
+    # The rest are pending, no attempt counted against them; the cursor moved past the
+    # listing only, since every listed call was stored as a row.
+    assert all(
+        r.processing_status == "pending" and r.attempts == 0 for r in rows if r.external_id not in done
+    )
+    assert first.recordings_stored == len(done)
+    state = await env.state(provider_id)
+    assert state.cursor is not None and as_utc(state.cursor) >= NOW
+
+    kazoo.faults.clear()
+    kazoo.clear_requests()
+    second = await puller.pull(provider_id)
+    assert (second.state, second.recordings_stored) == ("succeeded", 40 - len(done))
+    assert fetched(kazoo) == Counter({c.id: 1 for c in calls if c.id not in done})
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def test_a_rate_limited_download_holds_back_the_providers_other_downloads(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [20 - i * 0.25 for i in range(30)])
+    wait = 0.15  # within SYNC's retry cap, so the download is retried after it
+    kazoo.faults.add(Fault.rate_limited(retry_after=wait), path=audio_path(kazoo), times=1)
+    provider_id = await env.kazoo(kazoo)
+    workers = 4
+
+    job = await (await env.puller(per_provider_concurrency=workers)).pull(provider_id)
+
+    assert (job.state, job.recordings_stored, job.failures) == ("succeeded", 30, 0)
+    audio = audio_requests(kazoo)
+    limited = audio[0].received_at  # the first audio request was answered 429
+    during = [r for r in audio[1:] if limited < r.received_at < limited + wait * 0.8]
+    # Only requests already on their way when the answer came (one per other worker at most);
+    # without the pause the 29 others would all go in that time.
+    assert len(during) <= workers - 1
+    await assert_stored_once(env, provider_id, calls)
+
+
+@pytest.mark.parametrize("env", BACKENDS, indirect=True)
+async def test_a_job_queued_while_its_providers_pull_runs_starts_when_that_pull_ends(
+    env: Env, kazoo: FakeKazoo
+) -> None:
+    calls = add_calls(kazoo, [6, 3])
+    kazoo.faults.add(Fault.slow(delay=0.3), path=audio_path(kazoo), times=None)
+    provider_id = await env.kazoo(kazoo)
+    puller = await env.puller(tick_seconds=30.0)  # only a wake can make it act again soon
+    loop = asyncio.create_task(puller.run())
+    try:
+        running = await puller.request_sync(env.business_id, provider_id)
+        await wait_for(lambda: _state_is(env, running.id, "running"))
+        # A request that came as the pull was starting or ending: no open job to join, so it
+        # queued one of its own, and the pass it woke skipped the busy provider.
+        late = SyncJob(id=uuid7(), business_id=env.business_id, provider_id=provider_id, trigger="manual")
+        async with env.db.session() as session:
+            session.add(late)
+            await session.commit()
+        puller.wake()
+        await wait_for(lambda: _state_is(env, late.id, "succeeded"), within=5)  # not after a tick
+    finally:
+        await puller.close()
+    assert loop.done()
+    assert (await env.job(running.id)).state == "succeeded"
+    await assert_stored_once(env, provider_id, calls)
+
+
+async def _state_is(env: Env, job_id: str, state: str) -> bool:
+    return (await env.job(job_id)).state == state
