@@ -151,10 +151,20 @@ async def encrypt_stream(
     segment = 0
     async for chunk in chunks:
         buffer += chunk
-        while len(buffer) > segment_size:  # more follows: not the last
-            yield aead.encrypt(_nonce(prefix, segment, False), bytes(buffer[:segment_size]), None)
-            del buffer[:segment_size]
-            segment += 1
+        if len(buffer) <= segment_size:
+            continue
+        sealed: list[bytes] = []
+        pos = 0
+        with memoryview(buffer) as view:  # no copy of the plaintext before AES reads it
+            while len(buffer) - pos > segment_size:  # more follows: not the last
+                sealed.append(
+                    aead.encrypt(_nonce(prefix, segment, False), view[pos : pos + segment_size], None)
+                )
+                pos += segment_size
+                segment += 1
+        del buffer[:pos]
+        for piece in sealed:
+            yield piece
     yield aead.encrypt(_nonce(prefix, segment, True), bytes(buffer), None)
 
 
@@ -175,7 +185,7 @@ class SegmentOpener:
         self._aead = _segment_aead(key, header, aad)
         self.decrypted = 0
 
-    def open(self, segment: int, sealed: bytes) -> bytes:
+    def open(self, segment: int, sealed: bytes | memoryview) -> bytes:
         layout = self.layout
         last = segment == layout.segments - 1
         if len(sealed) != layout.plain_length(segment) + TAG_SIZE:
@@ -208,16 +218,19 @@ async def decrypt_segments(
     async for chunk in sealed:
         buffer += chunk
         out: list[bytes] = []
-        while segment <= last:
-            need = layout.plain_length(segment) + TAG_SIZE
-            if len(buffer) < need:
-                break
-            plain = opener.open(segment, bytes(buffer[:need]))
-            del buffer[:need]
-            stop = min(len(plain), end - segment * layout.segment_size)
-            out.append(plain[skip:stop] if skip or stop < len(plain) else plain)
-            skip = 0
-            segment += 1
+        pos = 0
+        with memoryview(buffer) as view:  # AES reads the ciphertext in place
+            while segment <= last:
+                need = layout.plain_length(segment) + TAG_SIZE
+                if len(buffer) - pos < need:
+                    break
+                plain = opener.open(segment, view[pos : pos + need])
+                pos += need
+                stop = min(len(plain), end - segment * layout.segment_size)
+                out.append(plain[skip:stop] if skip or stop < len(plain) else plain)
+                skip = 0
+                segment += 1
+        del buffer[:pos]
         if out:
             yield out[0] if len(out) == 1 else b"".join(out)
         if segment > last:

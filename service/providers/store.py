@@ -98,6 +98,11 @@ class ProviderStore:
         self._policy = policy
         self._connections = ConnectionChecker(policy)
 
+    @property
+    def keyring(self) -> Sealer:
+        """The keyring secrets are sealed with; recordings' data keys are wrapped with it too."""
+        return self._keyring
+
     async def summaries(self, business_id: str) -> list[ProviderSummary]:
         async with self._db.session() as session:
             rows = await session.exec(

@@ -24,11 +24,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service import metrics
-from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
+from service.blobs.base import BlobInfo, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
 from service.connectors.base import AudioNotReady, Connector, ConnectorError, RecordingNotFound
-from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
+from service.recordings.blobrefs import BlobReclaimed
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
+from service.recordings.sealed import SealedAudio, SealedPut
 from service.storage.db import Database
 from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
 from service.sync.queue import Progress
@@ -91,9 +92,9 @@ def retry_logger(context: Mapping[str, object], operation: str) -> OnRetry:
 class Downloader:
     """Downloads for every provider of this process, `concurrency` at a time in all."""
 
-    def __init__(self, db: Database, blobs: BlobStore, sync: SyncSettings, retry: RetryPolicy) -> None:
+    def __init__(self, db: Database, sealed: SealedAudio, sync: SyncSettings, retry: RetryPolicy) -> None:
         self._db = db
-        self._blobs = blobs
+        self._sealed = sealed
         self._sync = sync
         self._retry = retry
         self._slots = asyncio.Semaphore(sync.concurrency)
@@ -130,7 +131,8 @@ class Downloader:
         # The provider's own slot first, so waiting for it holds none of the shared ones.
         async with run.slots, self._slots:
             try:
-                fetch = functools.partial(self._fetch_and_store, run.connector, item)
+                business_id = run.progress.job.business_id  # the provider's, so its recordings'
+                fetch = functools.partial(self._fetch_and_store, run.connector, business_id, item)
                 on_retry = retry_logger(run.context, "download")
                 blob, stored = await retrying(
                     fetch, self._retry, retryable=download_retryable, on_retry=on_retry
@@ -151,30 +153,36 @@ class Downloader:
             metrics.RECORDING_BYTES.labels(run.progress.job.provider_id).inc(blob.size)
         await run.progress.tick()
 
-    async def _fetch_and_store(self, connector: Connector, item: Pending) -> tuple[BlobInfo, bool]:
+    async def _fetch_and_store(
+        self, connector: Connector, business_id: str, item: Pending
+    ) -> tuple[BlobInfo, bool]:
         """One download, then the row marked stored; a blob swept in between (BlobReclaimed)
         is downloaded again, like a cut transfer."""
-        blob, content_type = await self._fetch(connector, item.ref)
-        return blob, await self._mark_stored(item.id, blob, content_type)
+        put, content_type = await self._fetch(connector, business_id, item)
+        return put.plain, await self._mark_stored(item.id, put, content_type)
 
-    async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
-        """One download, streamed into the blob store; the blob is only there if complete."""
-        async with connector.open_recording(ref) as stream:
-            blob = await self._blobs.put(
-                stream.chunks, expected_size=stream.length, max_size=self._sync.max_recording_bytes
+    async def _fetch(self, connector: Connector, business_id: str, item: Pending) -> tuple[SealedPut, str]:
+        """One download, sealed into the blob store; the blob is only there if complete."""
+        async with connector.open_recording(item.ref) as stream:
+            put = await self._sealed.put(
+                business_id,
+                item.id,
+                stream.chunks,
+                expected_size=stream.length,
+                max_size=self._sync.max_recording_bytes,
             )
             content_type = stream.content_type
-        if blob.size == 0:
-            await release_now(self._db, blob)
+        if put.plain.size == 0:
+            await self._sealed.discard(put)
             raise EmptyRecording()
-        return blob, content_type
+        return put, content_type
 
-    async def _mark_stored(self, recording_id: str, blob: BlobInfo, content_type: str) -> bool:
+    async def _mark_stored(self, recording_id: str, put: SealedPut, content_type: str) -> bool:
         """Mark a still-pending recording stored and hold its blob, in one transaction
         (blobrefs.py); a recording deleted or stored meanwhile releases the blob instead."""
         values = {
-            "sha256": blob.sha256,
-            "size": blob.size,
+            "sha256": put.plain.sha256,
+            "size": put.plain.size,
             # The provider's header goes back out in ours: only a well-formed media type.
             "content_type": content_type if is_media_type(content_type) else "application/octet-stream",
             "processing_status": COMPLETED,
@@ -184,10 +192,10 @@ class Downloader:
         async with self._db.session() as session:
             stored = await self._update_pending(session, recording_id, values)
             if stored:
-                await hold(session, self._blobs, blob)
-            else:
-                await release(session, blob.sha256, blob.size)
+                await self._sealed.keep(session, put)
             await session.commit()
+        if not stored:
+            await self._sealed.discard(put)
         return stored
 
     async def _record_attempt(self, run: _Run, item: Pending, message: str, final: bool) -> None:

@@ -83,7 +83,7 @@ def test_keys_rotation_and_graceful_stop(tmp_path: Path) -> None:
     assert "key 2 is now primary" in run(env, "master-keys", "add").stdout
     refused = run(env, "master-keys", "retire", "1", check=False)
     assert refused.returncode != 0 and "still seals" in refused.stderr
-    assert "re-sealed 3 secrets under key 2" in run(env, "master-keys", "reseal").stdout
+    assert "re-sealed 3 secrets and data keys under key 2" in run(env, "master-keys", "reseal").stdout
     assert "re-sealed 0 secrets" in run(env, "master-keys", "reseal").stdout  # resumable, idempotent
     assert "retired key 1" in run(env, "master-keys", "retire", "1").stdout
     assert list(json.loads(key_file.read_text())["keys"]) == ["2"]

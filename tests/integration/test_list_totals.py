@@ -38,7 +38,12 @@ def test_totals_follow_writes(server: RunningServer) -> None:
     tenant = server.new_tenant()
     service = server.service
     store = RecordingStore(
-        service.db, service.blobs, phone_region="TH", max_bytes=1 << 20, counts=CountCache(ttl=0.2)
+        service.db,
+        service.blobs,
+        phone_region="TH",
+        max_bytes=1 << 20,
+        keyring=service.keyring,
+        counts=CountCache(ttl=0.2),
     )
     query = build_query(**QUERY)  # type: ignore[arg-type]
 

@@ -69,7 +69,14 @@ async def test_same_audio_seals_differently() -> None:
 
 @pytest.mark.parametrize(
     ("start", "end"),
-    [(0, 1), (SEG - 1, SEG), (SEG - 1, SEG + 1), (SEG, SEG + 1), (2 * SEG, 3 * SEG), (3 * SEG - 5, 4 * SEG + 9)],
+    [
+        (0, 1),
+        (SEG - 1, SEG),
+        (SEG - 1, SEG + 1),
+        (SEG, SEG + 1),
+        (2 * SEG, 3 * SEG),
+        (3 * SEG - 5, 4 * SEG + 9),
+    ],
 )
 async def test_ranges_at_segment_boundaries(start: int, end: int) -> None:
     size = 4 * SEG + 9
