@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import audio, calllog, ingest, providers, recordings
+from bench import audio, calllog, ingest, providers, recordings, sealed
 from bench.context import Bench
 
 Figure = Callable[[Bench], None]
@@ -16,6 +16,7 @@ FIGURES: dict[str, tuple[str, Figure]] = {
     "ingest": ("5: recordings/s pulled from a fake Kazoo", ingest.run),
     "workers": ("6: 2 worker processes beside 1", providers.run_workers),
     "log": ("7: the per-call log line: in process, and GetProvider at INFO beside WARNING", calllog.run),
+    "sealed": ("recordings sealed at rest: downloads and puts beside plain, RSS, Range segments", sealed.run),
 }
 
 # Other names --only accepts.

@@ -20,8 +20,10 @@ arithmetic). Recordings stored before sealing are served plain until ``seal_lega
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
@@ -107,6 +109,41 @@ class _Plain:
             raise BlobVerificationFailed(f"sha256 is {self.sha256}, expected {expected_sha256}")
 
 
+AHEAD = 4  # sealed segments (1 MiB) produced ahead of the blob store's writes
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _ahead(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` run in a task of their own, ``AHEAD`` items ahead of the consumer, so the
+    plaintext's hashing and sealing (here) overlap the blob store hashing and writing the
+    ciphertext (in its worker thread): a put costs about what a plain put does, not twice."""
+    queue: asyncio.Queue[bytes | _Failed | None] = asyncio.Queue(maxsize=AHEAD)
+
+    async def produce() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+        except Exception as error:  # the consumer raises it, unchanged
+            await queue.put(_Failed(error))
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
@@ -141,7 +178,7 @@ class SealedAudio:
         data_key = new_data_key()
         plain = _Plain(expected_sha256, expected_size, max_size)
         aad = associated_data(business_id, recording_id)
-        blob = await self._blobs.put(encrypt_stream(data_key, aad, plain.stream(chunks)))
+        blob = await self._blobs.put(_ahead(encrypt_stream(data_key, aad, plain.stream(chunks))))
         ctx = key_context(business_id, recording_id)
         wrapped = self._keyring.seal(base64.b64encode(data_key).decode("ascii"), ctx)
         return SealedPut(

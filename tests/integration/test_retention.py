@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from service.recordings.retention import purge_expired, set_retention
 from service.recordings.store import NewUpload
+from service.storage.models import RecordingKey
 from tests.support.server import RunningServer
 
 
@@ -31,7 +31,10 @@ def test_retention_purges_only_old_recordings_of_that_business(server: RunningSe
                 )
                 audio = f"{tenant.business_id}-{days}".encode() * 100
                 await store.store_upload(tenant.business_id, row.id, chunks(audio))
-                made[f"{tenant.business_id}:{days}"] = hashlib.sha256(audio).hexdigest()
+                async with server.service.db.session() as session:
+                    key = await session.get(RecordingKey, row.id)  # the sealed audio's blob
+                assert key is not None
+                made[f"{tenant.business_id}:{days}"] = key.blob_sha256
         return made
 
     blobs = server.call(seed())
