@@ -22,13 +22,13 @@ from sqlmodel import col, func, select
 
 from service.admin import Admin
 from service.blobs.local import LocalBlobStore
-from service.recordings.sealed import SealedAudio, read_row_and_key
 from service.config import Settings, SyncSettings
 from service.connectors.http import NetworkPolicy
 from service.errors import ProviderNotFound
 from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
+from service.recordings.sealed import SealedAudio, read_row_and_key
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
@@ -127,9 +127,9 @@ class Env:
         """The sha256 of a stored recording's audio, read back through its sealed blob."""
         async with self.db.session() as session:
             found = await read_row_and_key(session, self.business_id, row.id)
-        assert found is not None and found[1] is not None, "stored audio is sealed"
+        assert found is not None
         stored, key = found
-        assert stored.size is not None
+        assert key is not None and stored.size is not None, "stored audio is sealed"
         assert await self.blobs.stat(key.blob_sha256) is not None
         digest = hashlib.sha256()
         sealed = SealedAudio(self.db, self.blobs, self.providers.keyring)
