@@ -148,7 +148,7 @@ def run(bench: Bench) -> None:
         rates: dict[tuple[str, bool], float] = {}
         for rest in (False, True):  # interleaved, so a noisy neighbour hits both alike
             for name, stored in (("plain", plain), ("sealed", sealed)):
-                _, rates[(name, rest)] = _download(
+                _, rates[(name, rest)], _ = _download(
                     bench, server, tenant, stored, rest=rest, runs=RUNS, figure="sealed"
                 )
 

@@ -5,6 +5,7 @@ server seals them), and recordings in bulk (SQLAlchemy core executemany into SQL
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -48,8 +49,16 @@ class RecordingSet:
     day: str  # a calendar day (business time zone) inside the span
 
 
+# A database other than the data dir's SQLite file for the provider figures (1, 2, 6, 7),
+# e.g. a PostgreSQL URL; the same variable reaches the servers (bench/servers.py).
+DATABASE_URL_VAR = "CALLVAULT_BENCH_DATABASE_URL"
+
+
 def settings_for(data_dir: Path) -> Settings:
-    return Settings.from_env({"CALLVAULT_DATA_DIR": str(data_dir)})
+    env = {"CALLVAULT_DATA_DIR": str(data_dir)}
+    if os.environ.get(DATABASE_URL_VAR):
+        env["CALLVAULT_DATABASE_URL"] = os.environ[DATABASE_URL_VAR]
+    return Settings.from_env(env)
 
 
 def prepare(data_dir: Path) -> str:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import __version__, metrics
+from service import __version__, allocator, metrics
 from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
@@ -49,6 +49,8 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
+from service.recordings.holds import LegalHolds
+from service.recordings.listenlinks import ListenLinks
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.recordings.uploadlinks import UploadLinks
@@ -105,6 +107,13 @@ class Service:
             ttl_seconds=check_upload_url_ttl(settings.upload_url_ttl_seconds),
             base_url=check_public_base_url(settings.public_base_url),
         )
+        self.listen_links = ListenLinks(
+            self.keyring,
+            default_seconds=settings.audio_link_ttl_seconds,
+            max_seconds=settings.audio_link_max_seconds,
+            base_url=self.upload_links.base_url,
+        )
+        self.holds = LegalHolds(self.db)
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -129,6 +138,8 @@ class Service:
                     self.puller,
                     settings.timezone,
                     self.upload_links,
+                    self.listen_links,
+                    self.holds,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),
@@ -240,6 +251,7 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        allocator.tune(self.settings.malloc_mmap_threshold)
         # Before listening: a process with the wrong master key must not serve at all.
         await self.service.keyring.start()
         await open_blob_store(self.service.blobs, self.settings)
@@ -265,6 +277,7 @@ class Server:
             self.service.upload_links.base_url = listener_base_url(
                 self.settings.http_host, self.http_port, tls=self.settings.tls.enabled
             )
+        self.service.listen_links.base_url = self.service.upload_links.base_url
         tls = self.settings.tls
         config = uvicorn.Config(
             self._rest_app(),

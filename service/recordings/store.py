@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,11 +28,13 @@ from service.errors import (
     InvalidArgument,
     RangeNotSatisfiable,
     RecordingNotFound,
+    RecordingOnHold,
 )
 from service.ids import uuid7
 from service.recordings.agents import AgentSummary, agent_filters, list_agents
 from service.recordings.blobrefs import BlobReclaimed, release
 from service.recordings.counts import CountCache
+from service.recordings.holds import refuse_replacing_held
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.recordings.sealed import SealedAudio, read_row_and_key
@@ -317,6 +319,7 @@ class RecordingStore:
             raise InvalidArgument("id", "only uploaded recordings take audio uploads")
         if expected_sha256 is not None and not is_sha256(expected_sha256):
             raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
+        refuse_replacing_held(row)
         try:
             put = await self._sealed.put(
                 business_id, recording_id, chunks, expected_sha256=expected_sha256, max_size=self._max_bytes
@@ -331,6 +334,7 @@ class RecordingStore:
         try:
             async with self._db.session() as session:
                 row = await self._locked_row(session, business_id, recording_id)
+                refuse_replacing_held(row)  # held since the upload began
                 previous = await self._sealed.blob_of(session, row)
                 row.sha256, row.size = put.plain.sha256, put.plain.size
                 row.content_type = content_type or row.content_type
@@ -343,7 +347,7 @@ class RecordingStore:
                 await session.flush()
                 await self._sealed.keep(session, put, replaced=previous)
                 await session.commit()
-        except RecordingNotFound:  # deleted while its audio streamed in
+        except (RecordingNotFound, RecordingOnHold):  # deleted, or held, while its audio streamed in
             await self._sealed.discard(put)
             raise
         except BlobReclaimed:
@@ -383,6 +387,8 @@ class RecordingStore:
         them after the grace period, once no recording refers to them."""
         async with self._db.session() as session:
             row = await self._locked_row(session, business_id, recording_id)
+            if row.held_at is not None:  # checked under the lock a hold is placed with
+                raise RecordingOnHold()
             blob = await self._sealed.forget(session, row)
             await session.delete(row)
             await session.flush()
@@ -391,24 +397,33 @@ class RecordingStore:
             await session.commit()
         self.counts.invalidate(business_id)
 
-    async def delete_many(self, business_id: str, recording_ids: list[str]) -> None:
+    async def delete_many(self, business_id: str, recording_ids: list[str]) -> int:
+        """How many were deleted: one gone already, or held, is skipped."""
+        deleted = 0
         for recording_id in recording_ids:
-            with contextlib.suppress(RecordingNotFound):
+            with contextlib.suppress(RecordingNotFound, RecordingOnHold):
                 await self.delete(business_id, recording_id)
+                deleted += 1
+        return deleted
 
-    async def purge_older_than(self, business_id: str, cutoff: datetime, *, batch: int = 500) -> int:
-        """Retention: delete the business's recordings of calls before `cutoff`."""
+    async def purge_older_than(
+        self, business_id: str, cutoff: datetime, *, batch: int = 500, where: Sequence[Any] = ()
+    ) -> int:
+        """Retention: delete the business's recordings of calls before `cutoff` (and `where`),
+        except held ones."""
         purged = 0
         while True:
             async with self._db.session() as session:
                 query = select(Recording.id).where(
-                    col(Recording.business_id) == business_id, col(Recording.call_at) < cutoff
+                    col(Recording.business_id) == business_id,
+                    col(Recording.call_at) < cutoff,
+                    col(Recording.held_at).is_(None),
+                    *where,
                 )
                 ids = list((await session.exec(query.limit(batch))).all())
             if not ids:
                 return purged
-            await self.delete_many(business_id, ids)
-            purged += len(ids)
+            purged += await self.delete_many(business_id, ids)
 
     @staticmethod
     async def _row(session: AsyncSession, business_id: str, recording_id: str, *also: Any) -> Recording:

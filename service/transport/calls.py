@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,8 +18,16 @@ from grpc_status import rpc_status
 
 from service import metrics
 from service.auth import Authenticator, Principal, Requirement
-from service.errors import DomainError, RateLimited
+from service.errors import (
+    BusinessNotFound,
+    DomainError,
+    LinkInvalid,
+    MissingScope,
+    RateLimited,
+    Unauthenticated,
+)
 from service.ratelimit import Decision, RateLimiter
+from service.recordings.listenlinks import ListenGrant, ListenLinks
 from service.recordings.uploadlinks import UploadGrant, UploadLinks
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
 
@@ -37,16 +45,21 @@ class MetadataContext(Protocol):
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def new_request_id() -> str:
+    """128 random bits as 32 hex digits, as uuid4().hex looks, at a fifth of its cost."""
+    return os.urandom(16).hex()
+
+
 def request_id(incoming: str | None) -> str:
     """The caller's x-request-id when it is a sane token, else a new one."""
-    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
 
 
 @dataclass(slots=True)
 class CallRecord:
     method: str
     transport: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     business_id: str | None = None
     key_id: str | None = None
@@ -56,11 +69,28 @@ class CallRecord:
 current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("current_call", default=None)
 
 
+# The call metrics' children by (method, transport, status): `labels()` takes a lock and
+# builds a key on every call; there are a few hundred combinations at most.
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _metrics_for(method: str, transport: str, status: str) -> tuple[Any, Any]:
+    key = (method, transport, status)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = (
+            metrics.CALLS.labels(method, transport, status),
+            metrics.CALL_SECONDS.labels(method, transport),
+        )
+    return found
+
+
 def log_call(call: CallRecord, status: str, **extra: Any) -> None:
     """The one line per call, and the call metrics."""
     seconds = time.perf_counter() - call.started
-    metrics.CALLS.labels(call.method, call.transport, status).inc()
-    metrics.CALL_SECONDS.labels(call.method, call.transport).observe(seconds)
+    calls, latency = _metrics_for(call.method, call.transport, status)
+    calls.inc()
+    latency.observe(seconds)
     if not log.isEnabledFor(logging.INFO):
         return
     # makeRecord and handle, as log.info would, less its walk of the stack for a file and
@@ -141,6 +171,28 @@ class CallAuth:
         if call is not None:
             call.business_id = grant.business_id
         return grant
+
+    async def listen(
+        self, links: ListenLinks, token: str, recording_id: str, *scopes: Requirement
+    ) -> tuple[Caller, ListenGrant]:
+        """What a listen link's token admits, in place of an API key: the key that minted it,
+        in the business it was minted for, while that key is live (not revoked, within the
+        key cache's bound) and holds ``scopes``; else the link is invalid, never saying why.
+        Rate limited as that key."""
+        grant = links.verify(token, recording_id)
+        call = current_call.get()
+        if call is not None:
+            call.key_id, call.business_id = grant.key_id, grant.business_id
+        self.admit(grant.key_id)
+        try:
+            principal = await self.authenticator.principal_by_id(grant.key_id)
+            principal.require(*scopes)
+            business_id = await self.authenticator.business_for(principal, grant.business_id)
+        except (Unauthenticated, MissingScope, BusinessNotFound):
+            raise LinkInvalid() from None
+        if business_id != grant.business_id:
+            raise LinkInvalid()
+        return Caller(principal, business_id), grant
 
     async def caller(self, context: MetadataContext, *scopes: Requirement) -> Caller:
         """The key and the business it acts for, once it holds every scope named: scopes
