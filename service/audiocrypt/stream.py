@@ -214,15 +214,17 @@ async def decrypt_segments(
     layout = opener.layout
     segment, last, _, _ = layout.span(start, end)
     skip = start - segment * layout.segment_size
-    buffer = bytearray()
+    buffer = bytearray()  # a segment cut across chunks; empty when chunks hold whole segments
     async for chunk in sealed:
-        buffer += chunk
+        if buffer:
+            buffer += chunk
+        data: bytes | bytearray = buffer if buffer else chunk
         out: list[bytes] = []
         pos = 0
-        with memoryview(buffer) as view:  # AES reads the ciphertext in place
+        with memoryview(data) as view:  # AES reads the ciphertext in place, uncopied
             while segment <= last:
                 need = layout.plain_length(segment) + TAG_SIZE
-                if len(buffer) - pos < need:
+                if len(data) - pos < need:
                     break
                 plain = opener.open(segment, view[pos : pos + need])
                 pos += need
@@ -230,7 +232,10 @@ async def decrypt_segments(
                 out.append(plain[skip:stop] if skip or stop < len(plain) else plain)
                 skip = 0
                 segment += 1
-        del buffer[:pos]
+        if data is buffer:
+            del buffer[:pos]
+        elif pos < len(chunk):
+            buffer += chunk[pos:]
         if out:
             yield out[0] if len(out) == 1 else b"".join(out)
         if segment > last:

@@ -254,17 +254,12 @@ class SealedAudio:
         try:
             data_key = self._data_key(key)
             aad = associated_data(key.business_id, row.id)
-            if start == 0 and end == row.size:  # the whole recording: one read, header included
-                stream = await self._blobs.open(key.blob_sha256, chunk_size=per_read)
-                header, rest = await _split_header(stream)
-                opener = SegmentOpener(data_key, aad, header, row.size)
-                self._check_size(opener, key)
-            else:
-                header = b"".join([c async for c in await self._blobs.open(key.blob_sha256, end=HEADER_SIZE)])
-                opener = SegmentOpener(data_key, aad, header, row.size)
-                self._check_size(opener, key)
-                _, _, lo, hi = opener.layout.span(start, end)
-                rest = await self._blobs.open(key.blob_sha256, start=lo, end=hi, chunk_size=per_read)
+            # The header, then whole segments per read from the first one the range touches.
+            header = b"".join([c async for c in await self._blobs.open(key.blob_sha256, end=HEADER_SIZE)])
+            opener = SegmentOpener(data_key, aad, header, row.size)
+            self._check_size(opener, key)
+            _, _, lo, hi = opener.layout.span(start, end)
+            rest = await self._blobs.open(key.blob_sha256, start=lo, end=hi, chunk_size=per_read)
             plain = _counted(opener, decrypt_segments(opener, rest, start, end), row.id)
             first = await anext(plain)
         except (SealedAudioError, SealingError, ValueError) as exc:
@@ -286,24 +281,6 @@ class SealedAudio:
                 f"the sealed blob is recorded as {key.blob_size} bytes, its header and the "
                 f"recording's size make {opener.layout.sealed_size}"
             )
-
-
-async def _split_header(stream: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
-    buffer = bytearray()
-    async for chunk in stream:
-        buffer += chunk
-        if len(buffer) >= HEADER_SIZE:
-            break
-    if len(buffer) < HEADER_SIZE:
-        raise SealedAudioError("the sealed audio is shorter than its header: truncated")
-
-    async def rest() -> AsyncIterator[bytes]:
-        if len(buffer) > HEADER_SIZE:
-            yield bytes(buffer[HEADER_SIZE:])
-        async for chunk in stream:
-            yield chunk
-
-    return bytes(buffer[:HEADER_SIZE]), rest()
 
 
 def _log_broken(recording_id: str, exc: BaseException) -> None:

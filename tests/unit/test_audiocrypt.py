@@ -56,7 +56,7 @@ async def test_round_trip_and_size(size: int) -> None:
     key, data = new_data_key(), audio(size)
     sealed = await seal(key, data)
     assert len(sealed) == Layout(size, SEG).sealed_size
-    assert data[:64] not in sealed
+    assert size < 32 or data[:32] not in sealed  # shorter runs may occur by chance
     out, opener = await read(key, sealed, size, 0, size)
     assert out == data
     assert opener.decrypted == Layout(size, SEG).segments
