@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import audio, calllog, ingest, providers, recordings, scaling
+from bench import audio, calllog, ingest, providers, recordings, scaling, sealed
 from bench.context import Bench
 
 Figure = Callable[[Bench], None]
@@ -20,6 +20,7 @@ FIGURES: dict[str, tuple[str, Figure]] = {
         "S: GetProvider q/s and list p99 at 1k/100k/1M recordings, 10/1k/100k providers",
         scaling.run,
     ),
+    "sealed": ("recordings sealed at rest: downloads and puts beside plain, RSS, Range segments", sealed.run),
 }
 
 # Other names --only accepts.

@@ -21,6 +21,7 @@ from service.keys import MissingMasterKeys, load_keyring
 from service.processes import ProcessRegistry
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.retention import set_provider_retention, set_retention
+from service.recordings.sealed import SealedAudio, seal_legacy
 from service.rotation import RotationRefused, reseal_fleet, still_needed
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
@@ -142,6 +143,23 @@ def cmd_blobs_sweep(args: argparse.Namespace) -> None:
             await close_blob_store(store)
 
     print(f"freed {_with_db(sweep)} unreferenced blobs")
+
+
+def cmd_recordings_seal(args: argparse.Namespace) -> None:
+    """Seal audio stored before sealing; resumable, and safe beside running servers."""
+    settings = _settings()
+    keyring = load_keyring(settings, create_in_dev=False)
+
+    async def run(db: Database) -> int:
+        await check_canaries(db, keyring)  # never seal under keys the servers do not hold
+        store = blob_store(settings)
+        try:
+            sealed = SealedAudio(db, store, keyring)
+            return await seal_legacy(db, sealed, say=lambda line: print(line, flush=True))
+        finally:
+            await close_blob_store(store)
+
+    _with_db(run)
 
 
 def cmd_key_create(args: argparse.Namespace) -> None:
@@ -308,6 +326,13 @@ def parser() -> argparse.ArgumentParser:
     bs.add_argument("--grace-seconds", type=float, help="instead of CALLVAULT_BLOB_GRACE_SECONDS")
     bs.set_defaults(fn=cmd_blobs_sweep)
 
+    recordings = sub.add_parser("recordings", help="recordings at rest").add_subparsers(
+        dest="action", required=True
+    )
+    recordings.add_parser(
+        "seal", help="seal audio stored before sealing (resumable; safe beside running servers)"
+    ).set_defaults(fn=cmd_recordings_seal)
+
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kc = keys.add_parser("create", help="make a key and print it once")
     kc.add_argument("--account", required=True)
@@ -335,7 +360,8 @@ def parser() -> argparse.ArgumentParser:
     master.add_parser("add", help="add a key and make it primary").set_defaults(fn=cmd_master_add)
     ms = master.add_parser(
         "reseal",
-        help="re-seal every secret under the primary key in the current format, once every live server seals with it",
+        help="re-seal every secret and re-wrap every recording's data key under the primary key, "
+        "once every live server seals with it",
     )
     ms.add_argument(
         "--wait",
@@ -345,7 +371,7 @@ def parser() -> argparse.ArgumentParser:
         help="how long to wait for every live server to load the primary key (default 60)",
     )
     ms.set_defaults(fn=cmd_master_reseal)
-    mr = master.add_parser("retire", help="remove a key no secret uses any more")
+    mr = master.add_parser("retire", help="remove a key no secret and no data key uses any more")
     mr.add_argument("key_id", type=int)
     mr.set_defaults(fn=cmd_master_retire)
     return p

@@ -181,6 +181,17 @@ class AudioMissing(DomainError):
         super().__init__("the recording's audio is missing from the blob store; an operator has been alerted")
 
 
+class AudioSealBroken(DomainError):
+    """Sealed audio that does not open (service/recordings/sealed.py): a segment moved, cut or
+    swapped, or its data key unreadable. The server's fault; no byte of it is served."""
+
+    category = Category.DATA_LOSS
+    code = "recording_audio_damaged"
+
+    def __init__(self) -> None:
+        super().__init__("the recording's stored audio does not open; an operator has been alerted")
+
+
 class SecretUnavailable(DomainError):
     """A stored secret that the configured master keys cannot open (its key was retired or
     is not loaded, or the sealed value is damaged). Names no field and no value."""

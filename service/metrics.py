@@ -36,6 +36,9 @@ PULL_LAG = Gauge(
     "callvault_pull_lag_seconds", "Now minus the provider's cursor after its last pull", ["provider_id"]
 )
 PULLS = Counter("callvault_pulls_total", "Pulls by provider and end state", ["provider_id", "state"])
+AUDIO_SEGMENTS_DECRYPTED = Counter(
+    "callvault_audio_segments_decrypted_total", "Sealed audio segments decrypted for downloads"
+)
 BLOB_ERRORS = Counter("callvault_blob_errors_total", "Blob store operations that failed", ["operation"])
 DATABASE_UP = Gauge(
     "callvault_database_up", "1 while the database answers the health probe", multiprocess_mode="min"

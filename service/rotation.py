@@ -17,9 +17,10 @@ from sqlmodel import col, func, select
 
 from service.admin import AdminError, reseal_all
 from service.processes import LiveProcess, ProcessRegistry
+from service.recordings.sealed import rewrap_all
 from service.sealing import Keyring
 from service.storage.db import Database
-from service.storage.models import ProviderSecret
+from service.storage.models import ProviderSecret, RecordingKey
 
 
 class RotationRefused(AdminError):
@@ -34,7 +35,8 @@ async def still_needed(
     db: Database, registry: ProcessRegistry, key_ids: Collection[int], *, ignore_process: str | None = None
 ) -> list[str]:
     """Why any of ``key_ids`` cannot leave the keyring yet: stored secrets sealed with it,
-    or a live process that seals with it. Empty when all of them can go."""
+    recordings' data keys wrapped with it, or a live process that seals with it. Empty when
+    all of them can go."""
     wanted = sorted(set(key_ids))
     async with db.session() as session:
         counts = (
@@ -44,13 +46,26 @@ async def still_needed(
                 .group_by(col(ProviderSecret.key_id))
             )
         ).all()
+        wraps = (
+            await session.exec(
+                select(RecordingKey.key_id, func.count())
+                .where(col(RecordingKey.key_id).in_(wanted))
+                .group_by(col(RecordingKey.key_id))
+            )
+        ).all()
     reasons = [f"key {key_id} still seals {count} stored secrets" for key_id, count in sorted(counts)]
+    reasons += [f"key {key_id} still wraps {count} recordings' data keys" for key_id, count in sorted(wraps)]
     reasons += [
         f"process {p.id} still seals new secrets with key {p.primary_key_id}"
         for p in await registry.live()
         if p.id != ignore_process and p.primary_key_id in wanted
     ]
     return reasons
+
+
+async def _reseal_everything(db: Database, keyring: Keyring) -> int:
+    """Secrets re-sealed and recordings' data keys re-wrapped (never their audio)."""
+    return await reseal_all(db, keyring) + await rewrap_all(db, keyring)
 
 
 async def reseal_fleet(
@@ -64,14 +79,14 @@ async def reseal_fleet(
     settle_seconds: float = 1.0,
     progress_every: float = 5.0,
 ) -> int:
-    """Re-seal every secret under the primary; wait (up to ``wait_seconds``) until every live
+    """Re-seal every secret and re-wrap every data key under the primary; wait (up to ``wait_seconds``) until every live
     process seals with it, re-sealing meanwhile; then once more, after ``settle_seconds``
     (a write sealed under the old key just before its process swapped may commit just
     after). Answers how many were re-sealed; raises ``RotationRefused`` naming the
     processes that never caught up."""
     primary = keyring.primary_id
-    total = await reseal_all(db, keyring)
-    say(f"re-sealed {total} secrets under key {primary}")
+    total = await _reseal_everything(db, keyring)
+    say(f"re-sealed {total} secrets and data keys under key {primary}")
     deadline = time.monotonic() + wait_seconds
     last_said: tuple[float, frozenset[str]] = (0.0, frozenset())
     while True:
@@ -95,12 +110,12 @@ async def reseal_fleet(
             )
             last_said = (now, names)
         await asyncio.sleep(poll_seconds)
-        if more := await reseal_all(db, keyring):
+        if more := await _reseal_everything(db, keyring):
             total += more
-            say(f"re-sealed {more} more secrets written meanwhile under an older key")
+            say(f"re-sealed {more} more secrets and data keys written meanwhile under an older key")
     await asyncio.sleep(settle_seconds)
-    if more := await reseal_all(db, keyring):
+    if more := await _reseal_everything(db, keyring):
         total += more
-        say(f"re-sealed {more} more secrets written while the processes swapped keys")
-    say(f"every live process seals with key {primary}; {total} secrets re-sealed in all")
+        say(f"re-sealed {more} more secrets and data keys written while the processes swapped keys")
+    say(f"every live process seals with key {primary}; {total} secrets and data keys re-sealed in all")
     return total

@@ -99,6 +99,7 @@ class Service:
             self.blobs,
             phone_region=settings.phone_region,
             max_bytes=settings.sync.max_recording_bytes,
+            keyring=self.keyring,
         )
         self.upload_links = UploadLinks(
             self.keyring,

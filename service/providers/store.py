@@ -127,6 +127,11 @@ class ProviderStore:
         self._policy = policy
         self._connections = ConnectionChecker(policy)
 
+    @property
+    def keyring(self) -> Sealer:
+        """The keyring secrets are sealed with; recordings' data keys are wrapped with it too."""
+        return self._keyring
+
     async def summaries(self, business_id: str) -> list[ProviderSummary]:
         return await self._db.reads.each(_SUMMARIES, _summary, business_id=business_id)
 

@@ -1,9 +1,11 @@
 """Which blobs recordings still use, and reclaiming the bytes of those that none does.
 
-Blobs are content-addressed: one blob serves every recording with the same bytes, and a put
-of bytes already stored reuses them. Counting a blob's references and then deleting its
-bytes races a writer that reuses the blob after the count: its row says stored and the bytes
-are gone. So deleting a recording never deletes bytes. The rules:
+Blobs are content-addressed: a put of bytes already stored reuses them. Sealed audio
+(service/recordings/sealed.py) is distinct ciphertext per recording, so a sealed blob has one
+reference, its recording's key row; a plain blob (stored before sealing) may serve several
+recordings with the same bytes. "Recording" below means either reference. Counting a blob's
+references and then deleting its bytes races a writer that reuses the blob after the count:
+its row says stored and the bytes are gone. So deleting a recording never deletes bytes. The rules:
 
 - Every blob has a `blob` row. A writer that points a recording at a blob does it in one
   transaction: it writes the recording row first, then upserts the blob row live
@@ -47,13 +49,13 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Exists, delete, exists, update
+from sqlalchemy import ColumnElement, delete, exists, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.blobs.base import BlobError, BlobInfo, BlobStore
 from service.storage.db import Database, insert_for
-from service.storage.models import Blob, Recording, utcnow
+from service.storage.models import Blob, Recording, RecordingKey, utcnow
 
 log = logging.getLogger("callvault.blobs")
 
@@ -68,8 +70,14 @@ class BlobReclaimed(Exception):
         self.sha256 = sha256
 
 
-def _referenced(sha256: str) -> Exists:
-    return exists().where(col(Recording.sha256) == sha256)
+def _referenced(sha256: str) -> ColumnElement[bool]:
+    """A sealed recording refers to its blob by its key row (service/recordings/sealed.py); a
+    recording without one is a plain (legacy) one, whose blob is named by its sha256."""
+    sealed = exists().where(col(RecordingKey.blob_sha256) == sha256)
+    plain = exists().where(
+        col(Recording.sha256) == sha256, ~exists().where(col(RecordingKey.recording_id) == col(Recording.id))
+    )
+    return or_(sealed, plain)
 
 
 async def hold(session: AsyncSession, blobs: BlobStore, blob: BlobInfo) -> None:

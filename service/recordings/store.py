@@ -1,5 +1,6 @@
 """Recordings of a business: list, read, register uploads, store uploaded audio, delete.
-Audio never passes through memory whole: it streams to and from the blob store."""
+Audio never passes through memory whole: it streams to and from the blob store, sealed
+under the recording's own data key (service/recordings/sealed.py)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ from service.errors import (
 )
 from service.ids import uuid7
 from service.recordings.agents import AgentSummary, agent_filters, list_agents
-from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
+from service.recordings.blobrefs import BlobReclaimed, release
 from service.recordings.counts import CountCache
 from service.recordings.holds import refuse_replacing_held
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
+from service.recordings.sealed import SealedAudio, read_row_and_key
+from service.sealing import Sealer
 from service.storage.db import Database
 from service.storage.models import Recording, RecordingStatus, RecordingTotal, utcnow
 from service.validation import check_finite, check_instant, check_media_type, check_text
@@ -169,10 +172,12 @@ class RecordingStore:
         *,
         phone_region: str,
         max_bytes: int,
+        keyring: Sealer,
         counts: CountCache | None = None,
     ) -> None:
         self._db = db
         self._blobs = blobs
+        self._sealed = SealedAudio(db, blobs, keyring)
         self._region = phone_region
         self._max_bytes = max_bytes
         self.counts = counts or CountCache()
@@ -381,20 +386,22 @@ class RecordingStore:
             raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
         refuse_replacing_held(row)
         try:
-            blob = await self._blobs.put(chunks, expected_sha256=expected_sha256, max_size=self._max_bytes)
+            put = await self._sealed.put(
+                business_id, recording_id, chunks, expected_sha256=expected_sha256, max_size=self._max_bytes
+            )
         except BlobVerificationFailed:
             raise AudioRejected("the audio does not match its sha256", field="sha256") from None
         except BlobTooLarge:
             raise AudioTooLarge(f"the audio is over {self._max_bytes} bytes", field="chunk") from None
-        if blob.size == 0:
-            await release_now(self._db, blob)
+        if put.plain.size == 0:
+            await self._sealed.discard(put)
             raise AudioRejected("the audio is empty", field="chunk")
         try:
             async with self._db.session() as session:
                 row = await self._locked_row(session, business_id, recording_id)
                 refuse_replacing_held(row)  # held since the upload began
-                previous, previous_size = row.sha256, row.size or 0
-                row.sha256, row.size = blob.sha256, blob.size
+                previous = await self._sealed.blob_of(session, row)
+                row.sha256, row.size = put.plain.sha256, put.plain.size
                 row.content_type = content_type or row.content_type
                 row.processing_status, row.last_error, row.updated_at = (
                     RecordingStatus.COMPLETED,
@@ -403,14 +410,10 @@ class RecordingStore:
                 )
                 session.add(row)
                 await session.flush()
-                for sha in sorted({blob.sha256, previous or blob.sha256}):  # the lock order
-                    if sha == blob.sha256:
-                        await hold(session, self._blobs, blob)
-                    else:
-                        await release(session, sha, previous_size)
+                await self._sealed.keep(session, put, replaced=previous)
                 await session.commit()
         except (RecordingNotFound, RecordingOnHold):  # deleted, or held, while its audio streamed in
-            await release_now(self._db, blob)
+            await self._sealed.discard(put)
             raise
         except BlobReclaimed:
             raise AudioReclaimed() from None
@@ -427,7 +430,11 @@ class RecordingStore:
         *,
         visible: frozenset[str] | None = None,
     ) -> tuple[Recording, ByteRange, AsyncIterator[bytes]]:
-        row = await self.get(business_id, recording_id, visible=visible)
+        async with self._db.session() as session:
+            found = await read_row_and_key(session, business_id, recording_id, *agent_filters((), visible))
+        if found is None:
+            raise RecordingNotFound()
+        row, key = found
         if row.processing_status != RecordingStatus.COMPLETED or row.sha256 is None or row.size is None:
             raise AudioNotStored(row.processing_status)
         if range_header:
@@ -436,21 +443,22 @@ class RecordingStore:
             if offset < 0 or length < 0 or (offset >= row.size and row.size > 0):
                 raise RangeNotSatisfiable(row.size)
             span = ByteRange(offset, min(row.size, offset + length) if length else row.size, row.size)
-        chunks = await self._blobs.open(row.sha256, start=span.start, end=span.end, chunk_size=DOWNLOAD_CHUNK)
+        chunks = await self._sealed.open(row, key, span.start, span.end, chunk_size=DOWNLOAD_CHUNK)
         return row, span, chunks
 
     async def delete(self, business_id: str, recording_id: str) -> None:
-        """Delete the row; its audio is only released (blobrefs.py): the sweeper frees the
-        bytes after the grace period, once no recording refers to them."""
+        """Delete the row, its data key first (crypto-shredding: no copy of the audio opens
+        after the commit); the audio's bytes are only released (blobrefs.py): the sweeper frees
+        them after the grace period, once no recording refers to them."""
         async with self._db.session() as session:
             row = await self._locked_row(session, business_id, recording_id)
             if row.held_at is not None:  # checked under the lock a hold is placed with
                 raise RecordingOnHold()
-            sha, size = row.sha256, row.size or 0
+            blob = await self._sealed.forget(session, row)
             await session.delete(row)
             await session.flush()
-            if sha:
-                await release(session, sha, size)
+            if blob is not None:
+                await release(session, blob.sha256, blob.size)
             await session.commit()
         self.counts.invalidate(business_id)
 

@@ -217,6 +217,20 @@ class RecordingTotal(SQLModel, table=True):
     total: int = Field(default=0, sa_type=BigInteger)
 
 
+class RecordingKey(SQLModel, table=True):
+    """A recording's data key, sealed by a master key (service/recordings/sealed.py), and the
+    blob its sealed audio lives in. Deleting the row shreds the audio: no copy of the blob
+    opens without it. key_id repeats the sealed header, so rotation finds what to re-wrap."""
+
+    recording_id: str = Field(foreign_key="recording.id", primary_key=True, max_length=36, ondelete="CASCADE")
+    business_id: str = Field(max_length=36)
+    key_id: int = Field(index=True)
+    wrapped: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    format: int  # service.audiocrypt.stream.FORMAT_VERSION the audio was sealed in
+    blob_sha256: str = Field(max_length=64, index=True)
+    blob_size: int
+
+
 class Blob(SQLModel, table=True):
     """A stored blob and whether any recording still uses it (service/recordings/blobrefs.py).
 

@@ -15,7 +15,7 @@ so one slow recording holds up no other. A recording is marked stored only after
 is complete, as before, but the marks of recordings that finish together share one
 transaction (`MarkBatches`: group commit), since on either database the commit, not the
 statements, is what a mark costs. A crash before that commit loses no recording: it is still
-pending and is downloaded again (its bytes, content-addressed, are reused).
+pending and is downloaded again (sealed afresh; the unheld blob is swept).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service import metrics
-from service.blobs.base import BlobInfo, BlobStore, BlobTooLarge, BlobVerificationFailed
+from service.blobs.base import BlobInfo, BlobTooLarge, BlobVerificationFailed
 from service.config import SyncSettings
 from service.connectors.base import (
     AudioNotReady,
@@ -44,8 +44,9 @@ from service.connectors.base import (
     RateLimited,
     RecordingNotFound,
 )
-from service.recordings.blobrefs import BlobReclaimed, hold, hold_all, release, release_now
+from service.recordings.blobrefs import BlobReclaimed
 from service.recordings.retry import OnRetry, RetryPolicy, is_retryable, retrying
+from service.recordings.sealed import SealedAudio, SealedPut
 from service.storage.db import Database
 from service.storage.models import Recording, RecordingStatus, as_utc, utcnow
 from service.sync.queue import Progress
@@ -109,9 +110,9 @@ def retry_logger(context: Mapping[str, object], operation: str) -> OnRetry:
 class Downloader:
     """Downloads for every provider of this process, `concurrency` at a time in all."""
 
-    def __init__(self, db: Database, blobs: BlobStore, sync: SyncSettings, retry: RetryPolicy) -> None:
+    def __init__(self, db: Database, sealed: SealedAudio, sync: SyncSettings, retry: RetryPolicy) -> None:
         self._db = db
-        self._blobs = blobs
+        self._sealed = sealed
         self._sync = sync
         self._retry = retry
         self._slots = asyncio.Semaphore(sync.concurrency)
@@ -177,25 +178,30 @@ class Downloader:
         """One download, then the row marked stored; a blob swept in between (BlobReclaimed)
         is downloaded again, like a cut transfer."""
         await run.pause.wait()
+        business_id = run.progress.job.business_id  # the provider's, so its recordings'
         try:
-            blob, content_type = await self._fetch(run.connector, item.ref)
+            put, content_type = await self._fetch(run.connector, business_id, item)
         except RateLimited as error:
             # The provider asked this client to slow down: its other downloads wait too.
             run.pause.hold(min(error.retry_after or self._retry.base_seconds, self._retry.cap_seconds))
             raise
-        return blob, await self._marks.mark(_Stored(item.id, blob, content_type))
+        return put.plain, await self._marks.mark(_Stored(item.id, put, content_type))
 
-    async def _fetch(self, connector: Connector, ref: str) -> tuple[BlobInfo, str]:
-        """One download, streamed into the blob store; the blob is only there if complete."""
-        async with connector.open_recording(ref) as stream:
-            blob = await self._blobs.put(
-                stream.chunks, expected_size=stream.length, max_size=self._sync.max_recording_bytes
+    async def _fetch(self, connector: Connector, business_id: str, item: Pending) -> tuple[SealedPut, str]:
+        """One download, sealed into the blob store; the blob is only there if complete."""
+        async with connector.open_recording(item.ref) as stream:
+            put = await self._sealed.put(
+                business_id,
+                item.id,
+                stream.chunks,
+                expected_size=stream.length,
+                max_size=self._sync.max_recording_bytes,
             )
             content_type = stream.content_type
-        if blob.size == 0:
-            await release_now(self._db, blob)
+        if put.plain.size == 0:
+            await self._sealed.discard(put)
             raise EmptyRecording()
-        return blob, content_type
+        return put, content_type
 
     async def _mark_batch(self, items: Sequence[_Stored]) -> list[bool | BaseException]:
         """Mark recordings stored together; if the batch fails as a whole (a deadlock with a
@@ -223,7 +229,7 @@ class Downloader:
                 stored = await self._mark_together([items[i] for i in left])
             except _Swept as swept:
                 for i in left:
-                    if items[i].blob.sha256 == swept.sha256:
+                    if items[i].put.blob.sha256 == swept.sha256:
                         outcome[i] = BlobReclaimed(swept.sha256)
                 left = [i for i in left if i not in outcome]
                 continue
@@ -232,28 +238,25 @@ class Downloader:
         return [outcome[i] for i in range(len(items))]
 
     async def _mark_together(self, items: Sequence[_Stored]) -> list[bool]:
-        """Mark still-pending recordings stored and hold their blobs, in one transaction
-        (blobrefs.py); a recording deleted or stored meanwhile releases its blob instead.
-        Recording rows first (one UPDATE, in id order), then blob rows in sha256 order:
-        blobrefs.py's lock order."""
+        """Mark still-pending recordings stored, record their data keys and hold their blobs,
+        in one transaction (blobrefs.py); a recording deleted or stored meanwhile releases its
+        blob instead, once the transaction is over. Recording rows first (one UPDATE, in id
+        order), then blob rows in sha256 order: blobrefs.py's lock order. Each recording's
+        audio is sealed under its own key, so no two items share a blob."""
         async with self._db.session() as session:
             result = await session.exec(_mark_stored(items))
             taken = {row[0] for row in result.all()}
             stored = [it.recording_id in taken for it in items]
-            held = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if ok}
-            freed = {it.blob.sha256: it.blob for it, ok in zip(items, stored, strict=True) if not ok}
             try:
-                if not freed.keys() - held.keys():  # the usual case: every blob taken
-                    await hold_all(session, self._blobs, list(held.values()))
-                else:  # some bytes no recording of the batch took: one blob at a time, in order
-                    for sha256 in sorted(held.keys() | freed.keys()):
-                        if sha256 in held:
-                            await hold(session, self._blobs, held[sha256])
-                        else:
-                            await release(session, sha256, freed[sha256].size)
+                await self._sealed.keep_all(
+                    session, [it.put for it, ok in zip(items, stored, strict=True) if ok]
+                )
             except BlobReclaimed as error:
                 raise _Swept(error.sha256) from None
             await session.commit()
+        for it, ok in zip(items, stored, strict=True):
+            if not ok:
+                await self._sealed.discard(it.put)
         return stored
 
     async def _record_attempt(self, run: _Run, item: Pending, message: str, final: bool) -> None:
@@ -313,7 +316,7 @@ class _Stored:
     """A recording whose blob is complete, to be marked stored."""
 
     recording_id: str
-    blob: BlobInfo
+    put: SealedPut  # the sealed blob and the plain audio's sha256 and size
     content_type: str
 
 
@@ -330,8 +333,8 @@ def _mark_stored(items: Sequence[_Stored]) -> Update:
         update(Recording)
         .where(by_id.in_(ids), col(Recording.processing_status) == PENDING)
         .values(
-            sha256=each(lambda it: it.blob.sha256),
-            size=each(lambda it: it.blob.size),
+            sha256=each(lambda it: it.put.plain.sha256),
+            size=each(lambda it: it.put.plain.size),
             # The provider's header goes back out in ours: only a well-formed media type.
             content_type=each(
                 lambda it: it.content_type if is_media_type(it.content_type) else "application/octet-stream"

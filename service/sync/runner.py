@@ -41,6 +41,7 @@ from service.kinds.base import LATE_ROWS_HOURS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
 from service.recordings.retry import RetryPolicy, retrying
+from service.recordings.sealed import SealedAudio
 from service.sealing import SealingError
 from service.storage.db import Database
 from service.storage.models import JobState, Provider, SyncJob, as_utc, utcnow
@@ -149,7 +150,9 @@ class PullRunner:
         self._state = PullState(db, settings.sync, self._lease.owner)
         # A holder taken over because it went silent learns so at its next renewal.
         self._renew_every = min(settings.sync.lease_seconds / 3, processes.dead_after.total_seconds())
-        self._downloader = Downloader(db, blobs, settings.sync, self._retry)
+        self._downloader = Downloader(
+            db, SealedAudio(db, blobs, providers.keyring), settings.sync, self._retry
+        )
 
     @property
     def owner(self) -> str:

@@ -4,7 +4,6 @@ answered 500."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -26,6 +25,7 @@ from service.admin import AdminError
 from service.sealing import Keyring, generate_key
 from service.storage.models import Provider, ProviderSecret
 from tests.support.grpc_errors import error_info
+from tests.support.sealed import sealed_blob
 from tests.support.server import RunningServer, Tenant
 from tests.support.snapshot import business_rows
 
@@ -349,7 +349,7 @@ def test_missing_blob_is_a_clear_error(server: RunningServer) -> None:
     with server.http(tenant.business_key) as client:
         rec = create_recording(client, dataId="lost").json()
         client.put(f"/api/v1/recordings/{rec['id']}/audio", content=audio)
-        server.call(server.service.blobs.delete(hashlib.sha256(audio).hexdigest()))
+        server.call(server.service.blobs.delete(server.call(sealed_blob(server.service.db, rec["id"]))))
         response = client.get(f"/api/v1/recordings/{rec['id']}/audio")
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "recording_audio_missing"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,8 +12,15 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import update
+from sqlmodel import col
 
+from service.blobs.local import LocalBlobStore
+from service.recordings.blobrefs import hold
+from service.storage.db import Database
+from service.storage.models import Recording
 from tests.e2e.test_providers_rest import SEED_CREATE
+from tests.support.blob_backends import source
 from tests.support.postgres import free_port
 
 CLI = [sys.executable, "-m", "service"]
@@ -83,7 +91,7 @@ def test_keys_rotation_and_graceful_stop(tmp_path: Path) -> None:
     assert "key 2 is now primary" in run(env, "master-keys", "add").stdout
     refused = run(env, "master-keys", "retire", "1", check=False)
     assert refused.returncode != 0 and "still seals" in refused.stderr
-    assert "re-sealed 3 secrets under key 2" in run(env, "master-keys", "reseal").stdout
+    assert "re-sealed 3 secrets and data keys under key 2" in run(env, "master-keys", "reseal").stdout
     assert "re-sealed 0 secrets" in run(env, "master-keys", "reseal").stdout  # resumable, idempotent
     assert "retired key 1" in run(env, "master-keys", "retire", "1").stdout
     assert list(json.loads(key_file.read_text())["keys"]) == ["2"]
@@ -181,7 +189,9 @@ def test_blobs_sweep_frees_deleted_audio_after_the_grace_period(tmp_path: Path) 
             rec = client.post(api, json={"dataId": "d1", "callAt": "2026-05-01T00:00:00Z", "direction": "in"})
             uploaded = client.put(f"{api}/{rec.json()['id']}/audio", content=b"RIFF" + os.urandom(4000))
             assert uploaded.status_code == 200, uploaded.text
-            blob = next((tmp_path / "var" / "blobs").rglob(uploaded.json()["sha256"]))
+            # Sealed: the one blob is named by its ciphertext, not by the audio's sha256.
+            root = tmp_path / "var" / "blobs"
+            (blob,) = [p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "tmp"]
             assert client.delete(f"{api}/{rec.json()['id']}").status_code == 200
         assert run(env, "blobs", "sweep").stdout.strip() == "freed 0 unreferenced blobs"  # 1 h grace
         assert blob.exists()
@@ -193,3 +203,62 @@ def test_blobs_sweep_frees_deleted_audio_after_the_grace_period(tmp_path: Path) 
     finally:
         code, err = stop(proc)
     assert code == 0, err
+
+
+def test_recordings_seal_seals_plain_audio_beside_a_running_server(tmp_path: Path) -> None:
+    """Audio stored before sealing plays plain; `recordings seal` (twice: resumable) seals it
+    while the server serves it, and the plain bytes go with the next sweep."""
+    env = base_env(tmp_path)
+    boot = json.loads(run(env, "bootstrap", "--name", "Seal Co").stdout)
+    proc = start(env)
+    audio = b"RIFF" + b"plain voice " * 30_000
+    try:
+        api = f"http://127.0.0.1:{env['CALLVAULT_HTTP_PORT']}/api/v1/recordings"
+        with httpx.Client(headers={"Authorization": f"Bearer {boot['apiKey']}"}, timeout=30) as client:
+            rec = client.post(
+                api, json={"dataId": "old", "callAt": "2026-05-01T00:00:00Z", "direction": "in"}
+            )
+            recording_id = rec.json()["id"]
+            plain = plant_plain(tmp_path / "var", recording_id, audio)
+            assert client.get(f"{api}/{recording_id}/audio").content == audio  # served plain meanwhile
+            sealed = run(env, "recordings", "seal").stdout
+            assert "looked at 1 plain recordings, sealed 1" in sealed, sealed
+            assert run(env, "recordings", "seal").stdout.strip() == "sealed 0 recordings; none is left plain"
+            assert client.get(f"{api}/{recording_id}/audio").content == audio
+            assert (
+                client.get(f"{api}/{recording_id}/audio", headers={"Range": "bytes=10-19"}).content
+                == audio[10:20]
+            )
+        assert (
+            run(env, "blobs", "sweep", "--grace-seconds", "0").stdout.strip() == "freed 1 unreferenced blobs"
+        )
+        assert not plain.exists()
+        for stored in (tmp_path / "var" / "blobs").rglob("*"):
+            assert not stored.is_file() or b"plain voice" not in stored.read_bytes()
+    finally:
+        code, _ = stop(proc)
+    assert code == 0
+
+
+def plant_plain(data_dir: Path, recording_id: str, audio: bytes) -> Path:
+    """Store `audio` for the recording as callvault did before sealing: a plain blob its row names."""
+
+    async def plant() -> str:
+        store = LocalBlobStore(data_dir / "blobs")
+        blob = await store.put(source(audio))
+        db = Database(f"sqlite:///{data_dir / 'callvault.db'}")
+        try:
+            async with db.session() as session:
+                await session.exec(
+                    update(Recording)
+                    .where(col(Recording.id) == recording_id)
+                    .values(sha256=blob.sha256, size=blob.size, processing_status="completed")
+                )
+                await hold(session, store, blob)
+                await session.commit()
+        finally:
+            await db.dispose()
+        return blob.sha256
+
+    sha = asyncio.run(plant())
+    return data_dir / "blobs" / sha[:2] / sha[2:4] / sha

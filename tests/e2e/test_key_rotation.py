@@ -25,7 +25,7 @@ from sqlmodel import delete, select
 from service.processes import LiveProcess, ProcessRegistry
 from service.sealing import Keyring, create_key_file, generate_key, write_key_file
 from service.storage.db import Database
-from service.storage.models import KeyCanary, ProviderSecret
+from service.storage.models import KeyCanary, ProviderSecret, RecordingKey
 from tests.e2e.test_crash_and_replicas import tenant_key
 from tests.fakes.threecx import FakeThreeCX
 from tests.support.process import ServerProcess
@@ -431,3 +431,75 @@ def test_retire_and_reseal_wait_for_a_process_that_still_seals_with_the_old_key(
         wait_until(lambda: live(database_url)[server.pid].key_ids == (2,), what="key 1 to be dropped")
     finally:
         assert server.stop() == 0
+
+
+def test_rotation_leaves_every_recording_playable(tmp_path: Path, database_url: str) -> None:
+    """add -> reseal -> retire on two processes sharing the database, key file and blob store,
+    with recordings uploaded before and during it: every one plays byte-identical through
+    both processes, its data key re-wrapped under key 2, its audio never rewritten."""
+    key_file = tmp_path / "master-keys.json"
+    create_key_file(key_file)
+    first, second = servers(
+        tmp_path, 2, fleet_env(database_url, key_file, CALLVAULT_BLOB_DIR=str(tmp_path / "blobs"))
+    )
+    first.cli("migrate")
+    key = tenant_key(database_url)
+    first.start()
+    second.start()
+    clients = [
+        httpx.Client(base_url=f"{s.base_url}/api/v1", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        for s in (first, second)
+    ]
+    stored: dict[str, bytes] = {}
+
+    def upload(n: int) -> None:
+        client = clients[n % 2]
+        made = client.post(
+            "/recordings", json={"dataId": f"r{n}", "callAt": "2026-05-20T08:14:00+07:00", "direction": "in"}
+        )
+        assert made.status_code == 200, made.text
+        audio = random.Random(n).randbytes(300_000 + n)
+        put = client.put(
+            f"/recordings/{made.json()['id']}/audio", content=audio, headers={"Content-Type": "audio/wav"}
+        )
+        assert put.status_code == 200, put.text
+        stored[made.json()["id"]] = audio
+
+    def blobs() -> dict[str, tuple[int, str]]:
+        async def read(db: Database) -> dict[str, tuple[int, str]]:
+            async with db.session() as session:
+                return {
+                    k.recording_id: (k.key_id, k.blob_sha256)
+                    for k in (await session.exec(select(RecordingKey))).all()
+                }
+
+        return dict(run_db(database_url, read))
+
+    try:
+        for n in range(4):
+            upload(n)
+        assert "key 2 is now primary" in first.cli("master-keys", "add").stdout
+        for n in range(4, 8):  # while the processes swap keys
+            upload(n)
+        before = blobs()
+        assert "every live process seals with key 2" in first.cli("master-keys", "reseal").stdout
+        assert "retired key 1" in first.cli("master-keys", "retire", "1").stdout
+        wait_until(
+            lambda: all(p.key_ids == (2,) for p in live(database_url).values()),
+            what="both processes to drop key 1",
+        )
+        after = blobs()
+        assert set(after) == set(stored) and {kid for kid, _ in after.values()} == {2}
+        assert {rid: sha for rid, (_, sha) in after.items()} == {rid: sha for rid, (_, sha) in before.items()}
+        for client in clients:
+            for recording_id, audio in stored.items():
+                answer = client.get(f"/recordings/{recording_id}/audio")
+                assert answer.status_code == 200 and answer.content == audio
+                part = client.get(
+                    f"/recordings/{recording_id}/audio", headers={"Range": "bytes=262140-262150"}
+                )
+                assert part.status_code == 206 and part.content == audio[262140:262151]
+    finally:
+        for client in clients:
+            client.close()
+    assert first.stop() == 0 and second.stop() == 0

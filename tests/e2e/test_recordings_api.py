@@ -19,6 +19,7 @@ from callvault.v1 import recordings_pb2_grpc
 
 from service.auth import Scope
 from tests.support.grpc_errors import error_info
+from tests.support.sealed import sealed_blob
 from tests.support.server import RunningServer, Tenant
 
 
@@ -262,18 +263,21 @@ def test_grpc_list_download_range_and_upload(server: RunningServer) -> None:
 def test_delete_frees_blob_only_when_unreferenced_and_swept(server: RunningServer) -> None:
     tenant = server.new_tenant()
     audio = os.urandom(50_000)
-    sha = hashlib.sha256(audio).hexdigest()
     with server.http(tenant.business_key) as client:
         first, second = register(client, dataId="x1"), register(client, dataId="x2")
         upload(client, first["id"], audio)
-        upload(client, second["id"], audio)  # same bytes: one blob
+        upload(client, second["id"], audio)  # same bytes, sealed apart: two blobs
+        blob_one = server.call(sealed_blob(server.service.db, first["id"]))
+        blob_two = server.call(sealed_blob(server.service.db, second["id"]))
+        assert blob_one != blob_two
         assert client.delete(f"/api/v1/recordings/{first['id']}").json() == {"ok": True}
-        assert server.call(server.service.blobs.stat(sha)) is not None
+        assert server.call(server.service.blobs.stat(blob_one)) is not None  # released, not freed yet
         assert client.get(f"/api/v1/recordings/{second['id']}/audio").content == audio
         client.delete(f"/api/v1/recordings/{second['id']}")
-        assert server.call(server.service.blobs.stat(sha)) is not None  # released, not freed yet
-        assert server.call(server.service.sweeper.sweep()) >= 1
-        assert server.call(server.service.blobs.stat(sha)) is None
+        assert server.call(server.service.blobs.stat(blob_two)) is not None
+        assert server.call(server.service.sweeper.sweep()) >= 2
+        assert server.call(server.service.blobs.stat(blob_one)) is None
+        assert server.call(server.service.blobs.stat(blob_two)) is None
         assert client.get(f"/api/v1/recordings/{second['id']}").status_code == 404
 
 

@@ -25,6 +25,7 @@ from tests.fakes.antbuddy import FakeAntBuddy
 from tests.fakes.kazoo import FakeKazoo
 from tests.fakes.ledger import FakeLedger
 from tests.sixth_kind.kind import KIND as LEDGER
+from tests.support.sealed import sealed_blob
 from tests.support.server import RunningServer, server_settings
 
 FAST_SYNC = SyncSettings(
@@ -145,7 +146,10 @@ def test_sync_over_grpc_and_delete_with_recordings(sync_server: RunningServer) -
             listed = stub.ListSyncJobs(pb.ListSyncJobsRequest(provider_id=provider_id), metadata=md)
             assert job.id in {j.id for j in listed.items}
         eventually(lambda: len(stored(client, provider_id)) == 3)
-        blobs = [r["sha256"] for r in client.get("/api/v1/recordings").json()["items"]]
+        blobs = [
+            sync_server.call(sealed_blob(sync_server.service.db, r["id"]))
+            for r in client.get("/api/v1/recordings").json()["items"]
+        ]
         response = client.delete(f"/api/v1/providers/{provider_id}", params={"deleteRecordings": "true"})
         assert response.json() == {"ok": True}
         assert client.get("/api/v1/recordings").json()["total"] == 0

@@ -43,7 +43,12 @@ def test_totals_follow_writes(server: RunningServer) -> None:
     tenant = server.new_tenant()
     service = server.service
     store = RecordingStore(
-        service.db, service.blobs, phone_region="TH", max_bytes=1 << 20, counts=CountCache(ttl=0.2)
+        service.db,
+        service.blobs,
+        phone_region="TH",
+        max_bytes=1 << 20,
+        keyring=service.keyring,
+        counts=CountCache(ttl=0.2),
     )
     query = build_query(**QUERY)  # type: ignore[arg-type]
 
@@ -79,7 +84,7 @@ def test_totals_follow_writes(server: RunningServer) -> None:
 def test_unfiltered_total_follows_every_write_at_once_without_counting(server: RunningServer) -> None:
     tenant = server.new_tenant()
     service = server.service
-    store = RecordingStore(service.db, service.blobs, phone_region="TH", max_bytes=1 << 20)
+    store = service.recordings
     query = build_query(**{**QUERY, "direction": ""})  # type: ignore[arg-type]
     statements: list[str] = []
 

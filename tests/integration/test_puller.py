@@ -30,6 +30,7 @@ from service.ids import uuid7
 from service.kinds import KINDS
 from service.processes import ProcessRegistry
 from service.providers.store import ProviderStore
+from service.recordings.sealed import SealedAudio, read_row_and_key
 from service.sealing import Keyring, generate_key
 from service.storage.db import Database
 from service.storage.migrate import upgrade
@@ -124,9 +125,17 @@ class Env:
             query = select(SyncJob).where(col(SyncJob.provider_id) == provider_id).order_by(col(SyncJob.id))
             return list((await session.exec(query)).all())
 
-    async def blob_sha256(self, sha: str) -> str:
+    async def audio_sha256(self, row: Recording) -> str:
+        """The sha256 of a stored recording's audio, read back through its sealed blob."""
+        async with self.db.session() as session:
+            found = await read_row_and_key(session, self.business_id, row.id)
+        assert found is not None
+        stored, key = found
+        assert key is not None and stored.size is not None, "stored audio is sealed"
+        assert await self.blobs.stat(key.blob_sha256) is not None
         digest = hashlib.sha256()
-        async for chunk in await self.blobs.open(sha):
+        sealed = SealedAudio(self.db, self.blobs, self.providers.keyring)
+        async for chunk in await sealed.open(stored, key, 0, stored.size, chunk_size=1 << 20):
             digest.update(chunk)
         return digest.hexdigest()
 
@@ -182,9 +191,7 @@ async def assert_stored_once(env: Env, provider_id: str, expected: list[FakeReco
         rec = by_id[row.external_id]
         assert row.processing_status == "completed", (row.external_id, row.last_error)
         assert row.sha256 == rec.audio.sha256() and row.size == rec.audio.size
-        info = await env.blobs.stat(row.sha256)
-        assert info is not None and info.size == row.size
-        assert await env.blob_sha256(row.sha256) == row.sha256
+        assert await env.audio_sha256(row) == row.sha256
     await eventually(lambda: not env.temp_files())
 
 

@@ -99,7 +99,7 @@ def seeded(server: RunningServer) -> tuple[RecordingStore, str, list[dict[str, A
             await session.commit()
 
     server.call(seed())
-    store = RecordingStore(server.service.db, server.service.blobs, phone_region="TH", max_bytes=1 << 20)
+    store = server.service.recordings
     return store, mine.business_id, rows
 
 

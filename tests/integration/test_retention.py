@@ -3,7 +3,6 @@ only, and keeps held ones."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +12,7 @@ import pytest
 from service.ids import uuid7
 from service.recordings.retention import purge_expired, set_provider_retention, set_retention
 from service.recordings.store import NewUpload
-from service.storage.models import ProviderSettings, Recording
+from service.storage.models import ProviderSettings, Recording, RecordingKey
 from tests.e2e.test_providers_rest import SEED_CREATE, create
 from tests.support.server import RunningServer
 
@@ -37,7 +36,10 @@ def test_retention_purges_only_old_recordings_of_that_business(server: RunningSe
                 )
                 audio = f"{tenant.business_id}-{days}".encode() * 100
                 await store.store_upload(tenant.business_id, row.id, chunks(audio))
-                made[f"{tenant.business_id}:{days}"] = hashlib.sha256(audio).hexdigest()
+                async with server.service.db.session() as session:
+                    key = await session.get(RecordingKey, row.id)  # the sealed audio's blob
+                assert key is not None
+                made[f"{tenant.business_id}:{days}"] = key.blob_sha256
         return made
 
     blobs = server.call(seed())

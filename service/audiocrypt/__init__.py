@@ -1,0 +1,1 @@
+"""Streaming encryption of recordings at rest (service/audiocrypt/stream.py)."""
