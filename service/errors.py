@@ -248,3 +248,13 @@ class UploadUrlUsed(UploadUrlRefused):
 
     def __init__(self) -> None:
         super().__init__("this upload URL has been used; register the recording again for a new one")
+
+
+class AuditUnavailable(DomainError):
+    """The audit log cannot take the event of a read: the read is refused (fail closed)."""
+
+    category = Category.UNAVAILABLE
+    code = "audit_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the access could not be recorded in the audit log; try again")

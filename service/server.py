@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import uvicorn
 from callvault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
     meta_pb2,
@@ -29,10 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__, metrics
+from service.api.audit import AuditServicer
 from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
+from service.audit.log import AuditLog
 from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import (
@@ -104,6 +108,7 @@ class Service:
             ttl_seconds=check_upload_url_ttl(settings.upload_url_ttl_seconds),
             base_url=check_public_base_url(settings.public_base_url),
         )
+        self.audit = AuditLog(self.db, self.keyring)
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -128,6 +133,7 @@ class Service:
                     self.puller,
                     settings.timezone,
                     self.upload_links,
+                    self.audit,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),
@@ -140,6 +146,11 @@ class Service:
                 meta_pb2.DESCRIPTOR.services_by_name["MetaService"],
                 MetaServicer(self.auth),
                 meta_pb2_grpc.add_MetaServiceServicer_to_server,
+            ),
+            (
+                audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+                AuditServicer(self.auth, self.audit, settings.timezone),
+                audit_pb2_grpc.add_AuditServiceServicer_to_server,
             ),
         ]
 

@@ -13,6 +13,8 @@ from callvault.v1 import recordings_pb2_grpc
 from google.api import httpbody_pb2
 
 from service.api.convert import present, timestamp
+from service.audit.events import Action, ByteSpan, provider_target
+from service.audit.log import AuditLog
 from service.auth import Scope
 from service.errors import InvalidArgument
 from service.recordings.agents import AgentSummary
@@ -92,7 +94,9 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         sync: SyncRequester,
         timezone: str,
         links: UploadLinks,
+        audit: AuditLog,
     ) -> None:
+        self._audit = audit
         self._auth = auth
         self._links = links
         self._store = store
@@ -200,6 +204,9 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             request.length,
             visible=caller.principal.visible_agents(),
         )
+        await self._audit.audio_read(
+            caller.business_id, caller.actor(), row.id, ByteSpan(span.start, span.end)
+        )
         headers = [
             ("content-length", str(span.end - span.start)),
             ("etag", f'"{row.sha256}"'),
@@ -297,13 +304,17 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         return self._receipt(row)
 
     async def DeleteRecording(self, request: pb.DeleteRecordingRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *MANAGE)
-        await self._store.delete(business, request.id)
+        caller = await self._auth.caller(context, *MANAGE)
+        await self._store.delete(caller.business_id, request.id, actor=caller.actor())
         return pb.DeleteRecordingResponse(ok=True)
 
     async def SyncProvider(self, request: pb.SyncProviderRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *SYNC)
-        return self._job(await self._sync.request_sync(business, request.id))
+        caller = await self._auth.caller(context, *SYNC)
+        job = await self._sync.request_sync(caller.business_id, request.id)
+        await self._audit.record(
+            caller.business_id, caller.actor(), Action.PROVIDER_SYNC, provider_target(request.id)
+        )
+        return self._job(job)
 
     async def GetSyncJob(self, request: pb.GetSyncJobRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *SYNC)

@@ -18,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.audit.chain import audit_deletion
+from service.audit.events import Actor
 from service.blobs.base import BlobStore, BlobTooLarge, BlobVerificationFailed, is_sha256
 from service.errors import (
     AudioNotStored,
@@ -370,9 +372,10 @@ class RecordingStore:
         chunks = await self._blobs.open(row.sha256, start=span.start, end=span.end, chunk_size=DOWNLOAD_CHUNK)
         return row, span, chunks
 
-    async def delete(self, business_id: str, recording_id: str) -> None:
+    async def delete(self, business_id: str, recording_id: str, *, actor: Actor | None = None) -> None:
         """Delete the row; its audio is only released (blobrefs.py): the sweeper frees the
-        bytes after the grace period, once no recording refers to them."""
+        bytes after the grace period, once no recording refers to them. With an actor, the
+        audit event is written in the same transaction."""
         async with self._db.session() as session:
             row = await self._locked_row(session, business_id, recording_id)
             sha, size = row.sha256, row.size or 0
@@ -380,15 +383,21 @@ class RecordingStore:
             await session.flush()
             if sha:
                 await release(session, sha, size)
+            if actor is not None:
+                await audit_deletion(session, business_id, actor, recording_id)
             await session.commit()
         self.counts.invalidate(business_id)
 
-    async def delete_many(self, business_id: str, recording_ids: list[str]) -> None:
+    async def delete_many(
+        self, business_id: str, recording_ids: list[str], *, actor: Actor | None = None
+    ) -> None:
         for recording_id in recording_ids:
             with contextlib.suppress(RecordingNotFound):
-                await self.delete(business_id, recording_id)
+                await self.delete(business_id, recording_id, actor=actor)
 
-    async def purge_older_than(self, business_id: str, cutoff: datetime, *, batch: int = 500) -> int:
+    async def purge_older_than(
+        self, business_id: str, cutoff: datetime, *, batch: int = 500, actor: Actor | None = None
+    ) -> int:
         """Retention: delete the business's recordings of calls before `cutoff`."""
         purged = 0
         while True:
@@ -399,7 +408,7 @@ class RecordingStore:
                 ids = list((await session.exec(query.limit(batch))).all())
             if not ids:
                 return purged
-            await self.delete_many(business_id, ids)
+            await self.delete_many(business_id, ids, actor=actor)
             purged += len(ids)
 
     @staticmethod
