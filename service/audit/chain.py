@@ -15,17 +15,22 @@ they did: the chain has no fork and no gap, whatever the number of processes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.audit.events import SYSTEM_CHAIN, Action, Actor, ByteSpan, Fields, Target, TargetKind
+from service.errors import AuditUnavailable
 from service.ids import uuid7
 from service.storage.db import Database, insert_for
 from service.storage.models import AuditChain, AuditEvent, utcnow
+
+log = logging.getLogger("callvault.audit")
 
 
 def _dialect(session: AsyncSession) -> str:
@@ -64,37 +69,44 @@ async def append(
     span: ByteSpan | None = None,
 ) -> AuditEvent:
     """Add one event to ``chain`` in the caller's transaction (the caller commits): the
-    action and its record commit together or not at all."""
-    head = (
-        await session.exec(
-            insert_for(_dialect(session), AuditChain)
-            .values(chain=chain, seq=0, head="")
-            .on_conflict_do_update(index_elements=["chain"], set_={"seq": AuditChain.seq})
-            .returning(col(AuditChain.seq), col(AuditChain.head))
+    action and its record commit together or not at all. An event that cannot be written
+    is ``AuditUnavailable``, and the action is refused with it."""
+    try:
+        head = (
+            await session.exec(
+                insert_for(_dialect(session), AuditChain)
+                .values(chain=chain, seq=0, head="")
+                .on_conflict_do_update(index_elements=["chain"], set_={"seq": AuditChain.seq})
+                .returning(col(AuditChain.seq), col(AuditChain.head))
+            )
+        ).one()
+        seq, prev_hash = int(head[0]) + 1, str(head[1])
+        fields = Fields(
+            chain=chain,
+            seq=seq,
+            at=utcnow(),
+            business_id=business_id,
+            key_id=actor.key_id,
+            key_name=actor.key_name,
+            action=action.value,
+            target_kind=target.kind.value,
+            target_id=target.id,
+            range_start=None if span is None else span.start,
+            range_end=None if span is None else span.end,
+            transport=actor.transport.value,
+            request_id=actor.request_id,
+            prev_hash=prev_hash,
         )
-    ).one()
-    seq, prev_hash = int(head[0]) + 1, str(head[1])
-    fields = Fields(
-        chain=chain,
-        seq=seq,
-        at=utcnow(),
-        business_id=business_id,
-        key_id=actor.key_id,
-        key_name=actor.key_name,
-        action=action.value,
-        target_kind=target.kind.value,
-        target_id=target.id,
-        range_start=None if span is None else span.start,
-        range_end=None if span is None else span.end,
-        transport=actor.transport.value,
-        request_id=actor.request_id,
-        prev_hash=prev_hash,
-    )
-    digest = fields.digest()
-    row = AuditEvent(id=uuid7(), hash=digest, **asdict(fields))
-    session.add(row)
-    await session.exec(update(AuditChain).where(col(AuditChain.chain) == chain).values(seq=seq, head=digest))
-    await session.flush()
+        digest = fields.digest()
+        row = AuditEvent(id=uuid7(), hash=digest, **asdict(fields))
+        session.add(row)
+        await session.exec(
+            update(AuditChain).where(col(AuditChain.chain) == chain).values(seq=seq, head=digest)
+        )
+        await session.flush()
+    except SQLAlchemyError:
+        log.exception("audit event could not be written", extra={"chain": chain})
+        raise AuditUnavailable() from None
     return row
 
 

@@ -95,8 +95,8 @@ class AuditLog:
             async with self._db.session() as session:
                 await record_in(session, business_id, actor, action, target, span=span)
                 await session.commit()
-        except SQLAlchemyError:
-            log.exception("audit event could not be written", extra={"business_id": business_id})
+        except SQLAlchemyError:  # the commit itself
+            log.exception("audit event could not be committed", extra={"business_id": business_id})
             raise AuditUnavailable() from None
 
     async def audio_read(self, business_id: str, actor: Actor, recording_id: str, span: ByteSpan) -> None:
