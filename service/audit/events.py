@@ -70,6 +70,11 @@ class Actor:
         return cls(transport=Transport.CLI, request_id=uuid.uuid4().hex)
 
     @classmethod
+    def link(cls, key_id: str, key_name: str, request_id: str) -> Actor:
+        """A signed listen link's read: recorded under the key that minted the link."""
+        return cls(transport=Transport.LINK, request_id=request_id, key_id=key_id, key_name=key_name)
+
+    @classmethod
     def system(cls) -> Actor:
         """The server's own work (retention), one id per run."""
         return cls(transport=Transport.SYSTEM, request_id=uuid.uuid4().hex)

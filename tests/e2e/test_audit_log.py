@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,14 +17,16 @@ import httpx
 import pytest
 from callvault.v1 import audit_pb2, audit_pb2_grpc, providers_pb2, providers_pb2_grpc, recordings_pb2_grpc
 from callvault.v1 import recordings_pb2 as rpb
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlmodel import col, select
 
 from service.audit.chain import verify_all
 from service.auth import Scope, hash_key
 from service.ids import uuid7
 from service.recordings.retention import purge_expired, set_retention
+from service.storage.db import sync_url
 from service.storage.models import AuditEvent, Recording
+from tests.e2e.test_cli import base_env, run
 from tests.e2e.test_recordings_api import register, upload
 from tests.support.grpc_errors import error_info
 from tests.support.server import RunningServer, Tenant
@@ -397,3 +400,52 @@ def test_openapi_documents_the_listing(server: RunningServer) -> None:
     names = {p["name"] for p in operation["parameters"]}
     assert {"recordingId", "keyId", "action", "since", "until", "pageSize", "pageToken"} <= names
     assert "403" in operation["responses"] and "200" in operation["responses"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_operator_commands_are_recorded(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """keys create/revoke and retention on the business's chain; master-keys add, reseal and
+    retire, and account keys, on the system chain; `audit verify` passes over them all."""
+    env = base_env(tmp_path)
+    if backend == "postgres":
+        env["CALLVAULT_DATABASE_URL"] = request.getfixturevalue("database_url_factory")("postgres")
+    run(env, "migrate")
+    run(env, "master-keys", "init")
+    account = run(env, "accounts", "create", "--name", "Ops").stdout.strip()
+    business = run(env, "businesses", "create", "--account", account, "--name", "Ops Shop").stdout.strip()
+    key = run(
+        env, "keys", "create", "--account", account, "--business", business, "--scopes", "view_audit_log"
+    )
+    account_key = run(env, "keys", "create", "--account", account, "--scopes", "manage_all")
+    key_id = key.stderr.split("key id: ")[1].split()[0]
+    account_key_id = account_key.stderr.split("key id: ")[1].split()[0]
+    run(env, "keys", "revoke", key_id)
+    run(env, "businesses", "retention", "--business", business, "--days", "90")
+    run(env, "master-keys", "add")
+    run(env, "master-keys", "reseal", "--wait", "0")
+    run(env, "master-keys", "retire", "1")
+
+    engine = create_engine(
+        sync_url(env.get("CALLVAULT_DATABASE_URL") or f"sqlite:///{tmp_path / 'var' / 'callvault.db'}")
+    )
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT chain, seq, action, target_id, transport, key_id FROM auditevent ORDER BY chain, seq"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    mine = [(r.action, r.target_id) for r in rows if r.chain == business]
+    assert mine == [("api_key.create", key_id), ("api_key.revoke", key_id), ("retention.set", business)]
+    system = [(r.action, r.target_id) for r in rows if r.chain == "system"]
+    assert system == [
+        ("api_key.create", account_key_id),
+        ("master_key.add", "2"),
+        ("master_key.reseal", "2"),
+        ("master_key.retire", "1"),
+    ]
+    assert {r.transport for r in rows} == {"cli"} and {r.key_id for r in rows} == {None}
+    verified = run(env, "audit", "verify")
+    assert "all 2 audit chains are intact" in verified.stdout
