@@ -23,6 +23,7 @@ from service.audit.chain import record_in
 from service.audit.events import Action, Actor, ByteSpan, Target, TargetKind
 from service.errors import AuditUnavailable, InvalidArgument
 from service.recordings.uploadlinks import SigningKeys
+from service.sealing import UnknownKey
 from service.storage.db import Database
 from service.storage.models import AuditEvent
 
@@ -101,7 +102,7 @@ class AuditLog:
 
     async def audio_read(self, business_id: str, actor: Actor, recording_id: str, span: ByteSpan) -> None:
         """Every read of audio, whichever way it came (REST, gRPC, a signed listen link:
-        build its actor with ``Transport.LINK`` and the minting key's id and name)."""
+        its actor is ``Actor.link`` with the minting key's id and name)."""
         await self.record(
             business_id, actor, Action.AUDIO_READ, Target(TargetKind.RECORDING, recording_id), span=span
         )
@@ -134,7 +135,7 @@ class AuditLog:
             raise refused
         try:
             expected = self._mac(int(parts[1]), payload)
-        except Exception:  # a key no longer in the ring: the token is stale
+        except UnknownKey:  # a key no longer in the ring: the token is stale
             raise refused from None
         if not hmac.compare_digest(mac, expected) or parts[3] != wanted.digest(business_id):
             raise refused

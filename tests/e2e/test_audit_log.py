@@ -275,6 +275,7 @@ def test_filters_and_pages(server: RunningServer) -> None:
             {**reads, "pageToken": token, "recordingId": one},  # another listing's token
             {**reads, "pageToken": token[:-2] + ("AA" if token[-2:] != "AA" else "BB")},  # tampered
             {**reads, "pageToken": "nonsense"},
+            {**reads, "pageToken": "djEuOTkuNS5hYmM.AAAA"},  # "v1.99.5.abc": a key not in the ring
             {**reads, "pageSize": 201},
             {**reads, "since": "yesterday"},
         )
