@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.audit.events import SYSTEM_CHAIN, Action, Actor, ByteSpan, Fields, Target, TargetKind
+from service.audit.events import SYSTEM_CHAIN, Action, Actor, ByteSpan, Fields, Target, recording_target
 from service.errors import AuditUnavailable
 from service.ids import uuid7
 from service.storage.db import Database, insert_for
@@ -208,9 +208,7 @@ async def record_in(
 
 async def audit_deletion(session: AsyncSession, business_id: str, actor: Actor, recording_id: str) -> None:
     """A recording's deletion (DELETE, a provider deleted with its recordings, retention)."""
-    await record_in(
-        session, business_id, actor, Action.RECORDING_DELETE, Target(TargetKind.RECORDING, recording_id)
-    )
+    await record_in(session, business_id, actor, Action.RECORDING_DELETE, recording_target(recording_id))
 
 
 async def record_system(db: Database, actor: Actor, action: Action, target: Target) -> None:

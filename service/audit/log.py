@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from service.audit.chain import record_in
-from service.audit.events import Action, Actor, ByteSpan, Target, TargetKind
+from service.audit.events import Action, Actor, ByteSpan, Target, TargetKind, recording_target
 from service.errors import AuditUnavailable, InvalidArgument
 from service.recordings.uploadlinks import SigningKeys
 from service.sealing import UnknownKey
@@ -103,9 +103,7 @@ class AuditLog:
     async def audio_read(self, business_id: str, actor: Actor, recording_id: str, span: ByteSpan) -> None:
         """Every read of audio, whichever way it came (REST, gRPC, a signed listen link:
         its actor is ``Actor.link`` with the minting key's id and name)."""
-        await self.record(
-            business_id, actor, Action.AUDIO_READ, Target(TargetKind.RECORDING, recording_id), span=span
-        )
+        await self.record(business_id, actor, Action.AUDIO_READ, recording_target(recording_id), span=span)
 
     # Listing
 

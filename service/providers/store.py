@@ -14,7 +14,7 @@ from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.audit.chain import record_in
-from service.audit.events import Action, Actor, Target, TargetKind
+from service.audit.events import Action, Actor, provider_target
 from service.connectors.http import NetworkPolicy
 from service.errors import InvalidArgument, KindNotSupported, ProviderNotFound
 from service.ids import uuid7
@@ -323,4 +323,4 @@ async def _audit(
 ) -> None:
     """A provider change's audit event, in the change's own transaction."""
     if actor is not None:
-        await record_in(session, business_id, actor, action, Target(TargetKind.PROVIDER, provider_id))
+        await record_in(session, business_id, actor, action, provider_target(provider_id))
