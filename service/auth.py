@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,6 +35,9 @@ class Scope(enum.StrEnum):
     MANAGE_CALL_RECORDING = "manage_call_recording"
     MANAGE_RECORDING_COLLECTION = "manage_recording_collection"
     VIEW_AUDIT_LOG = "view_audit_log"
+    # Separate from manage_call_recording, which deletes: a hold that the deleting key could
+    # lift would guard only against accidents (README "Legal hold").
+    MANAGE_LEGAL_HOLD = "manage_legal_hold"
     MANAGE_ALL = "manage_all"
 
 
@@ -207,6 +211,15 @@ class Authenticator:
 
     async def principal(self, authorization: str | None) -> Principal:
         key_hash = hash_key(bearer_token(authorization))
+        return await self._principal(key_hash, col(ApiKey.key_hash) == key_hash)
+
+    async def principal_by_id(self, key_id: str) -> Principal:
+        """The live key with this id (the key that minted a listen link): the same cache, so
+        the same bound on revocation, as a key sent in full."""
+        return await self._principal(f"id:{key_id}", col(ApiKey.id) == key_id)
+
+    async def _principal(self, key_hash: str, match: ColumnElement[bool]) -> Principal:
+        """The key ``match`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its id)."""
         cache = self.cache
         if not cache.due():
             cached = cache.get(key_hash)
@@ -218,7 +231,7 @@ class Authenticator:
             if cached is not None:
                 return cached
             generation = cache.generation
-            key = (await session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash))).first()
+            key = (await session.exec(select(ApiKey).where(match))).first()
             if key is None or key.revoked_at is not None:
                 raise Unauthenticated("invalid or revoked API key")
             scopes = frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES)

@@ -22,7 +22,7 @@ from service.config import Settings
 from service.keys import MissingMasterKeys, load_keyring
 from service.processes import ProcessRegistry
 from service.recordings.blobrefs import BlobSweeper
-from service.recordings.retention import set_retention
+from service.recordings.retention import set_provider_retention, set_retention
 from service.rotation import RotationRefused, reseal_fleet, still_needed
 from service.sealing import SealingError, add_key, create_key_file, load_key_file, retire_key, write_key_file
 from service.storage.db import Database
@@ -122,6 +122,13 @@ def cmd_business_retention(args: argparse.Namespace) -> None:
 
     _with_db(lambda db: set_retention(db, args.business, days, actor=Actor.cli()))
     print(f"retention for {args.business}: {'off' if days is None else f'{days} days'}")
+
+
+def cmd_provider_retention(args: argparse.Namespace) -> None:
+    days = args.days
+    _with_db(lambda db: set_provider_retention(db, args.provider, days, actor=Actor.cli()))
+    shown = "off (the business's period applies)" if days is None else f"{days} days"
+    print(f"retention for provider {args.provider}: {shown}")
 
 
 def cmd_blobs_sweep(args: argparse.Namespace) -> None:
@@ -310,6 +317,15 @@ def parser() -> argparse.ArgumentParser:
     br.add_argument("--business", required=True)
     br.add_argument("--days", required=True, type=retention_days, help="a whole number of days, or off")
     br.set_defaults(fn=cmd_business_retention)
+
+    providers = sub.add_parser("providers").add_subparsers(dest="action", required=True)
+    pr = providers.add_parser(
+        "retention",
+        help="the provider's own retention period, overriding its business's (off: the business's)",
+    )
+    pr.add_argument("--provider", required=True)
+    pr.add_argument("--days", required=True, type=retention_days, help="a whole number of days, or off")
+    pr.set_defaults(fn=cmd_provider_retention)
 
     blobs = sub.add_parser("blobs", help="stored audio").add_subparsers(dest="action", required=True)
     bs = blobs.add_parser("sweep", help="free audio no recording has used for the grace period")

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from service.allocator import DEFAULT_MMAP_THRESHOLD
 from service.connectors.http import NetworkPolicy
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -68,6 +69,7 @@ def redact_url(url: str) -> str:
 
 
 UPLOAD_URL_TTL_RANGE = (1, 24 * 3600)
+LONGEST_AUDIO_LINK_SECONDS = 3600  # the most a listen link may live, whatever the settings say
 
 
 def check_public_base_url(url: str) -> str:
@@ -83,6 +85,19 @@ def check_public_base_url(url: str) -> str:
     if parts.username or parts.password:
         raise ValueError("CALLVAULT_PUBLIC_BASE_URL must not carry a user or password")
     return url.rstrip("/")
+
+
+def check_link_seconds(default_seconds: int, max_seconds: int) -> tuple[int, int]:
+    """CALLVAULT_AUDIO_LINK_TTL_SECONDS within 1..CALLVAULT_AUDIO_LINK_MAX_SECONDS within 1..3600."""
+    if not 1 <= max_seconds <= LONGEST_AUDIO_LINK_SECONDS:
+        raise ValueError(
+            f"CALLVAULT_AUDIO_LINK_MAX_SECONDS must be between 1 and {LONGEST_AUDIO_LINK_SECONDS}, got {max_seconds}"
+        )
+    if not 1 <= default_seconds <= max_seconds:
+        raise ValueError(
+            f"CALLVAULT_AUDIO_LINK_TTL_SECONDS must be between 1 and {max_seconds}, got {default_seconds}"
+        )
+    return default_seconds, max_seconds
 
 
 def check_upload_url_ttl(seconds: int) -> int:
@@ -215,6 +230,11 @@ class Settings:
     # listener) and how long a URL is good for.
     public_base_url: str = ""
     upload_url_ttl_seconds: int = 900
+    # Listen links (CreateAudioLink): how long one lives unless asked, and at most.
+    audio_link_ttl_seconds: int = 600
+    audio_link_max_seconds: int = 3600
+    # glibc's mmap threshold, set at server start (service/allocator.py); 0 leaves malloc be.
+    malloc_mmap_threshold: int = DEFAULT_MMAP_THRESHOLD
 
     def __repr__(self) -> str:
         shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
@@ -244,6 +264,10 @@ class Settings:
         mode = env.get("CALLVAULT_ENV", "dev")
         if mode not in ("dev", "production"):
             raise ValueError(f"CALLVAULT_ENV must be dev or production, got {mode!r}")
+        link_seconds = check_link_seconds(
+            _int(env, "CALLVAULT_AUDIO_LINK_TTL_SECONDS", 600),
+            _int(env, "CALLVAULT_AUDIO_LINK_MAX_SECONDS", 3600),
+        )
         return cls(
             env=mode,
             data_dir=data_dir,
@@ -279,6 +303,9 @@ class Settings:
             timezone=env.get("CALLVAULT_TIMEZONE", "Asia/Bangkok"),
             public_base_url=check_public_base_url(env.get("CALLVAULT_PUBLIC_BASE_URL", "")),
             upload_url_ttl_seconds=check_upload_url_ttl(_int(env, "CALLVAULT_UPLOAD_URL_TTL_SECONDS", 900)),
+            audio_link_ttl_seconds=link_seconds[0],
+            audio_link_max_seconds=link_seconds[1],
+            malloc_mmap_threshold=_int(env, "CALLVAULT_MALLOC_MMAP_THRESHOLD", DEFAULT_MMAP_THRESHOLD),
             tls=TlsSettings(
                 cert_file=_path(env, "CALLVAULT_TLS_CERT"),
                 key_file=_path(env, "CALLVAULT_TLS_KEY"),

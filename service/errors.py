@@ -205,6 +205,18 @@ class AudioReclaimed(DomainError):
         super().__init__("the audio was freed while it was being stored; send it again")
 
 
+class RecordingOnHold(DomainError):
+    """A legal hold keeps the recording: nothing was deleted. Release the hold first."""
+
+    category = Category.CONFLICT
+    code = "recording_on_hold"
+
+    def __init__(
+        self, message: str = "the recording is on legal hold; release the hold to delete it"
+    ) -> None:
+        super().__init__(message)
+
+
 class CollectionNotFound(NotFound):
     code = "collection_not_found"
 
@@ -258,3 +270,24 @@ class AuditUnavailable(DomainError):
 
     def __init__(self) -> None:
         super().__init__("the access could not be recorded in the audit log; try again")
+
+
+class LinkRefused(DomainError):
+    """A listen link that does not admit this request (service/recordings/listenlinks.py).
+    Checked before anything is read, so it never says whether the recording exists."""
+
+    category = Category.PERMISSION_DENIED
+
+
+class LinkInvalid(LinkRefused):
+    code = "link_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("this listen link is not valid for this recording")
+
+
+class LinkExpired(LinkRefused):
+    code = "link_expired"
+
+    def __init__(self) -> None:
+        super().__init__("this listen link has expired; ask for a new one")

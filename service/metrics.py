@@ -41,6 +41,10 @@ DATABASE_UP = Gauge(
     "callvault_database_up", "1 while the database answers the health probe", multiprocess_mode="min"
 )
 DATABASE_ERRORS = Counter("callvault_database_errors_total", "Health probes the database failed")
+RETENTION_PURGED = Counter("callvault_retention_purged_total", "Recordings deleted by retention")
+RETENTION_HELD = Counter(
+    "callvault_retention_held_total", "Recordings past their retention kept for a legal hold, at each run"
+)
 RATE_LIMITED = Counter(
     "callvault_rate_limited_total", "Calls refused by the per-key rate limit", ["transport"]
 )

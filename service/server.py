@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import __version__, metrics
+from service import __version__, allocator, metrics
 from service.api.audit import AuditServicer
 from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
@@ -53,6 +53,8 @@ from service.providers.store import ProviderStore
 from service.ratelimit import RateLimiter
 from service.recordings.blobrefs import BlobSweeper
 from service.recordings.collections import CollectionStore
+from service.recordings.holds import LegalHolds
+from service.recordings.listenlinks import ListenLinks
 from service.recordings.retention import run_retention
 from service.recordings.store import RecordingStore
 from service.recordings.uploadlinks import UploadLinks
@@ -109,6 +111,13 @@ class Service:
             base_url=check_public_base_url(settings.public_base_url),
         )
         self.audit = AuditLog(self.db, self.keyring)
+        self.listen_links = ListenLinks(
+            self.keyring,
+            default_seconds=settings.audio_link_ttl_seconds,
+            max_seconds=settings.audio_link_max_seconds,
+            base_url=self.upload_links.base_url,
+        )
+        self.holds = LegalHolds(self.db)
         self.sweeper = BlobSweeper(self.db, self.blobs, grace_seconds=settings.blob_grace_seconds)
         self.puller = Puller(
             self.db,
@@ -133,6 +142,8 @@ class Service:
                     self.puller,
                     settings.timezone,
                     self.upload_links,
+                    self.listen_links,
+                    self.holds,
                     self.audit,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
@@ -250,6 +261,7 @@ class Server:
         return build_app(bindings, extra)
 
     async def start(self) -> None:
+        allocator.tune(self.settings.malloc_mmap_threshold)
         # Before listening: a process with the wrong master key must not serve at all.
         await self.service.keyring.start()
         await open_blob_store(self.service.blobs, self.settings)
@@ -275,6 +287,7 @@ class Server:
             self.service.upload_links.base_url = listener_base_url(
                 self.settings.http_host, self.http_port, tls=self.settings.tls.enabled
             )
+        self.service.listen_links.base_url = self.service.upload_links.base_url
         tls = self.settings.tls
         config = uvicorn.Config(
             self._rest_app(),

@@ -88,7 +88,9 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         scopes = (SCOPE, Scope.MANAGE_CALL_RECORDING) if request.delete_recordings else (SCOPE,)
         caller = await self._auth.caller(context, *scopes)
         business, actor = caller.business_id, caller.actor()
-        recordings = await self._store.delete(business, request.id, actor=actor)
+        recordings = await self._store.delete(
+            business, request.id, with_recordings=request.delete_recordings, actor=actor
+        )
         if request.delete_recordings:
             await self._recordings.delete_many(business, recordings, actor=actor)
         return pb.DeleteProviderResponse(ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from callvault.v1 import recordings_pb2 as pb
@@ -13,17 +13,20 @@ from callvault.v1 import recordings_pb2_grpc
 from google.api import httpbody_pb2
 
 from service.api.convert import present, timestamp
-from service.audit.events import Action, ByteSpan, provider_target
+from service.audit.events import Action, ByteSpan, Transport, provider_target
 from service.audit.log import AuditLog
 from service.auth import Scope
-from service.errors import InvalidArgument
+from service.errors import AudioNotStored, InvalidArgument
 from service.recordings.agents import AgentSummary
+from service.recordings.holds import Hold, LegalHolds, hold_of
+from service.recordings.listenlinks import LinkEvent, ListenGrant, ListenLinks, on_link_event
 from service.recordings.query import build_query, page_bounds
 from service.recordings.store import NewUpload, RecordingStore
 from service.recordings.uploadlinks import UploadLinks, audio_path
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
-from service.transport.calls import CallAuth, MetadataContext, metadata_value
+from service.transport.bodies import ByteStream
+from service.transport.calls import CallAuth, Caller, MetadataContext, current_call, metadata_value
 from service.validation import check_media_type, is_media_type
 
 VIEW = (Scope.VIEW_RECORDING_ALL,)
@@ -31,7 +34,17 @@ VIEW = (Scope.VIEW_RECORDING_ALL,)
 # (Principal.visible_agents); what it may not see is not found.
 READ = ((Scope.VIEW_RECORDING_ALL, Scope.VIEW_RECORDING_SELF),)
 MANAGE = (Scope.MANAGE_CALL_RECORDING,)
+# Not manage_call_recording: the key that deletes must not be the one that lifts the hold.
+HOLD = (Scope.MANAGE_LEGAL_HOLD,)
 SYNC = (Scope.MANAGE_PROVIDER_CONFIG,)
+# Every audio answer, with a key or a listen link (whose answer no Authorization keeps out
+# of shared caches): cached by no shared cache, never sniffed as another type, and a page
+# it plays in sends no Referer (which would carry a link's token).
+AUDIO_POLICY = (
+    ("cache-control", "private"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+)
 
 
 class SyncRequester(Protocol):
@@ -73,7 +86,28 @@ def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
             setattr(out, name, value)
     if row.processing_status == RecordingStatus.COMPLETED and row.sha256 is not None:
         out.audio_url, out.sha256, out.size = audio_path(row.id), row.sha256, row.size or 0
+    hold = hold_of(row)
+    if hold is not None:
+        out.legal_hold.CopyFrom(hold_message(hold))
     return out
+
+
+def _link_event(action: Literal["minted", "used"], grant: ListenGrant, byte_range: str | None) -> LinkEvent:
+    call = current_call.get()
+    return LinkEvent(
+        action=action,
+        key_id=grant.key_id,
+        business_id=grant.business_id,
+        recording_id=grant.recording_id,
+        expires_at=grant.expires_at,
+        transport=call.transport if call else "unknown",
+        request_id=call.request_id if call else None,
+        byte_range=byte_range,
+    )
+
+
+def hold_message(hold: Hold) -> pb.LegalHold:
+    return pb.LegalHold(reason=hold.reason, placed_at=timestamp(hold.placed_at))
 
 
 async def _chunks(
@@ -94,11 +128,15 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         sync: SyncRequester,
         timezone: str,
         links: UploadLinks,
+        listen: ListenLinks,
+        holds: LegalHolds,
         audit: AuditLog,
     ) -> None:
         self._audit = audit
         self._auth = auth
+        self._holds = holds
         self._links = links
+        self._listen = listen
         self._store = store
         self._jobs = jobs
         self._sync = sync
@@ -192,10 +230,14 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         row = await self._store.get(caller.business_id, request.id, visible=caller.principal.visible_agents())
         return self._recording(row)
 
-    async def DownloadRecording(
+    async def DownloadRecordingBytes(
         self, request: pb.DownloadRecordingRequest, context: StreamingContext
-    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        caller = await self._auth.caller(context, *READ)
+    ) -> ByteStream:
+        """DownloadRecording up to its first byte (service/transport/bodies.py)."""
+        if request.link_token:
+            caller = await self._link_caller(request, context)
+        else:
+            caller = await self._auth.caller(context, *READ)
         row, span, chunks = await self._store.open_audio(
             caller.business_id,
             request.id,
@@ -204,13 +246,13 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             request.length,
             visible=caller.principal.visible_agents(),
         )
-        await self._audit.audio_read(
-            caller.business_id, caller.actor(), row.id, ByteSpan(span.start, span.end)
-        )
+        actor = caller.actor(Transport.LINK if request.link_token else None)
+        await self._audit.audio_read(caller.business_id, actor, row.id, ByteSpan(span.start, span.end))
         headers = [
             ("content-length", str(span.end - span.start)),
             ("etag", f'"{row.sha256}"'),
             ("accept-ranges", "bytes"),
+            *AUDIO_POLICY,
         ]
         if span.partial:
             headers += [
@@ -220,8 +262,34 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         await context.send_initial_metadata(headers)
         # Rows stored before media types were checked may hold one unfit for a header.
         content_type = row.content_type if is_media_type(row.content_type) else "application/octet-stream"
-        async for chunk in chunks:
+        return ByteStream(content_type, chunks)
+
+    async def DownloadRecording(
+        self, request: pb.DownloadRecordingRequest, context: StreamingContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        # One message per chunk the store reads (DOWNLOAD_CHUNK) and nothing else per
+        # chunk; README, Benchmarks, says what sets the speed.
+        body = await self.DownloadRecordingBytes(request, context)
+        content_type = body.content_type
+        async for chunk in body.chunks:
             yield httpbody_pb2.HttpBody(content_type=content_type, data=chunk)
+
+    async def _link_caller(self, request: pb.DownloadRecordingRequest, context: MetadataContext) -> Caller:
+        """A listen link's key, in place of one sent: each use is recorded under it."""
+        caller, grant = await self._auth.listen(self._listen, request.link_token, request.id, *READ)
+        on_link_event(_link_event("used", grant, metadata_value(context, "range")))
+        return caller
+
+    async def CreateAudioLink(self, request: pb.CreateAudioLinkRequest, context: MetadataContext) -> Any:
+        caller = await self._auth.caller(context, *READ)
+        seconds = self._listen.lifetime(present(request, "expires_in_seconds"))
+        row = await self._store.get(caller.business_id, request.id, visible=caller.principal.visible_agents())
+        if row.processing_status != RecordingStatus.COMPLETED or row.sha256 is None:
+            raise AudioNotStored(row.processing_status)
+        link = self._listen.mint(caller.business_id, row.id, caller.principal.key_id, seconds)
+        grant = ListenGrant(caller.business_id, row.id, caller.principal.key_id, link.expires_at)
+        on_link_event(_link_event("minted", grant, None))
+        return pb.AudioLink(url=link.url, expires_at=timestamp(link.expires_at), token=link.token)
 
     async def CreateRecording(self, request: pb.CreateRecordingRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *MANAGE)
@@ -307,6 +375,20 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         caller = await self._auth.caller(context, *MANAGE)
         await self._store.delete(caller.business_id, request.id, actor=caller.actor())
         return pb.DeleteRecordingResponse(ok=True)
+
+    async def PlaceRecordingHold(
+        self, request: pb.PlaceRecordingHoldRequest, context: MetadataContext
+    ) -> Any:
+        caller = await self._auth.caller(context, *HOLD)
+        hold = await self._holds.place(caller.business_id, request.id, request.reason, actor=caller.actor())
+        return hold_message(hold)
+
+    async def ReleaseRecordingHold(
+        self, request: pb.ReleaseRecordingHoldRequest, context: MetadataContext
+    ) -> Any:
+        caller = await self._auth.caller(context, *HOLD)
+        lifted = await self._holds.release(caller.business_id, request.id, actor=caller.actor())
+        return pb.ReleaseRecordingHoldResponse(ok=True, released=lifted is not None)
 
     async def SyncProvider(self, request: pb.SyncProviderRequest, context: MetadataContext) -> Any:
         caller = await self._auth.caller(context, *SYNC)

@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from service.audit.chain import record_in
 from service.audit.events import Action, Actor, ByteSpan, Target, TargetKind, recording_target
 from service.errors import AuditUnavailable, InvalidArgument
-from service.recordings.uploadlinks import SigningKeys
+from service.recordings.signedtokens import SigningKeys
 from service.sealing import UnknownKey
 from service.storage.db import Database
 from service.storage.models import AuditEvent

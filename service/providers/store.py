@@ -21,6 +21,7 @@ from service.ids import uuid7
 from service.kinds import KINDS
 from service.kinds.base import KEPT, ProviderKind
 from service.providers.connection import ConnectionChecker
+from service.recordings.holds import refuse_if_provider_holds
 from service.sealing import SealContext, Sealer
 from service.storage.db import Database
 from service.storage.models import Provider, ProviderSecret, Recording, utcnow
@@ -203,18 +204,27 @@ class ProviderStore:
             await _audit(session, business_id, actor, Action.PROVIDER_UPDATE, row.id)
             await session.commit()
 
-    async def delete(self, business_id: str, provider_id: str, *, actor: Actor | None = None) -> list[str]:
+    async def delete(
+        self, business_id: str, provider_id: str, *, with_recordings: bool = False, actor: Actor | None = None
+    ) -> list[str]:
         """Delete the provider and its secrets. Its recordings stay (detached from it);
-        the answer lists their ids so a caller asked to delete them too can."""
+        the answer lists their ids so a caller asked to delete them too can. Deleting them
+        too (`with_recordings`) is refused whole while any is on legal hold, and leaves them
+        pointing at the provider until they are deleted, so no hold lands on one meanwhile
+        (service/recordings/holds.py)."""
         async with self._db.session() as session:
-            row = await self._row(session, business_id, provider_id)
+            # Locked first, as placing a hold locks it: the two are ordered.
+            row = await self._row(session, business_id, provider_id, for_update=True)
+            if with_recordings:
+                await refuse_if_provider_holds(session, row.id)
             recordings = list(
                 (await session.exec(select(Recording.id).where(col(Recording.provider_id) == row.id))).all()
             )
             await forget_provider(session, row.id)  # its sync jobs and state, and pending audio
-            await session.exec(
-                update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
-            )
+            if not with_recordings:
+                await session.exec(
+                    update(Recording).where(col(Recording.provider_id) == row.id).values(provider_id=None)
+                )
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
             await _audit(session, business_id, actor, Action.PROVIDER_DELETE, row.id)

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,11 +29,13 @@ from service.errors import (
     InvalidArgument,
     RangeNotSatisfiable,
     RecordingNotFound,
+    RecordingOnHold,
 )
 from service.ids import uuid7
 from service.recordings.agents import AgentSummary, agent_filters, list_agents
 from service.recordings.blobrefs import BlobReclaimed, hold, release, release_now
 from service.recordings.counts import CountCache
+from service.recordings.holds import refuse_replacing_held
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
@@ -314,6 +316,7 @@ class RecordingStore:
             raise InvalidArgument("id", "only uploaded recordings take audio uploads")
         if expected_sha256 is not None and not is_sha256(expected_sha256):
             raise InvalidArgument("sha256", "must be 64 lower-case hex characters")
+        refuse_replacing_held(row)
         try:
             blob = await self._blobs.put(chunks, expected_sha256=expected_sha256, max_size=self._max_bytes)
         except BlobVerificationFailed:
@@ -326,6 +329,7 @@ class RecordingStore:
         try:
             async with self._db.session() as session:
                 row = await self._locked_row(session, business_id, recording_id)
+                refuse_replacing_held(row)  # held since the upload began
                 previous, previous_size = row.sha256, row.size or 0
                 row.sha256, row.size = blob.sha256, blob.size
                 row.content_type = content_type or row.content_type
@@ -342,7 +346,7 @@ class RecordingStore:
                     else:
                         await release(session, sha, previous_size)
                 await session.commit()
-        except RecordingNotFound:  # deleted while its audio streamed in
+        except (RecordingNotFound, RecordingOnHold):  # deleted, or held, while its audio streamed in
             await release_now(self._db, blob)
             raise
         except BlobReclaimed:
@@ -378,6 +382,8 @@ class RecordingStore:
         audit event is written in the same transaction."""
         async with self._db.session() as session:
             row = await self._locked_row(session, business_id, recording_id)
+            if row.held_at is not None:  # checked under the lock a hold is placed with
+                raise RecordingOnHold()
             sha, size = row.sha256, row.size or 0
             await session.delete(row)
             await session.flush()
@@ -390,26 +396,39 @@ class RecordingStore:
 
     async def delete_many(
         self, business_id: str, recording_ids: list[str], *, actor: Actor | None = None
-    ) -> None:
+    ) -> int:
+        """How many were deleted: one gone already, or held, is skipped."""
+        deleted = 0
         for recording_id in recording_ids:
-            with contextlib.suppress(RecordingNotFound):
+            with contextlib.suppress(RecordingNotFound, RecordingOnHold):
                 await self.delete(business_id, recording_id, actor=actor)
+                deleted += 1
+        return deleted
 
     async def purge_older_than(
-        self, business_id: str, cutoff: datetime, *, batch: int = 500, actor: Actor | None = None
+        self,
+        business_id: str,
+        cutoff: datetime,
+        *,
+        batch: int = 500,
+        where: Sequence[Any] = (),
+        actor: Actor | None = None,
     ) -> int:
-        """Retention: delete the business's recordings of calls before `cutoff`."""
+        """Retention: delete the business's recordings of calls before `cutoff` (and `where`),
+        except held ones."""
         purged = 0
         while True:
             async with self._db.session() as session:
                 query = select(Recording.id).where(
-                    col(Recording.business_id) == business_id, col(Recording.call_at) < cutoff
+                    col(Recording.business_id) == business_id,
+                    col(Recording.call_at) < cutoff,
+                    col(Recording.held_at).is_(None),
+                    *where,
                 )
                 ids = list((await session.exec(query.limit(batch))).all())
             if not ids:
                 return purged
-            await self.delete_many(business_id, ids, actor=actor)
-            purged += len(ids)
+            purged += await self.delete_many(business_id, ids, actor=actor)
 
     @staticmethod
     async def _row(session: AsyncSession, business_id: str, recording_id: str, *also: Any) -> Recording:

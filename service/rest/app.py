@@ -26,6 +26,7 @@ from service.errors import (
 from service.rest.bindings import Binding
 from service.rest.context import RestAbort, RestContext
 from service.rest.render import parse_into, query_to_dict, to_json
+from service.transport.bodies import ByteStream
 from service.transport.calls import CallRecord, current_call, log_call, request_id
 from service.transport.requests import check_request
 from service.transport.status import HTTP_FOR_GRPC, HTTP_STATUS, domain_error
@@ -142,6 +143,12 @@ async def _body_chunks(first: httpbody_pb2.HttpBody, rest: AsyncIterator[Any]) -
         yield chunk.data
 
 
+async def _chunks_after(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield head
+    async for chunk in rest:
+        yield chunk
+
+
 def _status(context: RestContext) -> int:
     """A servicer may choose the HTTP status (206 for a range) with x-http-code metadata."""
     return int(context.response_headers.pop("x-http-code", "200"))
@@ -153,6 +160,17 @@ async def _respond(binding: Binding, request: Request, context: RestContext) -> 
         if binding.client_streaming
         else await _build_request(binding, request)
     )
+    if binding.bytes_handler is not None:
+        # The first chunk is read here too: errors up to the first byte (a blob gone
+        # since the lookup, say) still become JSON errors.
+        body: ByteStream = await binding.bytes_handler(arg, context)
+        head = await anext(body.chunks, b"")
+        return StreamingResponse(
+            _chunks_after(head, body.chunks),
+            status_code=_status(context),
+            media_type=body.content_type,
+            headers=context.response_headers,
+        )
     if binding.server_streaming:
         stream: AsyncIterator[Any] = binding.handler(arg, context)
         # The first message runs the servicer up to its first yield: errors still become

@@ -10,6 +10,8 @@ from typing import Any
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, message, message_factory
 
+from service.transport.bodies import BYTES_SUFFIX
+
 # protobuf's pure-Python and upb descriptors share one shape but not one static type.
 MessageDescriptor = Any
 FieldDescriptor = Any
@@ -27,6 +29,8 @@ class Binding:
     handler: Callable[..., Any]
     request_type: type[message.Message]
     response_type: type[message.Message]
+    # The servicer's `<Method>Bytes`, when it offers one (service/transport/bodies.py).
+    bytes_handler: Callable[..., Any] | None = None
 
     @property
     def full_method(self) -> str:
@@ -73,6 +77,7 @@ def bindings_for(service: descriptor.ServiceDescriptor, servicer: object) -> lis
                     handler=getattr(servicer, method.name),
                     request_type=message_factory.GetMessageClass(method.input_type),
                     response_type=message_factory.GetMessageClass(method.output_type),
+                    bytes_handler=getattr(servicer, method.name + BYTES_SUFFIX, None),
                 )
             )
     return found

@@ -205,8 +205,9 @@ def _operation(binding: Binding, components: dict[str, Any]) -> dict[str, Any]:
         params.append(RANGE_HEADER)
     if not _no_business(binding):
         params.append(BUSINESS_HEADER)
-    if "upload_token" in desc.fields_by_name:
-        op["security"] = [{"bearer": []}, {}]  # a presigned URL's uploadToken stands in for the key
+    if {"upload_token", "link_token"} & set(desc.fields_by_name):
+        # A presigned URL's uploadToken, or a listen link's linkToken, stands in for the key.
+        op["security"] = [{"bearer": []}, {}]
     if params:
         op["parameters"] = params
     return op

@@ -201,6 +201,9 @@ class Recording(SQLModel, table=True):
     sha256: str | None = Field(default=None, max_length=64, index=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=200)
+    # Legal hold (service/recordings/holds.py): while held_at is set, no path deletes the row.
+    held_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    hold_reason: str | None = Field(default=None, max_length=500)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
@@ -267,6 +270,14 @@ class BusinessSettings(SQLModel, table=True):
     business_id: str = Field(primary_key=True, max_length=36, foreign_key="business.id")
     # Recordings older than this many days are deleted; None keeps them for ever.
     retention_days: int | None = None
+
+
+class ProviderSettings(SQLModel, table=True):
+    """A provider's own retention, overriding its business's (service/recordings/retention.py)."""
+
+    provider_id: str = Field(primary_key=True, max_length=36, foreign_key="provider.id", ondelete="CASCADE")
+    business_id: str = Field(max_length=36, index=True)
+    retention_days: int
 
 
 class ServerProcess(SQLModel, table=True):

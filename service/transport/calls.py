@@ -19,8 +19,16 @@ from grpc_status import rpc_status
 from service import metrics
 from service.audit.events import Actor, Transport
 from service.auth import Authenticator, Principal, Requirement
-from service.errors import DomainError, RateLimited
+from service.errors import (
+    BusinessNotFound,
+    DomainError,
+    LinkInvalid,
+    MissingScope,
+    RateLimited,
+    Unauthenticated,
+)
 from service.ratelimit import Decision, RateLimiter
+from service.recordings.listenlinks import ListenGrant, ListenLinks
 from service.recordings.uploadlinks import UploadGrant, UploadLinks
 from service.transport.status import ERROR_DOMAIN, GRPC_CODE
 
@@ -100,12 +108,13 @@ class Caller:
     principal: Principal
     business_id: str
 
-    def actor(self) -> Actor:
-        """Who this is, for the audit log: the key (id and name), the transport and the
-        request id the call answers in x-request-id."""
+    def actor(self, transport: Transport | None = None) -> Actor:
+        """Who this is, for the audit log: the key (id and name), the transport (the call's,
+        unless a listen link stands in for the key) and the request id the call answers in
+        x-request-id."""
         call = current_call.get()
         return Actor(
-            transport=Transport(call.transport) if call is not None else Transport.GRPC,
+            transport=transport or (Transport(call.transport) if call is not None else Transport.GRPC),
             request_id=call.request_id if call is not None else uuid.uuid4().hex,
             key_id=self.principal.key_id,
             key_name=self.principal.key_name,
@@ -153,6 +162,28 @@ class CallAuth:
         if call is not None:
             call.business_id = grant.business_id
         return grant
+
+    async def listen(
+        self, links: ListenLinks, token: str, recording_id: str, *scopes: Requirement
+    ) -> tuple[Caller, ListenGrant]:
+        """What a listen link's token admits, in place of an API key: the key that minted it,
+        in the business it was minted for, while that key is live (not revoked, within the
+        key cache's bound) and holds ``scopes``; else the link is invalid, never saying why.
+        Rate limited as that key."""
+        grant = links.verify(token, recording_id)
+        call = current_call.get()
+        if call is not None:
+            call.key_id, call.business_id = grant.key_id, grant.business_id
+        self.admit(grant.key_id)
+        try:
+            principal = await self.authenticator.principal_by_id(grant.key_id)
+            principal.require(*scopes)
+            business_id = await self.authenticator.business_for(principal, grant.business_id)
+        except (Unauthenticated, MissingScope, BusinessNotFound):
+            raise LinkInvalid() from None
+        if business_id != grant.business_id:
+            raise LinkInvalid()
+        return Caller(principal, business_id), grant
 
     async def caller(self, context: MetadataContext, *scopes: Requirement) -> Caller:
         """The key and the business it acts for, once it holds every scope named: scopes

@@ -192,7 +192,7 @@ def test_every_recording_deletion_is_recorded(server: RunningServer) -> None:
         old = register(client, dataId="old", callAt="2020-01-01T00:00:00+07:00")["id"]
     server.call(set_retention(server.service.db, tenant.business_id, 30))
     try:
-        assert server.call(purge_expired(server.service.db, server.service.recordings)) >= 1
+        assert server.call(purge_expired(server.service.db, server.service.recordings)).purged >= 1
     finally:
         server.call(set_retention(server.service.db, tenant.business_id, None))
 
@@ -450,3 +450,43 @@ def test_operator_commands_are_recorded(backend: str, tmp_path: Path, request: p
     assert {r.transport for r in rows} == {"cli"} and {r.key_id for r in rows} == {None}
     verified = run(env, "audit", "verify")
     assert "all 2 audit chains are intact" in verified.stdout
+
+
+def test_holds_and_listen_links_are_recorded(server: RunningServer) -> None:
+    """A hold placed and lifted over both transports; a listen link's reads are recorded
+    under the key that minted it, with the link's transport and the range served."""
+    tenant = server.new_tenant()
+    key_id, key = named_key(server, tenant, "legal")
+    audio = os.urandom(4000)
+    recording = stored_recording(server, tenant.business_key, audio)
+    with server.http(key) as client:
+        assert (
+            client.post(f"/api/v1/recordings/{recording}/hold", json={"reason": "case 7"}).status_code == 200
+        )
+        assert client.delete(f"/api/v1/recordings/{recording}/hold").json()["released"] is True
+        assert client.delete(f"/api/v1/recordings/{recording}/hold").json()["released"] is False  # no event
+        link = client.post(f"/api/v1/recordings/{recording}/audio-link", json={}).json()
+    with server.channel() as channel:
+        stub = recordings_pb2_grpc.RecordingServiceStub(channel)
+        stub.PlaceRecordingHold(
+            rpb.PlaceRecordingHoldRequest(id=recording, reason="case 8"), metadata=md(key)
+        )
+        stub.ReleaseRecordingHold(rpb.ReleaseRecordingHoldRequest(id=recording), metadata=md(key))
+    played = httpx.get(link["url"], headers={"Range": "bytes=10-19"})
+    assert played.status_code == 206 and played.content == audio[10:20]
+
+    seen = [
+        (e["action"], e["transport"], e.get("rangeStart"), e.get("rangeEnd"))
+        for e in reversed(events(server, key, recordingId=recording))
+        if e["action"] != "recording.delete"
+    ]
+    assert seen == [
+        ("recording.hold.place", "rest", None, None),
+        ("recording.hold.release", "rest", None, None),
+        ("recording.hold.place", "grpc", None, None),
+        ("recording.hold.release", "grpc", None, None),
+        ("recording.audio.read", "link", 10, 20),
+    ]
+    assert {e["keyId"] for e in events(server, key, recordingId=recording)} == {key_id}
+    link_read = events(server, key, action="recording.audio.read")[0]
+    assert link_read["requestId"] == played.headers["x-request-id"] and link_read["keyName"] == "legal"

@@ -339,6 +339,14 @@ RULES = [
         ),
     ),
     Rule(
+        "CreateAudioLink",
+        (VIEW,),
+        lambda c, w: c.post(f"/api/v1/recordings/{w.recording_id}/audio-link"),
+        lambda ch, md, w: _recordings(ch).CreateAudioLink(
+            rpb.CreateAudioLinkRequest(id=w.recording_id), metadata=md
+        ),
+    ),
+    Rule(
         "CreateRecording",
         (MANAGE,),
         lambda c, w: c.post("/api/v1/recordings", json=NEW_RECORDING),
@@ -369,6 +377,22 @@ RULES = [
         lambda c, w: c.get("/api/v1/audit-events"),
         lambda ch, md, w: audit_pb2_grpc.AuditServiceStub(ch).ListAuditEvents(
             audit_pb2.ListAuditEventsRequest(), metadata=md
+        ),
+    ),
+    Rule(
+        "PlaceRecordingHold",
+        (Scope.MANAGE_LEGAL_HOLD,),
+        lambda c, w: c.post(f"/api/v1/recordings/{w.recording_id}/hold", json={"reason": "scoped"}),
+        lambda ch, md, w: _recordings(ch).PlaceRecordingHold(
+            rpb.PlaceRecordingHoldRequest(id=w.recording_id, reason="scoped"), metadata=md
+        ),
+    ),
+    Rule(
+        "ReleaseRecordingHold",
+        (Scope.MANAGE_LEGAL_HOLD,),
+        lambda c, w: c.delete(f"/api/v1/recordings/{w.recording_id}/hold"),
+        lambda ch, md, w: _recordings(ch).ReleaseRecordingHold(
+            rpb.ReleaseRecordingHoldRequest(id=w.recording_id), metadata=md
         ),
     ),
     Rule(

@@ -149,6 +149,28 @@ def test_retention_command(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "no business nope" in missing.stderr
 
 
+def test_provider_retention_command(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    boot = json.loads(run(env, "bootstrap", "--name", "Periods Co").stdout)
+    proc = start(env)
+    try:
+        api = f"http://127.0.0.1:{env['CALLVAULT_HTTP_PORT']}/api/v1/providers"
+        with httpx.Client(headers={"Authorization": f"Bearer {boot['apiKey']}"}) as client:
+            provider = client.post(api, json=SEED_CREATE).json()["id"]
+        shown = run(env, "providers", "retention", "--provider", provider, "--days", "7").stdout
+        assert shown.strip() == f"retention for provider {provider}: 7 days"
+        off = run(env, "providers", "retention", "--provider", provider, "--days", "off").stdout
+        assert "off (the business's period applies)" in off
+        for days, message in (("-1", "a whole number of days, or off"), ("0", "at least 1 day")):
+            refused = run(env, "providers", "retention", "--provider", provider, "--days", days, check=False)
+            assert refused.returncode != 0 and message in refused.stderr and "Traceback" not in refused.stderr
+        missing = run(env, "providers", "retention", "--provider", "nope", "--days", "7", check=False)
+        assert missing.returncode != 0 and "no provider nope" in missing.stderr
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+
+
 def test_blobs_sweep_frees_deleted_audio_after_the_grace_period(tmp_path: Path) -> None:
     env = base_env(tmp_path)
     boot = json.loads(run(env, "bootstrap", "--name", "Sweep Co").stdout)

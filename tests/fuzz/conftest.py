@@ -26,10 +26,12 @@ class Target:
     provider_id: str
     recording_id: str
     job_id: str
+    # A listen link's token for recording_id: the audio GET takes it in place of a key.
+    link_token: str
 
     @property
     def ids(self) -> tuple[str, ...]:
-        return (self.provider_id, self.recording_id, self.job_id)
+        return (self.provider_id, self.recording_id, self.job_id, self.link_token)
 
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tenant.business_key}"}
@@ -58,5 +60,6 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         ).json()["id"]
         assert client.put(f"/api/v1/recordings/{recording}/audio", content=b"RIFF" * 256).status_code == 200
         job = client.post(f"/api/v1/providers/{provider}/sync").json()["id"]
-    yield Target(server, tenant, provider, recording, job)
+        link = client.post(f"/api/v1/recordings/{recording}/audio-link", json={"expiresInSeconds": 3600})
+    yield Target(server, tenant, provider, recording, job, link.json()["token"])
     server.stop()

@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Recording(_message.Message):
-    __slots__ = ("id", "data_id", "call_at", "direction", "customer_phone", "customer_phone_normalized", "tag", "score", "processing_status", "audio_url", "duration_seconds", "source_provider", "provider_id", "caller", "callee", "outcome", "callcenter_number", "callcenter_name", "note", "content_type", "size", "sha256", "call_id")
+    __slots__ = ("id", "data_id", "call_at", "direction", "customer_phone", "customer_phone_normalized", "tag", "score", "processing_status", "audio_url", "duration_seconds", "source_provider", "provider_id", "caller", "callee", "outcome", "callcenter_number", "callcenter_name", "note", "content_type", "size", "sha256", "call_id", "legal_hold")
     ID_FIELD_NUMBER: _ClassVar[int]
     DATA_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_AT_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class Recording(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    LEGAL_HOLD_FIELD_NUMBER: _ClassVar[int]
     id: str
     data_id: str
     call_at: str
@@ -61,7 +62,38 @@ class Recording(_message.Message):
     size: int
     sha256: str
     call_id: str
-    def __init__(self, id: _Optional[str] = ..., data_id: _Optional[str] = ..., call_at: _Optional[str] = ..., direction: _Optional[str] = ..., customer_phone: _Optional[str] = ..., customer_phone_normalized: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., processing_status: _Optional[str] = ..., audio_url: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., source_provider: _Optional[str] = ..., provider_id: _Optional[str] = ..., caller: _Optional[str] = ..., callee: _Optional[str] = ..., outcome: _Optional[str] = ..., callcenter_number: _Optional[str] = ..., callcenter_name: _Optional[str] = ..., note: _Optional[str] = ..., content_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., call_id: _Optional[str] = ...) -> None: ...
+    legal_hold: LegalHold
+    def __init__(self, id: _Optional[str] = ..., data_id: _Optional[str] = ..., call_at: _Optional[str] = ..., direction: _Optional[str] = ..., customer_phone: _Optional[str] = ..., customer_phone_normalized: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., processing_status: _Optional[str] = ..., audio_url: _Optional[str] = ..., duration_seconds: _Optional[float] = ..., source_provider: _Optional[str] = ..., provider_id: _Optional[str] = ..., caller: _Optional[str] = ..., callee: _Optional[str] = ..., outcome: _Optional[str] = ..., callcenter_number: _Optional[str] = ..., callcenter_name: _Optional[str] = ..., note: _Optional[str] = ..., content_type: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., call_id: _Optional[str] = ..., legal_hold: _Optional[_Union[LegalHold, _Mapping]] = ...) -> None: ...
+
+class LegalHold(_message.Message):
+    __slots__ = ("reason", "placed_at")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PLACED_AT_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    placed_at: _timestamp_pb2.Timestamp
+    def __init__(self, reason: _Optional[str] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PlaceRecordingHoldRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseRecordingHoldRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ReleaseRecordingHoldResponse(_message.Message):
+    __slots__ = ("ok", "released")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    released: bool
+    def __init__(self, ok: _Optional[bool] = ..., released: _Optional[bool] = ...) -> None: ...
 
 class ListRecordingsRequest(_message.Message):
     __slots__ = ("limit", "offset", "direction", "source_provider", "call_date_from", "call_date_to", "customer_phone", "customer_phone_normalized", "search", "tag", "score_min", "score_max", "sort_by", "sort_dir", "provider_id", "agent_key")
@@ -148,14 +180,34 @@ class GetRecordingRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class DownloadRecordingRequest(_message.Message):
-    __slots__ = ("id", "offset", "length")
+    __slots__ = ("id", "offset", "length", "link_token")
     ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LINK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     offset: int
     length: int
-    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    link_token: str
+    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., link_token: _Optional[str] = ...) -> None: ...
+
+class CreateAudioLinkRequest(_message.Message):
+    __slots__ = ("id", "expires_in_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    expires_in_seconds: int
+    def __init__(self, id: _Optional[str] = ..., expires_in_seconds: _Optional[int] = ...) -> None: ...
+
+class AudioLink(_message.Message):
+    __slots__ = ("url", "expires_at", "token")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_at: _timestamp_pb2.Timestamp
+    token: str
+    def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
 
 class CreateRecordingRequest(_message.Message):
     __slots__ = ("data_id", "call_at", "direction", "customer_phone", "callcenter_number", "callcenter_name", "tag", "score", "note", "content_type", "duration_seconds", "audio_presigned_upload_url")

@@ -59,6 +59,11 @@ class RecordingServiceStub:
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.DownloadRecordingRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateAudioLink = channel.unary_unary(
+                '/callvault.v1.RecordingService/CreateAudioLink',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.AudioLink.FromString,
+                _registered_method=True)
         self.CreateRecording = channel.unary_unary(
                 '/callvault.v1.RecordingService/CreateRecording',
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.CreateRecordingRequest.SerializeToString,
@@ -73,6 +78,16 @@ class RecordingServiceStub:
                 '/callvault.v1.RecordingService/DeleteRecording',
                 request_serializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.SerializeToString,
                 response_deserializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.FromString,
+                _registered_method=True)
+        self.PlaceRecordingHold = channel.unary_unary(
+                '/callvault.v1.RecordingService/PlaceRecordingHold',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.LegalHold.FromString,
+                _registered_method=True)
+        self.ReleaseRecordingHold = channel.unary_unary(
+                '/callvault.v1.RecordingService/ReleaseRecordingHold',
+                request_serializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.SerializeToString,
+                response_deserializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.FromString,
                 _registered_method=True)
         self.SyncProvider = channel.unary_unary(
                 '/callvault.v1.RecordingService/SyncProvider',
@@ -122,6 +137,15 @@ class RecordingServiceServicer:
     def DownloadRecording(self, request, context):
         """The audio in chunks. Over REST it honours Range (206) and answers Content-Length
         and ETag (the sha256); over gRPC, offset/length select a range.
+        With link_token (from a listen link, CreateAudioLink) it needs no API key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAudioLink(self, request, context):
+        """A listen link: a URL that plays this recording's audio (with Range) without an API
+        key until it expires, minutes from now. Needs the scopes a download needs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +168,22 @@ class RecordingServiceServicer:
 
     def DeleteRecording(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlaceRecordingHold(self, request, context):
+        """Legal hold (manage_legal_hold): a held recording is never deleted, by DeleteRecording,
+        by DeleteProvider with delete_recordings, or by retention. Holding a held recording
+        again takes the new reason and keeps when the hold was placed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseRecordingHold(self, request, context):
+        """Lifts the hold; a recording not held answers released: false.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -190,6 +230,11 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.DownloadRecordingRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
+            'CreateAudioLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAudioLink,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.AudioLink.SerializeToString,
+            ),
             'CreateRecording': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRecording,
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.CreateRecordingRequest.FromString,
@@ -204,6 +249,16 @@ def add_RecordingServiceServicer_to_server(servicer, server):
                     servicer.DeleteRecording,
                     request_deserializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.FromString,
                     response_serializer=callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.SerializeToString,
+            ),
+            'PlaceRecordingHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlaceRecordingHold,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.LegalHold.SerializeToString,
+            ),
+            'ReleaseRecordingHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseRecordingHold,
+                    request_deserializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.FromString,
+                    response_serializer=callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.SerializeToString,
             ),
             'SyncProvider': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncProvider,
@@ -344,6 +399,33 @@ class RecordingService:
             _registered_method=True)
 
     @staticmethod
+    def CreateAudioLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/CreateAudioLink',
+            callvault_dot_v1_dot_recordings__pb2.CreateAudioLinkRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.AudioLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateRecording(request,
             target,
             options=(),
@@ -414,6 +496,60 @@ class RecordingService:
             '/callvault.v1.RecordingService/DeleteRecording',
             callvault_dot_v1_dot_recordings__pb2.DeleteRecordingRequest.SerializeToString,
             callvault_dot_v1_dot_recordings__pb2.DeleteRecordingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlaceRecordingHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/PlaceRecordingHold',
+            callvault_dot_v1_dot_recordings__pb2.PlaceRecordingHoldRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.LegalHold.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseRecordingHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callvault.v1.RecordingService/ReleaseRecordingHold',
+            callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldRequest.SerializeToString,
+            callvault_dot_v1_dot_recordings__pb2.ReleaseRecordingHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,
