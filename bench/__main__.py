@@ -5,7 +5,7 @@ not be measured.
 
     python -m bench                 # everything, full sizes (about 6-10 minutes on 2 cores)
     python -m bench --quick         # a smoke run with small sizes
-    python -m bench --only list     # one figure (repeatable): providers, list, audio, ingest, workers
+    python -m bench --only list     # one figure (repeatable): providers, list, audio, ingest, workers, scaling
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.context import Bench, CpuMeter, Plan
 from bench.figures import FIGURES, resolve
 from bench.load import ToolMissing, need
+from bench.seed import DATABASE_URL_VAR
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     report = bench.report
     report.note(
         f"machine: {os.cpu_count()} cores; other processes (not the bench, its servers or load tools) used "
-        f"{meter.foreign_cores():.2f} cores on average during the run; database SQLite (WAL)"
+        f"{meter.foreign_cores():.2f} cores on average during the run; database "
+        + (
+            "PostgreSQL ($CALLVAULT_BENCH_DATABASE_URL)"
+            if os.environ.get(DATABASE_URL_VAR)
+            else "SQLite (WAL)"
+        )
     )
     mode = "quick (--quick: reduced sizes)" if plan.quick else "full"
     print()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import audio, calllog, ingest, providers, recordings
+from bench import audio, calllog, ingest, providers, recordings, scaling
 from bench.context import Bench
 
 Figure = Callable[[Bench], None]
@@ -16,6 +16,10 @@ FIGURES: dict[str, tuple[str, Figure]] = {
     "ingest": ("5: recordings/s pulled from a fake Kazoo", ingest.run),
     "workers": ("6: 2 worker processes beside 1", providers.run_workers),
     "log": ("7: the per-call log line: in process, and GetProvider at INFO beside WARNING", calllog.run),
+    "scaling": (
+        "S: GetProvider q/s and list p99 at 1k/100k/1M recordings, 10/1k/100k providers",
+        scaling.run,
+    ),
 }
 
 # Other names --only accepts.
@@ -32,6 +36,8 @@ ALIASES = {
     "5": "ingest",
     "6": "workers",
     "7": "log",
+    "S": "scaling",
+    "scale": "scaling",
 }
 
 

@@ -5,6 +5,7 @@ server seals them), and recordings in bulk (SQLAlchemy core executemany into SQL
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -20,11 +21,11 @@ from service.config import Settings
 from service.connectors.http import NetworkPolicy
 from service.ids import uuid7
 from service.keys import load_keyring
-from service.providers.store import ProviderStore
+from service.providers.store import ProviderStore, kind_of, seal_context
 from service.recordings.query import TAGS
 from service.storage.db import Database, sync_url
 from service.storage.migrate import upgrade
-from service.storage.models import Recording
+from service.storage.models import Provider, ProviderSecret, Recording
 
 INSERT_BATCH = 20_000
 ROWS_PER_PHONE = 100  # each customer number has about this many calls
@@ -48,8 +49,16 @@ class RecordingSet:
     day: str  # a calendar day (business time zone) inside the span
 
 
+# A database other than the data dir's SQLite file for the provider figures (1, 2, 6, 7),
+# e.g. a PostgreSQL URL; the same variable reaches the servers (bench/servers.py).
+DATABASE_URL_VAR = "CALLVAULT_BENCH_DATABASE_URL"
+
+
 def settings_for(data_dir: Path) -> Settings:
-    return Settings.from_env({"CALLVAULT_DATA_DIR": str(data_dir)})
+    env = {"CALLVAULT_DATA_DIR": str(data_dir)}
+    if os.environ.get(DATABASE_URL_VAR):
+        env["CALLVAULT_DATABASE_URL"] = os.environ[DATABASE_URL_VAR]
+    return Settings.from_env(env)
 
 
 def prepare(data_dir: Path) -> str:
@@ -166,33 +175,97 @@ def _rows(
     return rows
 
 
-def seed_recordings(data_dir: Path, sizes: list[int], progress: bool = True) -> list[RecordingSet]:
+def add_recordings(
+    url: str, business_id: str, start: int, stop: int, n: int, base: datetime, rng: random.Random
+) -> None:
+    """Recordings start..stop of a business that will hold `n` (its phones and span), in
+    bulk executemany batches on one connection, without fsync (a bench's scratch copy)."""
+    engine = create_engine(sync_url(url))
+    begun = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("PRAGMA synchronous=OFF"))
+            conn.execute(text("PRAGMA cache_size=-262144"))
+            for first in range(start, stop, INSERT_BATCH):
+                last = min(stop, first + INSERT_BATCH)
+                conn.execute(insert(Recording), _rows(business_id, first, last, n, base, rng))
+                conn.commit()
+                if stop - start >= 200_000 and ((first - start) // INSERT_BATCH) % 10 == 9:
+                    print(
+                        f"  seeded {last - start:,}/{stop - start:,} rows ({time.monotonic() - begun:.0f}s)",
+                        flush=True,
+                    )
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    finally:
+        engine.dispose()
+
+
+def span_start() -> datetime:
+    """The first instant of the seeded calls' year."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(days=SPAN_DAYS)
+
+
+def seed_recordings(data_dir: Path, sizes: list[int]) -> list[RecordingSet]:
     """One business per size, each holding that many recordings (bulk executemany)."""
     url = prepare(data_dir)
     tenants = make_tenants(data_dir, [f"Rows{n}" for n in sizes])
-    now = datetime.now(UTC).replace(microsecond=0)
-    base = now - timedelta(days=SPAN_DAYS)
-    engine = create_engine(sync_url(url))
+    base = span_start()
     sets = []
+    for tenant, n in zip(tenants, sizes, strict=True):
+        add_recordings(url, tenant.business_id, 0, n, n, base, random.Random(n))
+        mid = base + timedelta(days=SPAN_DAYS // 2)
+        sets.append(RecordingSet(tenant, n, phone="+66800000001", day=mid.date().isoformat()))
+    return sets
+
+
+def add_providers(data_dir: Path, tenant: Tenant, start: int, stop: int) -> list[str]:
+    """3CX providers start..stop of the tenant's business, sealed as ProviderStore.create
+    seals them (the same kind spec and keyring), inserted in bulk: 100,000 in seconds."""
+    url = prepare(data_dir)
+    keyring = load_keyring(settings_for(data_dir))
+    spec, policy = kind_of("threecx"), NetworkPolicy()
+    providers: list[dict[str, Any]] = []
+    secrets: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    for i in range(start, stop):
+        clean = spec.validate(
+            {"baseUrl": f"https://pbx{i}.example.com", "username": f"apiuser{i}", "password": f"s3cret-{i}"},
+            policy=policy,
+        )
+        settings, secret_values = spec.split(clean)
+        provider_id = uuid7()
+        providers.append(
+            {
+                "id": provider_id,
+                "business_id": tenant.business_id,
+                "kind": spec.name,
+                "name": f"PBX {i:06d}",
+                "is_active": True,
+                "settings": settings,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        for field, value in secret_values.items():
+            sealed = keyring.seal(
+                str(value), seal_context(tenant.business_id, provider_id, field, kind=spec, settings=settings)
+            )
+            secrets.append(
+                {
+                    "provider_id": provider_id,
+                    "business_id": tenant.business_id,
+                    "field": field,
+                    "key_id": keyring.key_id_of(sealed),
+                    "sealed": sealed,
+                }
+            )
+    engine = create_engine(sync_url(url))
     try:
-        for tenant, n in zip(tenants, sizes, strict=True):
-            rng = random.Random(n)
-            started = time.monotonic()
-            with engine.connect() as conn:
-                conn.execute(text("PRAGMA synchronous=OFF"))
-                conn.execute(text("PRAGMA cache_size=-262144"))
-                for start in range(0, n, INSERT_BATCH):
-                    conn.execute(
-                        insert(Recording),
-                        _rows(tenant.business_id, start, min(n, start + INSERT_BATCH), n, base, rng),
-                    )
-                    conn.commit()
-                    if progress and n >= 200_000 and (start // INSERT_BATCH) % 10 == 9:
-                        done = start + INSERT_BATCH
-                        print(f"  seeded {done:,}/{n:,} rows ({time.monotonic() - started:.0f}s)", flush=True)
-                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-            mid = base + timedelta(days=SPAN_DAYS // 2)
-            sets.append(RecordingSet(tenant, n, phone="+66800000001", day=mid.date().isoformat()))
+        with engine.begin() as conn:
+            for batch in range(0, len(providers), INSERT_BATCH):
+                conn.execute(insert(Provider), providers[batch : batch + INSERT_BATCH])
+            for batch in range(0, len(secrets), INSERT_BATCH):
+                conn.execute(insert(ProviderSecret), secrets[batch : batch + INSERT_BATCH])
     finally:
         engine.dispose()
-    return sets
+    return [p["id"] for p in providers]

@@ -60,6 +60,8 @@ def server_env(
         CALLVAULT_WORKERS=str(workers),
         CALLVAULT_GRACE_SECONDS="1",
     )
+    if os.environ.get("CALLVAULT_BENCH_DATABASE_URL"):  # bench/seed.py's DATABASE_URL_VAR
+        env["CALLVAULT_DATABASE_URL"] = os.environ["CALLVAULT_BENCH_DATABASE_URL"]
     env.update(extra or {})
     return env
 
@@ -156,7 +158,7 @@ class ServerProcess:
             f"CALLVAULT_WORKERS={self.workers}",
             f"CALLVAULT_SYNC_ENABLED={int(self.sync)}",
             "CALLVAULT_RATE_LIMIT_PER_MINUTE=0",
-            "CALLVAULT_LOG_LEVEL=WARNING",
+            *(() if "CALLVAULT_LOG_LEVEL" in self.extra_env else ("CALLVAULT_LOG_LEVEL=WARNING",)),
             "CALLVAULT_DATA_DIR=<tmp>",
             "CALLVAULT_GRPC_PORT/HTTP_PORT=<free>",
             *(f"{k}={v}" for k, v in sorted(self.extra_env.items())),

@@ -7,6 +7,7 @@ their sha256. An account key acts for any business of its account and must name 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import math
@@ -16,7 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -194,6 +196,11 @@ class KeyCache:
         return len(self._entries)
 
     def get(self, key_hash: str) -> Principal | None:
+        """The cached principal; never one revoked in this process, even while a read of
+        the counter that began before the revocation is still under way."""
+        if self._local != _local_revocations:
+            self._local = _local_revocations
+            self.clear()
         return self._entries.get(key_hash)
 
     def put(self, key_hash: str, principal: Principal, generation: int) -> None:
@@ -204,34 +211,53 @@ class KeyCache:
         self._entries[key_hash] = principal
 
 
+# An account key's business, a short read on every call that names one (Database.reads).
+_B = Business.__table__.c  # type: ignore[attr-defined]
+_ACCOUNT_BUSINESS = core_select(_B.id).where(
+    _B.id == bindparam("business_id"), _B.account_id == bindparam("account_id")
+)
+
+
 class Authenticator:
     def __init__(self, db: Database, cache: KeyCache | None = None) -> None:
         self._db = db
         self.cache = cache if cache is not None else KeyCache()
+        self._freshening: asyncio.Future[None] | None = None
+
+    async def _fresh(self) -> None:
+        """``KeyCache.fresh`` in a session of its own. Calls that find the cache due while
+        a read of the counter is under way wait for that read instead of each making one:
+        under load, every call in flight would otherwise read it when the second is up."""
+        pending = self._freshening
+        if pending is None or pending.done():
+            pending = self._freshening = asyncio.ensure_future(self._read_counter())
+        await asyncio.shield(pending)
+
+    async def _read_counter(self) -> None:
+        async with self._db.session() as session:
+            await self.cache.fresh(session)
 
     async def principal(self, authorization: str | None) -> Principal:
         key_hash = hash_key(bearer_token(authorization))
-        return await self._principal(key_hash, col(ApiKey.key_hash) == key_hash)
+        return await self._principal(key_hash, lambda: col(ApiKey.key_hash) == key_hash)
 
     async def principal_by_id(self, key_id: str) -> Principal:
         """The live key with this id (the key that minted a listen link): the same cache, so
         the same bound on revocation, as a key sent in full."""
-        return await self._principal(f"id:{key_id}", col(ApiKey.id) == key_id)
+        return await self._principal(f"id:{key_id}", lambda: col(ApiKey.id) == key_id)
 
-    async def _principal(self, key_hash: str, match: ColumnElement[bool]) -> Principal:
-        """The key ``match`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its id)."""
+    async def _principal(self, key_hash: str, match: Callable[[], ColumnElement[bool]]) -> Principal:
+        """The key ``match()`` finds, cached under ``key_hash`` (its hash, or ``id:`` and its
+        id); the clause is built only on a miss (a cache hit builds no SQL)."""
         cache = self.cache
-        if not cache.due():
-            cached = cache.get(key_hash)
-            if cached is not None:
-                return cached
+        if cache.due():
+            await self._fresh()
+        cached = cache.get(key_hash)
+        if cached is not None:
+            return cached
         async with self._db.session() as session:
-            await cache.fresh(session)
-            cached = cache.get(key_hash)
-            if cached is not None:
-                return cached
             generation = cache.generation
-            key = (await session.exec(select(ApiKey).where(match))).first()
+            key = (await session.exec(select(ApiKey).where(match()))).first()
             if key is None or key.revoked_at is not None:
                 raise Unauthenticated("invalid or revoked API key")
             scopes = frozenset(Scope(s) for s in key.scopes.split() if s in _KNOWN_SCOPES)
@@ -257,17 +283,12 @@ class Authenticator:
         requested = (requested or "").strip()
         if not requested:
             raise BusinessRequired()
-        async with self._db.session() as session:
-            found = (
-                await session.exec(
-                    select(Business.id).where(
-                        col(Business.id) == requested, col(Business.account_id) == principal.account_id
-                    )
-                )
-            ).first()
+        found = await self._db.reads.first(
+            _ACCOUNT_BUSINESS, business_id=requested, account_id=principal.account_id
+        )
         if found is None:
             raise BusinessNotFound()
-        return found
+        return str(found[0])
 
     async def businesses(self, principal: Principal) -> list[Business]:
         async with self._db.session() as session:

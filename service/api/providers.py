@@ -9,11 +9,14 @@ from callvault.v1 import providers_pb2_grpc
 
 from service.api.convert import dict_to_struct, present, struct_to_dict, timestamp
 from service.auth import Scope
-from service.providers.store import ProviderStore
+from service.providers.store import ProviderStore, ProviderSummary
 from service.recordings.store import RecordingStore
 from service.transport.calls import CallAuth, MetadataContext
 
 SCOPE = Scope.MANAGE_PROVIDER_CONFIG
+# Summary messages kept by the (immutable) summary they show: a list of a thousand
+# providers that barely changes is then not built again on every call.
+MAX_SHOWN = 20_000
 
 
 class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
@@ -21,13 +24,19 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         self._auth = auth
         self._store = store
         self._recordings = recordings
+        self._shown: dict[ProviderSummary, pb.ProviderSummary] = {}
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, SCOPE)
         items = await self._store.summaries(business)
-        return pb.ListProvidersResponse(
-            items=[
-                pb.ProviderSummary(
+        shown = self._shown
+        if len(shown) > MAX_SHOWN:
+            shown.clear()
+        messages = []
+        for p in items:
+            found = shown.get(p)
+            if found is None:
+                found = shown[p] = pb.ProviderSummary(
                     id=p.id,
                     kind=p.kind,
                     name=p.name,
@@ -35,9 +44,8 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
                     preview=p.preview,
                     created_at=timestamp(p.created_at),
                 )
-                for p in items
-            ]
-        )
+            messages.append(found)
+        return pb.ListProvidersResponse(items=messages)
 
     async def CreateProvider(self, request: pb.CreateProviderRequest, context: MetadataContext) -> Any:
         caller = await self._auth.caller(context, SCOPE)

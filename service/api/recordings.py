@@ -21,7 +21,7 @@ from service.recordings.agents import AgentSummary
 from service.recordings.holds import Hold, LegalHolds, hold_of
 from service.recordings.listenlinks import LinkEvent, ListenGrant, ListenLinks, on_link_event
 from service.recordings.query import build_query, page_bounds
-from service.recordings.store import NewUpload, RecordingStore
+from service.recordings.store import ListedRecording, NewUpload, RecordingStore
 from service.recordings.uploadlinks import UploadLinks, audio_path
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
@@ -55,7 +55,7 @@ class StreamingContext(MetadataContext, Protocol):
     async def send_initial_metadata(self, metadata: Any) -> None: ...
 
 
-def recording_message(row: Recording, tz: ZoneInfo) -> pb.Recording:
+def recording_message(row: Recording | ListedRecording, tz: ZoneInfo) -> pb.Recording:
     """A recording as both transports show it; callAt carries the business's offset."""
     out = pb.Recording(
         id=row.id,
@@ -142,7 +142,7 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         self._sync = sync
         self._tz = ZoneInfo(timezone)
 
-    def _recording(self, row: Recording) -> pb.Recording:
+    def _recording(self, row: Recording | ListedRecording) -> pb.Recording:
         return recording_message(row, self._tz)
 
     @staticmethod

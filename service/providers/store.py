@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,13 +26,26 @@ from service.providers.connection import ConnectionChecker
 from service.recordings.holds import refuse_if_provider_holds
 from service.sealing import SealContext, Sealer
 from service.storage.db import Database
-from service.storage.models import Provider, ProviderSecret, Recording, utcnow
+from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, utcnow
 from service.sync.queue import forget_provider
-from service.sync.state import last_error
 from service.validation import check_plain, max_length
 
 SECRET_PURPOSE = "provider-secret"  # noqa: S105  (a label, not a secret)
 NAME_MIN, NAME_MAX = 2, max_length(Provider.name)
+
+# The hot reads, as Core statements for `Database.reads` (compiled once per dialect). One
+# provider with its sync state's last error in one statement; the summaries of a business.
+_P, _S = Provider.__table__.c, ProviderSync.__table__.c  # type: ignore[attr-defined]
+_GET = (
+    core_select(_P.id, _P.kind, _P.name, _P.is_active, _P.settings, _S.last_error)
+    .select_from(Provider.__table__.outerjoin(ProviderSync.__table__, _S.provider_id == _P.id))  # type: ignore[attr-defined]
+    .where(_P.id == bindparam("provider_id"), _P.business_id == bindparam("business_id"))
+)
+_SUMMARIES = (
+    core_select(_P.id, _P.kind, _P.name, _P.is_active, _P.settings, _P.created_at)
+    .where(_P.business_id == bindparam("business_id"))
+    .order_by(_P.id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +109,19 @@ def seal_context(
     )
 
 
+def _summary(row: tuple[Any, ...]) -> ProviderSummary:
+    provider_id, kind, name, is_active, settings, created_at = row
+    spec = KINDS.get(kind)
+    return ProviderSummary(
+        id=provider_id,
+        kind=kind,
+        name=name,
+        is_active=is_active,
+        preview=spec.preview(settings) if spec else "",
+        created_at=created_at,
+    )
+
+
 class ProviderStore:
     def __init__(self, db: Database, keyring: Sealer, policy: NetworkPolicy) -> None:
         self._db = db
@@ -102,11 +130,7 @@ class ProviderStore:
         self._connections = ConnectionChecker(policy)
 
     async def summaries(self, business_id: str) -> list[ProviderSummary]:
-        async with self._db.session() as session:
-            rows = await session.exec(
-                select(Provider).where(col(Provider.business_id) == business_id).order_by(col(Provider.id))
-            )
-            return [self._summary(row) for row in rows.all()]
+        return await self._db.reads.each(_SUMMARIES, _summary, business_id=business_id)
 
     async def create(
         self,
@@ -144,15 +168,18 @@ class ProviderStore:
         return provider.id
 
     async def get(self, business_id: str, provider_id: str) -> ProviderDetails:
-        async with self._db.session() as session:
-            row = await self._row(session, business_id, provider_id)
-        shown = stored_kind(row.kind).read_back(row.settings)
+        """One short read: the provider (of this business only) and its last sync error."""
+        row = await self._db.reads.first(_GET, provider_id=provider_id, business_id=business_id)
+        if row is None:
+            raise ProviderNotFound()
+        found_id, kind, name, is_active, settings, error = row
+        shown = stored_kind(kind).read_back(settings)
         return ProviderDetails(
-            last_sync_error=await last_error(self._db, row.id),
-            id=row.id,
-            kind=row.kind,
-            name=row.name,
-            is_active=row.is_active,
+            last_sync_error=error,
+            id=found_id,
+            kind=kind,
+            name=name,
+            is_active=is_active,
             base_url=shown.base_url,
             username=shown.username,
             config=shown.config,
@@ -272,17 +299,6 @@ class ProviderStore:
         clean = spec.validate(merged, policy=self._policy)
         spec.require_secrets_if_moved(settings, clean)
         return clean
-
-    def _summary(self, row: Provider) -> ProviderSummary:
-        spec = KINDS.get(row.kind)
-        return ProviderSummary(
-            id=row.id,
-            kind=row.kind,
-            name=row.name,
-            is_active=row.is_active,
-            preview=spec.preview(row.settings) if spec else "",
-            created_at=row.created_at,
-        )
 
     @staticmethod
     async def _row(

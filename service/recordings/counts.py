@@ -34,10 +34,15 @@ class CountCache:
             return None, False
         return total, self._clock() - stored_at <= self.ttl
 
-    def put(self, business_id: str, key: Hashable, total: int) -> None:
-        if self.ttl <= 0:
+    def generation(self, business_id: str) -> int:
+        """Taken before counting: a total counted across a write here is not stored."""
+        return self._generation.get(business_id, 0)
+
+    def put(self, business_id: str, key: Hashable, total: int, generation: int | None = None) -> None:
+        current = self._generation.get(business_id, 0)
+        if self.ttl <= 0 or (generation is not None and generation != current):
             return
-        self._entries[(business_id, key)] = (self._clock(), self._generation.get(business_id, 0), total)
+        self._entries[(business_id, key)] = (self._clock(), current, total)
         self._entries.move_to_end((business_id, key))
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, update
 from sqlmodel import col, select
@@ -27,6 +28,9 @@ from service.storage.db import Database
 from service.storage.models import Provider, Recording, as_utc, utcnow
 from service.validation import check_text
 
+if TYPE_CHECKING:  # the list's rows (store.py imports this module)
+    from service.recordings.store import ListedRecording
+
 
 @dataclass(frozen=True, slots=True)
 class Hold:
@@ -34,7 +38,7 @@ class Hold:
     placed_at: datetime
 
 
-def hold_of(row: Recording) -> Hold | None:
+def hold_of(row: Recording | ListedRecording) -> Hold | None:
     """The recording's hold, or None when it is not held."""
     if row.held_at is None:
         return None

@@ -11,10 +11,12 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, inspect, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,7 +41,7 @@ from service.recordings.holds import refuse_replacing_held
 from service.recordings.phones import normalize
 from service.recordings.query import TAGS, RecordingQuery
 from service.storage.db import Database
-from service.storage.models import Recording, RecordingStatus, utcnow
+from service.storage.models import Recording, RecordingStatus, RecordingTotal, utcnow
 from service.validation import check_finite, check_instant, check_media_type, check_text
 
 log = logging.getLogger("callvault.recordings")
@@ -63,6 +65,40 @@ class NewUpload:
     note: str = ""
     content_type: str = "audio/wav"
     duration_seconds: float = 0.0
+
+
+class ListedRecording(NamedTuple):
+    """A recording as the list shows it: the columns its message is made of, read as a
+    Core row (Recording's names, so either renders the same)."""
+
+    id: str
+    external_id: str
+    call_at: datetime
+    direction: str
+    customer_phone: str
+    customer_phone_normalized: str
+    processing_status: str
+    duration_seconds: float
+    source: str
+    caller: str
+    callee: str
+    outcome: str
+    callcenter_number: str
+    callcenter_name: str
+    note: str
+    content_type: str
+    tag: str | None
+    score: float | None
+    provider_id: str | None
+    call_id: str | None
+    sha256: str | None
+    size: int | None
+    held_at: datetime | None
+    hold_reason: str | None
+
+
+_LISTED = tuple(Recording.__table__.c[name] for name in ListedRecording._fields)  # type: ignore[attr-defined]
+_TOTAL = RecordingTotal.__table__.c  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,29 +180,58 @@ class RecordingStore:
         self.counts = counts or CountCache()
         self._recounts: dict[tuple[str, RecordingQuery], asyncio.Task[int]] = {}
 
-    async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[Recording], int]:
+    async def search(self, business_id: str, query: RecordingQuery) -> tuple[list[ListedRecording], int]:
+        """A page and the filter's `total`, on one connection, as Core rows (no ORM
+        session or entities: the list is the hottest read). The unfiltered total is the
+        business's trigger-kept RecordingTotal row, read in the page's own statement and
+        exact across processes; any other total is counted once and cached (counts.py)."""
         filters = self._filters(business_id, query)
         order = self._order(query)
+        if query.offset:
+            # A deep page: skip entries of the index alone (no row read for each one skipped),
+            # then read the page's rows by id.
+            ids = select(col(Recording.id)).where(*filters).order_by(*order)
+            skipped = ids.offset(query.offset).limit(query.limit).subquery()
+            page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
+        else:
+            page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(query.limit)
         # The total depends on the filters only, not on the page or the order.
         count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
-        async with self._db.session() as session:
-            rows = await session.exec(
-                select(Recording).where(*filters).order_by(*order).offset(query.offset).limit(query.limit)
-            )
-            page = list(rows.all())
-        total, fresh = self.counts.get(business_id, count_key)
-        if total is None:
-            total = await self._count(business_id, count_key, filters)
-        elif not fresh:
+        generation = self.counts.generation(business_id)  # before the connection's snapshot
+        async with self._db.engine.connect() as conn:
+            if len(filters) == 1:  # the business alone
+                stored = sa_select(_TOTAL.total).where(_TOTAL.business_id == business_id)
+                rows = (await conn.execute(page.add_columns(stored.scalar_subquery()))).all()
+                if rows:
+                    return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
+                return [], int((await conn.execute(stored)).scalar() or 0)
+            listed = [ListedRecording._make(row) for row in (await conn.execute(page)).all()]
+            total, fresh = self.counts.get(business_id, count_key)
+            if total is None:
+                total = await self._count_in(conn, business_id, count_key, filters, generation)
+                fresh = True
+        if not fresh:
             self._recount_later(business_id, count_key, filters)
-        return page, total
+        return listed, total
 
     async def _count(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> int:
-        async with self._db.session() as session:
-            total = int(
-                (await session.exec(select(func.count()).select_from(Recording).where(*filters))).one()
-            )
-        self.counts.put(business_id, key, total)
+        generation = self.counts.generation(business_id)
+        async with self._db.engine.connect() as conn:
+            return await self._count_in(conn, business_id, key, filters, generation)
+
+    async def _count_in(
+        self,
+        conn: AsyncConnection,
+        business_id: str,
+        key: RecordingQuery,
+        filters: list[Any],
+        generation: int,
+    ) -> int:
+        """The COUNT, cached unless this process wrote to the business since `generation`
+        was read (before the snapshot the count reads)."""
+        counted = await conn.execute(sa_select(func.count()).select_from(Recording).where(*filters))
+        total = int(counted.scalar_one())
+        self.counts.put(business_id, key, total, generation)
         return total
 
     def _recount_later(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> None:

@@ -1,19 +1,28 @@
-"""Engine and sessions. SQLite (aiosqlite) by default, PostgreSQL (psycopg) by URL."""
+"""Engine and sessions. SQLite (aiosqlite) by default, PostgreSQL (psycopg) by URL; and
+the short-read path hot calls use instead of a session (`ShortReads`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+import sqlite3
 import stat
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+import psycopg
+from psycopg.types.json import set_json_loads
+from sqlalchemy import Select, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.sql import sqltypes
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -123,6 +132,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         install_sqlite_pragmas(self.engine.sync_engine)
         self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.reads = ShortReads(self.url, self.engine)
 
     @property
     def dialect(self) -> str:
@@ -142,7 +152,229 @@ class Database:
         return True
 
     async def dispose(self) -> None:
+        await self.reads.close()
         await self.engine.dispose()
+
+
+Row = tuple[Any, ...]
+Processor = Callable[[Any], Any] | None
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A SELECT compiled once for one dialect: its SQL, where its parameters go, and how
+    each column's raw driver value becomes what SQLAlchemy would have returned."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # parameter names in order (SQLite's qmark); None: by name
+    defaults: dict[str, Any]  # literal values compiled into the statement
+    processors: tuple[Processor, ...]
+
+    @classmethod
+    def of(cls, stmt: Select[Any], dialect: Dialect, *, json_as_text: bool = False) -> _Compiled:
+        """json_as_text: the driver hands JSON columns over as text (see ShortReads)."""
+        compiled = stmt.compile(dialect=dialect)
+        processors = tuple(
+            json.loads
+            if json_as_text and isinstance(column.type, sqltypes.JSON)
+            else column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in stmt.selected_columns
+        )
+        positions = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        defaults = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
+        return cls(compiled.string, positions, defaults, processors)
+
+    def parameters(self, params: dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        values = {**self.defaults, **params}
+        return values if self.positions is None else tuple(values[name] for name in self.positions)
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[Row]:
+        if not any(self.processors):
+            return [tuple(row) for row in raw]
+        procs = self.processors
+        return [tuple(v if p is None else p(v) for p, v in zip(procs, row, strict=True)) for row in raw]
+
+
+def _json_text(data: bytes | bytearray | memoryview | str) -> str:
+    """psycopg's JSON loader on short-read connections: the text, decoded by the column's
+    processor, so a raw row stays hashable (``ShortReads.each`` keys on it)."""
+    return data if isinstance(data, str) else bytes(data).decode()
+
+
+class ShortReads:
+    """Short indexed reads (a row or a few hundred by key, one statement) for hot calls,
+    without an AsyncSession: a session costs about a millisecond of thread hops and
+    adapter work around SQLite's few microseconds. Statements are SQLAlchemy Core
+    SELECTs, compiled once per dialect and run on the driver:
+
+    - SQLite: synchronously on the calling (event-loop) thread, on a plain ``sqlite3``
+      connection per thread in autocommit and ``query_only`` mode. In WAL mode a reader
+      never waits for a writer (it reads the last committed snapshot, which includes
+      other processes' commits), so an indexed read takes microseconds and cannot stall
+      the loop. The connection has no busy timeout: in the rare cases SQLite does make a
+      reader wait (WAL recovery, a database not in WAL mode) the read is retried once
+      in a worker thread, with the engine's 5 s timeout, off the loop.
+    - PostgreSQL: psycopg's async connection in autocommit, one round trip per read
+      (no BEGIN, no ROLLBACK, no pre-ping: a dropped connection is replaced and the read
+      retried once). A read waiting on the network or a lock never blocks the loop. JSON
+      arrives as text and is decoded here, as on SQLite.
+    - Anything else (SQLite in memory or by URI): the async engine, as sessions do.
+
+    Writes, and reads that can take long (scans, searches), stay on sessions."""
+
+    SQLITE, POSTGRES, ENGINE = "sqlite-sync", "psycopg-async", "engine"
+    MAX_CONNECTIONS = 10  # PostgreSQL connections for short reads, beside the engine's pool
+
+    def __init__(self, url: str, engine: AsyncEngine) -> None:
+        parsed = make_url(url)
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
+        self._built: dict[tuple[int, Row], Any] = {}
+        self._sqlite_path: str | None = None
+        self._pg_conninfo = ""
+        if parsed.drivername.startswith("sqlite"):
+            memory = parsed.database in (None, "", ":memory:") or bool(parsed.query.get("uri"))
+            self.mode = self.ENGINE if memory else self.SQLITE
+            self._sqlite_path = None if memory else parsed.database
+        elif parsed.drivername == "postgresql+psycopg":
+            self.mode = self.POSTGRES
+            self._pg_conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        else:
+            self.mode = self.ENGINE
+        self._local = threading.local()
+        self._sqlite_connections: list[sqlite3.Connection] = []
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def __repr__(self) -> str:
+        return f"ShortReads({self.mode})"
+
+    def compiled(self, stmt: Select[Any]) -> _Compiled:
+        found = self._compiled.get(id(stmt))
+        if found is None or found[0] is not stmt:
+            found = (stmt, _Compiled.of(stmt, self._dialect, json_as_text=self.mode == self.POSTGRES))
+            self._compiled[id(stmt)] = found
+        return found[1]
+
+    MAX_BUILT = 20_000  # objects `each` keeps, by the row they were built from
+
+    async def all(self, stmt: Select[Any], **params: Any) -> list[Row]:
+        """Every row of ``stmt`` (bind parameters by name), values as SQLAlchemy types them."""
+        compiled, raw = await self._raw(stmt, params)
+        return raw if compiled is None else compiled.rows(raw)
+
+    async def each(self, stmt: Select[Any], build: Callable[[Row], T], **params: Any) -> list[T]:
+        """``build`` of every row, reusing what it built before from a row with the very
+        same raw values (so ``build`` must depend on the row alone). A long list that
+        barely changes, such as a business's providers, then costs the read, not the
+        decoding and shaping of every row on every call."""
+        compiled, raw = await self._raw(stmt, params)
+        if compiled is None:
+            return [build(row) for row in raw]
+        built = self._built
+        out: list[T] = []
+        for values in raw:
+            key = (id(stmt), tuple(values))
+            try:
+                found = built.get(key)
+            except TypeError:  # a driver value that cannot be a key (psycopg's decoded JSON)
+                out.append(build(compiled.rows([values])[0]))
+                continue
+            if found is None:
+                if len(built) >= self.MAX_BUILT:
+                    built.clear()
+                found = built[key] = build(compiled.rows([values])[0])
+            out.append(found)
+        return out
+
+    async def _raw(self, stmt: Select[Any], params: dict[str, Any]) -> tuple[_Compiled | None, list[Any]]:
+        """The driver's rows, and how to process them (None: the engine processed them)."""
+        if self.mode == self.ENGINE:
+            async with self._engine.connect() as conn:
+                return None, [tuple(row) for row in (await conn.execute(stmt, params)).all()]
+        compiled = self.compiled(stmt)
+        values = compiled.parameters(params)
+        if self.mode == self.SQLITE:
+            try:
+                raw = self._sqlite_connection().execute(compiled.sql, values).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raw = await asyncio.to_thread(self._sqlite_waiting, compiled.sql, values)
+        else:
+            raw = await self._postgres(compiled.sql, values)
+        return compiled, raw
+
+    async def first(self, stmt: Select[Any], **params: Any) -> Row | None:
+        rows = await self.all(stmt, **params)
+        return rows[0] if rows else None
+
+    # -- SQLite ---------------------------------------------------------------------------
+
+    def _open_sqlite(self, busy_ms: int) -> sqlite3.Connection:
+        assert self._sqlite_path is not None
+        conn = sqlite3.connect(self._sqlite_path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def _sqlite_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open_sqlite(0)
+            self._local.conn = conn
+            self._sqlite_connections.append(conn)
+        return conn
+
+    def _sqlite_waiting(self, sql: str, values: Any) -> list[Any]:
+        """The same read off the loop, allowed to wait as the engine's connections do."""
+        conn = self._open_sqlite(5000)
+        try:
+            return conn.execute(sql, values).fetchall()
+        finally:
+            conn.close()
+
+    # -- PostgreSQL -----------------------------------------------------------------------
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._idle.clear()  # connections of another (finished) loop are not reused
+            self._slots = (loop, asyncio.Semaphore(self.MAX_CONNECTIONS))
+        return self._slots[1]
+
+    async def _postgres(self, sql: str, values: Any) -> list[Any]:
+        async with self._semaphore():
+            for attempt in (1, 2):
+                conn = self._idle.pop() if self._idle else None
+                if conn is None:
+                    conn = await psycopg.AsyncConnection.connect(self._pg_conninfo, autocommit=True)
+                    set_json_loads(_json_text, conn)
+                try:
+                    cursor = await conn.execute(sql, values)
+                    rows = await cursor.fetchall()
+                except psycopg.OperationalError:
+                    await conn.close()
+                    if attempt == 2 or not conn.broken:
+                        raise
+                    continue  # a connection the server dropped while idle: once more, afresh
+                except BaseException:
+                    await conn.close()
+                    raise
+                self._idle.append(conn)
+                return rows
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for conn in self._sqlite_connections:
+            conn.close()
+        self._sqlite_connections.clear()
+        self._local = threading.local()
+        idle, self._idle = self._idle, []
+        for pg in idle:
+            await pg.close()
 
 
 def insert_for(dialect: str, model: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:

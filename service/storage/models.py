@@ -208,6 +208,15 @@ class Recording(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class RecordingTotal(SQLModel, table=True):
+    """How many recordings a business holds. Database triggers on recording (migration
+    0017) keep it in the same transaction as every insert and delete, from any code path
+    or process, so the unfiltered list's `total` is one row read, not a count."""
+
+    business_id: str = Field(primary_key=True, max_length=36)
+    total: int = Field(default=0, sa_type=BigInteger)
+
+
 class Blob(SQLModel, table=True):
     """A stored blob and whether any recording still uses it (service/recordings/blobrefs.py).
 

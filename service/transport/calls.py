@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,16 +46,21 @@ class MetadataContext(Protocol):
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def new_request_id() -> str:
+    """128 random bits as 32 hex digits, as uuid4().hex looks, at a fifth of its cost."""
+    return os.urandom(16).hex()
+
+
 def request_id(incoming: str | None) -> str:
     """The caller's x-request-id when it is a sane token, else a new one."""
-    return incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if incoming and _REQUEST_ID.match(incoming) else new_request_id()
 
 
 @dataclass(slots=True)
 class CallRecord:
     method: str
     transport: str
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     business_id: str | None = None
     key_id: str | None = None
@@ -65,11 +70,28 @@ class CallRecord:
 current_call: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar("current_call", default=None)
 
 
+# The call metrics' children by (method, transport, status): `labels()` takes a lock and
+# builds a key on every call; there are a few hundred combinations at most.
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def _metrics_for(method: str, transport: str, status: str) -> tuple[Any, Any]:
+    key = (method, transport, status)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = (
+            metrics.CALLS.labels(method, transport, status),
+            metrics.CALL_SECONDS.labels(method, transport),
+        )
+    return found
+
+
 def log_call(call: CallRecord, status: str, **extra: Any) -> None:
     """The one line per call, and the call metrics."""
     seconds = time.perf_counter() - call.started
-    metrics.CALLS.labels(call.method, call.transport, status).inc()
-    metrics.CALL_SECONDS.labels(call.method, call.transport).observe(seconds)
+    calls, latency = _metrics_for(call.method, call.transport, status)
+    calls.inc()
+    latency.observe(seconds)
     if not log.isEnabledFor(logging.INFO):
         return
     # makeRecord and handle, as log.info would, less its walk of the stack for a file and
@@ -115,7 +137,7 @@ class Caller:
         call = current_call.get()
         return Actor(
             transport=transport or (Transport(call.transport) if call is not None else Transport.GRPC),
-            request_id=call.request_id if call is not None else uuid.uuid4().hex,
+            request_id=call.request_id if call is not None else new_request_id(),
             key_id=self.principal.key_id,
             key_name=self.principal.key_name,
         )

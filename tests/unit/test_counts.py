@@ -39,3 +39,13 @@ def test_zero_ttl_caches_nothing() -> None:
     cache = CountCache(ttl=0)
     cache.put("b", "k", 1)
     assert cache.get("b", "k") == (None, False)
+
+
+def test_a_total_counted_across_a_write_here_is_not_kept() -> None:
+    cache = CountCache(ttl=5, clock=Clock())
+    before = cache.generation("b1")  # a count starts reading
+    cache.invalidate("b1")  # this process writes meanwhile
+    cache.put("b1", "in", 10, before)  # the count, from before the write
+    assert cache.get("b1", "in") == (None, False)
+    cache.put("b1", "in", 11, cache.generation("b1"))
+    assert cache.get("b1", "in") == (11, True)
