@@ -13,6 +13,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select
 
+from service.audit.chain import append
+from service.audit.events import SYSTEM_CHAIN, Action, Actor, Target, TargetKind
 from service.auth import Scope, bump_revocations, generate_key, note_revoked, parse_scopes
 from service.errors import InvalidArgument, KindNotSupported
 from service.ids import uuid7
@@ -30,6 +32,21 @@ from service.storage.models import (
     utcnow,
 )
 from service.validation import check_text
+
+
+async def _audit_key(session: AsyncSession, key: ApiKey, actor: Actor | None, action: Action) -> None:
+    """A key's creation or revocation, in its transaction: on its business's chain, or on
+    the system chain for an account key (it belongs to no one business)."""
+    chain = key.business_id or SYSTEM_CHAIN
+    await append(
+        session,
+        chain,
+        actor or Actor.cli(),
+        action,
+        Target(TargetKind.API_KEY, key.id),
+        business_id=key.business_id,
+    )
+
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 
@@ -93,6 +110,7 @@ class Admin:
         business_id: str | None = None,
         name: str = "",
         agent_keys: Iterable[str] = (),
+        actor: Actor | None = None,
     ) -> CreatedKey:
         """`agent_keys` bind the key to agents: with view_recording_self (and not
         view_recording_all) it reads exactly their recordings."""
@@ -124,6 +142,7 @@ class Admin:
             session.add(key)
             await session.flush()
             session.add_all(ApiKeyAgent(key_id=key.id, agent_key=agent) for agent in agents)
+            await _audit_key(session, key, actor, Action.KEY_CREATE)
             await session.commit()
         return CreatedKey(id=key.id, plaintext=new.plaintext)
 
@@ -147,7 +166,7 @@ class Admin:
                 query = query.where(col(ApiKey.account_id) == account_id)
             return list((await session.exec(query)).all())
 
-    async def revoke_key(self, key_id: str) -> None:
+    async def revoke_key(self, key_id: str, *, actor: Actor | None = None) -> None:
         async with self._db.session() as session:
             key = await session.get(ApiKey, key_id)
             if key is None:
@@ -155,6 +174,7 @@ class Admin:
             key.revoked_at = key.revoked_at or utcnow()
             session.add(key)
             await bump_revocations(session, self._db.dialect)
+            await _audit_key(session, key, actor, Action.KEY_REVOKE)
             await session.commit()
         note_revoked()
 

@@ -36,6 +36,7 @@ class Scope(enum.StrEnum):
     MANAGE_RECORDING_REVIEW = "manage_recording_review"
     MANAGE_CALL_RECORDING = "manage_call_recording"
     MANAGE_RECORDING_COLLECTION = "manage_recording_collection"
+    VIEW_AUDIT_LOG = "view_audit_log"
     # Separate from manage_call_recording, which deletes: a hold that the deleting key could
     # lift would guard only against accidents (README "Legal hold").
     MANAGE_LEGAL_HOLD = "manage_legal_hold"
@@ -85,6 +86,8 @@ class Principal:
     scopes: frozenset[Scope]
     # The agents the key is bound to (`keys create --agent`): what view_recording_self sees.
     agent_keys: frozenset[str] = field(default_factory=frozenset)
+    # The key's name (never the key): what the audit log shows beside its id.
+    key_name: str = ""
 
     @property
     def level(self) -> str:
@@ -268,6 +271,7 @@ class Authenticator:
             bound_business_id=key.business_id,
             scopes=scopes,
             agent_keys=agent_keys,
+            key_name=key.name,
         )
         cache.put(key_hash, principal, generation)
         return principal

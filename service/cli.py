@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from service import logs
 from service.admin import Admin, AdminError
+from service.audit.chain import record_system, verify_all
+from service.audit.events import Action, Actor, Target, TargetKind
 from service.auth import Scope
 from service.blobs.factory import blob_store, close_blob_store
 from service.canary import check_canaries, forget_canary
@@ -119,13 +121,13 @@ def retention_days(text: str) -> int | None:
 def cmd_business_retention(args: argparse.Namespace) -> None:
     days = args.days
 
-    _with_db(lambda db: set_retention(db, args.business, days))
+    _with_db(lambda db: set_retention(db, args.business, days, actor=Actor.cli()))
     print(f"retention for {args.business}: {'off' if days is None else f'{days} days'}")
 
 
 def cmd_provider_retention(args: argparse.Namespace) -> None:
     days = args.days
-    _with_db(lambda db: set_provider_retention(db, args.provider, days))
+    _with_db(lambda db: set_provider_retention(db, args.provider, days, actor=Actor.cli()))
     shown = "off (the business's period applies)" if days is None else f"{days} days"
     print(f"retention for provider {args.provider}: {shown}")
 
@@ -215,6 +217,24 @@ def _key_file(settings: Settings) -> Any:
     return settings.resolved_key_file
 
 
+def _master(key_id: int) -> Target:
+    return Target(TargetKind.MASTER_KEY, str(key_id))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> None:
+    """Walk every chain (or one business's); the first broken link of each is reported and
+    the command fails, so it can run from cron or CI."""
+
+    reports = _with_db(lambda db: verify_all(db, args.business))
+    broken = [r for r in reports if r.broken is not None]
+    for report in reports:
+        state = f"BROKEN: {report.broken}" if report.broken else "ok"
+        print(f"chain {report.chain}: {report.events} events, head {report.head or '-'}: {state}")
+    if broken:
+        raise SystemExit(f"callvault: {len(broken)} of {len(reports)} audit chains are broken")
+    print(f"all {len(reports)} audit chains are intact")
+
+
 def cmd_master_init(args: argparse.Namespace) -> None:
     path = _key_file(_settings())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +259,7 @@ def cmd_master_add(args: argparse.Namespace) -> None:
         await check_canaries(db, current)  # never extend a key file that is not the fleet's
         write_key_file(path, keyring)
         await check_canaries(db, keyring)  # the new key's canary
+        await record_system(db, Actor.cli(), Action.MASTER_KEY_ADD, _master(keyring.primary_id))
 
     _with_db(run)
     print(
@@ -254,13 +275,15 @@ def cmd_master_reseal(args: argparse.Namespace) -> None:
     async def run(db: Database) -> int:
         # Re-sealing under bytes the servers do not hold would lose every secret.
         await check_canaries(db, keyring)
-        return await reseal_fleet(
+        resealed = await reseal_fleet(
             db,
             _registry(db, settings),
             keyring,
             wait_seconds=args.wait,
             say=lambda line: print(line, flush=True),
         )
+        await record_system(db, Actor.cli(), Action.MASTER_KEY_RESEAL, _master(keyring.primary_id))
+        return resealed
 
     _with_db(run)
 
@@ -278,6 +301,7 @@ def cmd_master_retire(args: argparse.Namespace) -> None:
             )
         write_key_file(path, keyring)
         await forget_canary(db, args.key_id)
+        await record_system(db, Actor.cli(), Action.MASTER_KEY_RETIRE, _master(args.key_id))
 
     _with_db(run)
     print(f"retired key {args.key_id}; running servers drop it at their next reload")
@@ -352,6 +376,11 @@ def parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke")
     kr.add_argument("key_id")
     kr.set_defaults(fn=cmd_key_revoke)
+
+    audit = sub.add_parser("audit", help="the access audit log").add_subparsers(dest="action", required=True)
+    av = audit.add_parser("verify", help="check every hash chain; exits non-zero at a broken link")
+    av.add_argument("--business", help="check only this business's chain (`system` for the fleet's)")
+    av.set_defaults(fn=cmd_audit_verify)
 
     master = sub.add_parser("master-keys", help="the keys that seal secrets").add_subparsers(
         dest="action", required=True

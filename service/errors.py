@@ -273,6 +273,16 @@ class UploadUrlUsed(UploadUrlRefused):
         super().__init__("this upload URL has been used; register the recording again for a new one")
 
 
+class AuditUnavailable(DomainError):
+    """The audit log cannot take the event of a read: the read is refused (fail closed)."""
+
+    category = Category.UNAVAILABLE
+    code = "audit_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the access could not be recorded in the audit log; try again")
+
+
 class LinkRefused(DomainError):
     """A listen link that does not admit this request (service/recordings/listenlinks.py).
     Checked before anything is read, so it never says whether the recording exists."""

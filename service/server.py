@@ -13,6 +13,8 @@ from typing import Any
 import grpc
 import uvicorn
 from callvault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
     meta_pb2,
@@ -29,10 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import __version__, allocator, metrics
+from service.api.audit import AuditServicer
 from service.api.collections import CollectionServicer
 from service.api.meta import MetaServicer
 from service.api.providers import ProviderServicer
 from service.api.recordings import RecordingServicer
+from service.audit.log import AuditLog
 from service.auth import Authenticator
 from service.blobs.factory import blob_store, close_blob_store, open_blob_store
 from service.config import (
@@ -107,6 +111,7 @@ class Service:
             ttl_seconds=check_upload_url_ttl(settings.upload_url_ttl_seconds),
             base_url=check_public_base_url(settings.public_base_url),
         )
+        self.audit = AuditLog(self.db, self.keyring)
         self.listen_links = ListenLinks(
             self.keyring,
             default_seconds=settings.audio_link_ttl_seconds,
@@ -140,6 +145,7 @@ class Service:
                     self.upload_links,
                     self.listen_links,
                     self.holds,
+                    self.audit,
                 ),
                 recordings_pb2_grpc.add_RecordingServiceServicer_to_server,
             ),
@@ -152,6 +158,11 @@ class Service:
                 meta_pb2.DESCRIPTOR.services_by_name["MetaService"],
                 MetaServicer(self.auth),
                 meta_pb2_grpc.add_MetaServiceServicer_to_server,
+            ),
+            (
+                audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+                AuditServicer(self.auth, self.audit, settings.timezone),
+                audit_pb2_grpc.add_AuditServiceServicer_to_server,
             ),
         ]
 

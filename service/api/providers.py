@@ -48,7 +48,8 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         return pb.ListProvidersResponse(items=messages)
 
     async def CreateProvider(self, request: pb.CreateProviderRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, SCOPE)
+        caller = await self._auth.caller(context, SCOPE)
+        business = caller.business_id
         provider_id = await self._store.create(
             business,
             kind=request.kind,
@@ -57,6 +58,7 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             is_active=present(request, "is_active"),
             validate=request.validate,
             deadline=context.time_remaining(),
+            actor=caller.actor(),
         )
         return pb.CreateProviderResponse(id=provider_id)
 
@@ -75,9 +77,9 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
         return provider
 
     async def UpdateProvider(self, request: pb.UpdateProviderRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, SCOPE)
+        caller = await self._auth.caller(context, SCOPE)
         await self._store.update(
-            business,
+            caller.business_id,
             request.id,
             name=present(request, "name"),
             config=struct_to_dict(request.config) if request.HasField("config") else None,
@@ -85,16 +87,20 @@ class ProviderServicer(providers_pb2_grpc.ProviderServiceServicer):
             kind=present(request, "kind"),
             validate=request.validate,
             deadline=context.time_remaining(),
+            actor=caller.actor(),
         )
         return pb.UpdateProviderResponse(ok=True)
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context: MetadataContext) -> Any:
         # Deleting its recordings too is a recording delete: it needs that scope as well.
         scopes = (SCOPE, Scope.MANAGE_CALL_RECORDING) if request.delete_recordings else (SCOPE,)
-        business = await self._auth.business(context, *scopes)
-        recordings = await self._store.delete(business, request.id, with_recordings=request.delete_recordings)
+        caller = await self._auth.caller(context, *scopes)
+        business, actor = caller.business_id, caller.actor()
+        recordings = await self._store.delete(
+            business, request.id, with_recordings=request.delete_recordings, actor=actor
+        )
         if request.delete_recordings:
-            await self._recordings.delete_many(business, recordings)
+            await self._recordings.delete_many(business, recordings, actor=actor)
         return pb.DeleteProviderResponse(ok=True)
 
     async def TestProvider(self, request: pb.TestProviderRequest, context: MetadataContext) -> Any:

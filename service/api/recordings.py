@@ -13,6 +13,8 @@ from callvault.v1 import recordings_pb2_grpc
 from google.api import httpbody_pb2
 
 from service.api.convert import present, timestamp
+from service.audit.events import Action, ByteSpan, Transport, provider_target
+from service.audit.log import AuditLog
 from service.auth import Scope
 from service.errors import AudioNotStored, InvalidArgument
 from service.recordings.agents import AgentSummary
@@ -128,7 +130,9 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         links: UploadLinks,
         listen: ListenLinks,
         holds: LegalHolds,
+        audit: AuditLog,
     ) -> None:
+        self._audit = audit
         self._auth = auth
         self._holds = holds
         self._links = links
@@ -242,6 +246,8 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             request.length,
             visible=caller.principal.visible_agents(),
         )
+        actor = caller.actor(Transport.LINK if request.link_token else None)
+        await self._audit.audio_read(caller.business_id, actor, row.id, ByteSpan(span.start, span.end))
         headers = [
             ("content-length", str(span.end - span.start)),
             ("etag", f'"{row.sha256}"'),
@@ -366,26 +372,31 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         return self._receipt(row)
 
     async def DeleteRecording(self, request: pb.DeleteRecordingRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *MANAGE)
-        await self._store.delete(business, request.id)
+        caller = await self._auth.caller(context, *MANAGE)
+        await self._store.delete(caller.business_id, request.id, actor=caller.actor())
         return pb.DeleteRecordingResponse(ok=True)
 
     async def PlaceRecordingHold(
         self, request: pb.PlaceRecordingHoldRequest, context: MetadataContext
     ) -> Any:
-        business = await self._auth.business(context, *HOLD)
-        return hold_message(await self._holds.place(business, request.id, request.reason))
+        caller = await self._auth.caller(context, *HOLD)
+        hold = await self._holds.place(caller.business_id, request.id, request.reason, actor=caller.actor())
+        return hold_message(hold)
 
     async def ReleaseRecordingHold(
         self, request: pb.ReleaseRecordingHoldRequest, context: MetadataContext
     ) -> Any:
-        business = await self._auth.business(context, *HOLD)
-        lifted = await self._holds.release(business, request.id)
+        caller = await self._auth.caller(context, *HOLD)
+        lifted = await self._holds.release(caller.business_id, request.id, actor=caller.actor())
         return pb.ReleaseRecordingHoldResponse(ok=True, released=lifted is not None)
 
     async def SyncProvider(self, request: pb.SyncProviderRequest, context: MetadataContext) -> Any:
-        business = await self._auth.business(context, *SYNC)
-        return self._job(await self._sync.request_sync(business, request.id))
+        caller = await self._auth.caller(context, *SYNC)
+        job = await self._sync.request_sync(caller.business_id, request.id)
+        await self._audit.record(
+            caller.business_id, caller.actor(), Action.PROVIDER_SYNC, provider_target(request.id)
+        )
+        return self._job(job)
 
     async def GetSyncJob(self, request: pb.GetSyncJobRequest, context: MetadataContext) -> Any:
         business = await self._auth.business(context, *SYNC)

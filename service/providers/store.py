@@ -15,6 +15,8 @@ from sqlalchemy import select as core_select
 from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.audit.chain import record_in
+from service.audit.events import Action, Actor, provider_target
 from service.connectors.http import NetworkPolicy
 from service.errors import InvalidArgument, KindNotSupported, ProviderNotFound
 from service.ids import uuid7
@@ -145,6 +147,7 @@ class ProviderStore:
         is_active: bool | None,
         validate: bool = False,
         deadline: float | None = None,
+        actor: Actor | None = None,
     ) -> str:
         """validate: refuse credentials the provider does not accept (checked before storing)."""
         spec = kind_of(kind)
@@ -165,6 +168,7 @@ class ProviderStore:
             session.add(provider)
             await session.flush()
             self._put_secrets(session, provider, secrets)
+            await _audit(session, business_id, actor, Action.PROVIDER_CREATE, provider.id)
             await session.commit()
         return provider.id
 
@@ -197,6 +201,7 @@ class ProviderStore:
         kind: str | None = None,
         validate: bool = False,
         deadline: float | None = None,
+        actor: Actor | None = None,
     ) -> None:
         """Merge `config` into what is stored and re-validate the result. With validate, the
         merged credentials are tested first, outside any transaction (it may take seconds),
@@ -228,9 +233,12 @@ class ProviderStore:
                 )
             row.updated_at = utcnow()
             session.add(row)
+            await _audit(session, business_id, actor, Action.PROVIDER_UPDATE, row.id)
             await session.commit()
 
-    async def delete(self, business_id: str, provider_id: str, *, with_recordings: bool = False) -> list[str]:
+    async def delete(
+        self, business_id: str, provider_id: str, *, with_recordings: bool = False, actor: Actor | None = None
+    ) -> list[str]:
         """Delete the provider and its secrets. Its recordings stay (detached from it);
         the answer lists their ids so a caller asked to delete them too can. Deleting them
         too (`with_recordings`) is refused whole while any is on legal hold, and leaves them
@@ -251,6 +259,7 @@ class ProviderStore:
                 )
             await session.exec(delete(ProviderSecret).where(col(ProviderSecret.provider_id) == row.id))
             await session.delete(row)
+            await _audit(session, business_id, actor, Action.PROVIDER_DELETE, row.id)
             await session.commit()
         return recordings
 
@@ -338,3 +347,11 @@ class ProviderStore:
             secret_row.sealed = sealed
             secret_row.key_id = self._keyring.key_id_of(sealed)
             session.add(secret_row)
+
+
+async def _audit(
+    session: AsyncSession, business_id: str, actor: Actor | None, action: Action, provider_id: str
+) -> None:
+    """A provider change's audit event, in the change's own transaction."""
+    if actor is not None:
+        await record_in(session, business_id, actor, action, provider_target(provider_id))

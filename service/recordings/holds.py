@@ -21,6 +21,8 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.audit.chain import record_in
+from service.audit.events import Action, Actor, recording_target
 from service.errors import InvalidArgument, RecordingNotFound, RecordingOnHold
 from service.storage.db import Database
 from service.storage.models import Provider, Recording, as_utc, utcnow
@@ -72,7 +74,9 @@ class LegalHolds:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def place(self, business_id: str, recording_id: str, reason: str) -> Hold:
+    async def place(
+        self, business_id: str, recording_id: str, reason: str, *, actor: Actor | None = None
+    ) -> Hold:
         """Hold the recording. Holding a held one again keeps when it was placed and takes
         the new reason."""
         reason = check_reason(reason)
@@ -103,11 +107,17 @@ class LegalHolds:
             if row.provider_id is not None and not provider_locked:
                 raise RecordingNotFound()  # its provider is gone: it is being deleted with it
             hold = hold_of(row)
+            if actor is not None:
+                await record_in(
+                    session, business_id, actor, Action.HOLD_PLACE, recording_target(recording_id)
+                )
             await session.commit()
         assert hold is not None
         return hold
 
-    async def release(self, business_id: str, recording_id: str) -> Hold | None:
+    async def release(
+        self, business_id: str, recording_id: str, *, actor: Actor | None = None
+    ) -> Hold | None:
         """Lift the hold; the answer is the hold that was lifted (None if it was not held)."""
         async with self._db.session() as session:
             now = utcnow()
@@ -123,5 +133,9 @@ class LegalHolds:
             if lifted is not None:
                 row.held_at, row.hold_reason = None, None
                 session.add(row)
+                if actor is not None:  # a release of nothing changes nothing: no event
+                    await record_in(
+                        session, business_id, actor, Action.HOLD_RELEASE, recording_target(recording_id)
+                    )
             await session.commit()
         return lifted

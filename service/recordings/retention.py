@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import col, select
 
+from service.audit.chain import record_in
+from service.audit.events import Action, Actor, Target, TargetKind, provider_target
 from service.metrics import RETENTION_HELD, RETENTION_PURGED
 from service.recordings.store import RecordingStore
 from service.storage.db import Database
@@ -36,7 +38,9 @@ def _check_days(days: int | None) -> None:
         raise ValueError("retention must be at least 1 day (or off)")
 
 
-async def set_retention(db: Database, business_id: str, days: int | None) -> None:
+async def set_retention(
+    db: Database, business_id: str, days: int | None, *, actor: Actor | None = None
+) -> None:
     """The business's period (None: kept for ever, unless a provider's own period says otherwise)."""
     _check_days(days)
     async with db.session() as session:
@@ -45,10 +49,16 @@ async def set_retention(db: Database, business_id: str, days: int | None) -> Non
         row = await session.get(BusinessSettings, business_id) or BusinessSettings(business_id=business_id)
         row.retention_days = days
         session.add(row)
+        if actor is not None:
+            await record_in(
+                session, business_id, actor, Action.RETENTION_SET, Target(TargetKind.BUSINESS, business_id)
+            )
         await session.commit()
 
 
-async def set_provider_retention(db: Database, provider_id: str, days: int | None) -> str:
+async def set_provider_retention(
+    db: Database, provider_id: str, days: int | None, *, actor: Actor | None = None
+) -> str:
     """The provider's own period, overriding its business's; None removes it, so the
     business's applies again. Answers the provider's business id."""
     _check_days(days)
@@ -66,6 +76,10 @@ async def set_provider_retention(db: Database, provider_id: str, days: int | Non
             )
             row.retention_days = days
             session.add(row)
+        if actor is not None:
+            await record_in(
+                session, provider.business_id, actor, Action.RETENTION_SET, provider_target(provider_id)
+            )
         await session.commit()
         return provider.business_id
 
@@ -122,11 +136,14 @@ async def purge_expired(db: Database, recordings: RecordingStore) -> RetentionRu
     for p in providers:
         overrides.setdefault(p.business_id, {})[p.provider_id] = p.retention_days
     now = utcnow()
+    actor = Actor.system()  # each purged recording is an audit event, one request id a run
     purged_total = held_total = 0
     for business_id in sorted(set(businesses) | set(overrides)):
         purged = held = 0
         for rule in _rules(now, businesses.get(business_id), overrides.get(business_id, {})):
-            purged += await recordings.purge_older_than(business_id, rule.cutoff, where=rule.where)
+            purged += await recordings.purge_older_than(
+                business_id, rule.cutoff, where=rule.where, actor=actor
+            )
             held += await _held(db, business_id, rule)  # after the purge: holds placed during it count
         if purged or held:
             log.info(

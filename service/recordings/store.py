@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.audit.chain import audit_deletion
+from service.audit.events import Actor
 from service.blobs.base import BlobStore, BlobTooLarge, BlobVerificationFailed, is_sha256
 from service.errors import (
     AudioNotStored,
@@ -446,10 +448,11 @@ class RecordingStore:
         chunks = await self._sealed.open(row, key, span.start, span.end, chunk_size=DOWNLOAD_CHUNK)
         return row, span, chunks
 
-    async def delete(self, business_id: str, recording_id: str) -> None:
+    async def delete(self, business_id: str, recording_id: str, *, actor: Actor | None = None) -> None:
         """Delete the row, its data key first (crypto-shredding: no copy of the audio opens
         after the commit); the audio's bytes are only released (blobrefs.py): the sweeper frees
-        them after the grace period, once no recording refers to them."""
+        them after the grace period, once no recording refers to them. With an actor, the
+        audit event is written in the same transaction."""
         async with self._db.session() as session:
             row = await self._locked_row(session, business_id, recording_id)
             if row.held_at is not None:  # checked under the lock a hold is placed with
@@ -459,20 +462,30 @@ class RecordingStore:
             await session.flush()
             if blob is not None:
                 await release(session, blob.sha256, blob.size)
+            if actor is not None:
+                await audit_deletion(session, business_id, actor, recording_id)
             await session.commit()
         self.counts.invalidate(business_id)
 
-    async def delete_many(self, business_id: str, recording_ids: list[str]) -> int:
+    async def delete_many(
+        self, business_id: str, recording_ids: list[str], *, actor: Actor | None = None
+    ) -> int:
         """How many were deleted: one gone already, or held, is skipped."""
         deleted = 0
         for recording_id in recording_ids:
             with contextlib.suppress(RecordingNotFound, RecordingOnHold):
-                await self.delete(business_id, recording_id)
+                await self.delete(business_id, recording_id, actor=actor)
                 deleted += 1
         return deleted
 
     async def purge_older_than(
-        self, business_id: str, cutoff: datetime, *, batch: int = 500, where: Sequence[Any] = ()
+        self,
+        business_id: str,
+        cutoff: datetime,
+        *,
+        batch: int = 500,
+        where: Sequence[Any] = (),
+        actor: Actor | None = None,
     ) -> int:
         """Retention: delete the business's recordings of calls before `cutoff` (and `where`),
         except held ones."""
@@ -488,7 +501,7 @@ class RecordingStore:
                 ids = list((await session.exec(query.limit(batch))).all())
             if not ids:
                 return purged
-            purged += await self.delete_many(business_id, ids)
+            purged += await self.delete_many(business_id, ids, actor=actor)
 
     @staticmethod
     async def _row(session: AsyncSession, business_id: str, recording_id: str, *also: Any) -> Recording:

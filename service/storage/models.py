@@ -367,3 +367,42 @@ class UploadUrlClaim(SQLModel, table=True):
     recording_id: str = Field(max_length=36)
     expires_at: datetime = Field(sa_type=UtcDateTime, index=True)
     claimed_at: datetime = _ts()
+
+
+class AuditChain(SQLModel, table=True):
+    """The head of one audit hash chain (a business's, or "system"): an append locks this
+    row first, so a chain grows by one event at a time across processes
+    (service/audit/chain.py). It also says where the chain ends, so a removed last event shows."""
+
+    chain: str = Field(primary_key=True, max_length=36)
+    seq: int = 0
+    head: str = Field(default="", max_length=64)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited action, append-only; `hash` covers every other field and `prev_hash`
+    (the previous event of the same chain), so an edit, removal or reordering shows."""
+
+    __table_args__ = (
+        UniqueConstraint("chain", "seq"),
+        Index("ix_auditevent_chain_target", "chain", "target_id", "seq"),
+        Index("ix_auditevent_chain_key", "chain", "key_id", "seq"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    chain: str = Field(max_length=36)
+    seq: int
+    at: datetime = Field(sa_type=UtcDateTime)
+    business_id: str | None = Field(default=None, max_length=36)
+    key_id: str | None = Field(default=None, max_length=36)
+    key_name: str = Field(default="", max_length=200)
+    action: str = Field(max_length=40)
+    target_kind: str = Field(max_length=20)
+    target_id: str = Field(max_length=100)
+    # The bytes an audio read served, [start, end); null for other actions.
+    range_start: int | None = Field(default=None, sa_type=BigInteger)
+    range_end: int | None = Field(default=None, sa_type=BigInteger)
+    transport: str = Field(max_length=10)
+    request_id: str = Field(max_length=64)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)

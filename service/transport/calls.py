@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service import metrics
+from service.audit.events import Actor, Transport
 from service.auth import Authenticator, Principal, Requirement
 from service.errors import (
     BusinessNotFound,
@@ -128,6 +129,18 @@ def metadata_value(context: MetadataContext, name: str) -> str | None:
 class Caller:
     principal: Principal
     business_id: str
+
+    def actor(self, transport: Transport | None = None) -> Actor:
+        """Who this is, for the audit log: the key (id and name), the transport (the call's,
+        unless a listen link stands in for the key) and the request id the call answers in
+        x-request-id."""
+        call = current_call.get()
+        return Actor(
+            transport=transport or (Transport(call.transport) if call is not None else Transport.GRPC),
+            request_id=call.request_id if call is not None else new_request_id(),
+            key_id=self.principal.key_id,
+            key_name=self.principal.key_name,
+        )
 
 
 class CallAuth:

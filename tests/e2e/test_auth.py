@@ -10,7 +10,15 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from callvault.v1 import meta_pb2, meta_pb2_grpc, providers_pb2, providers_pb2_grpc, recordings_pb2_grpc
+from callvault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    meta_pb2,
+    meta_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
+    recordings_pb2_grpc,
+)
 from callvault.v1 import recordings_pb2 as rpb
 
 from service.api.convert import dict_to_struct
@@ -361,6 +369,14 @@ RULES = [
         lambda c, w: c.delete(f"/api/v1/recordings/{w.recording_id}"),
         lambda ch, md, w: _recordings(ch).DeleteRecording(
             rpb.DeleteRecordingRequest(id=w.recording_id), metadata=md
+        ),
+    ),
+    Rule(
+        "ListAuditEvents",
+        (Scope.VIEW_AUDIT_LOG,),
+        lambda c, w: c.get("/api/v1/audit-events"),
+        lambda ch, md, w: audit_pb2_grpc.AuditServiceStub(ch).ListAuditEvents(
+            audit_pb2.ListAuditEventsRequest(), metadata=md
         ),
     ),
     Rule(

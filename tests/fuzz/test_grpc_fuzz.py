@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from callvault.v1 import meta_pb2, providers_pb2, recordings_pb2
+from callvault.v1 import audit_pb2, meta_pb2, providers_pb2, recordings_pb2
 from google.protobuf import message, message_factory
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -22,6 +22,7 @@ SERVICES = (
     providers_pb2.DESCRIPTOR.services_by_name["ProviderService"],
     recordings_pb2.DESCRIPTOR.services_by_name["RecordingService"],
     meta_pb2.DESCRIPTOR.services_by_name["MetaService"],
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
 )
 METHODS = [method for service in SERVICES for method in service.methods]
 NEVER = {

@@ -6,10 +6,11 @@ from typing import Any
 
 from sqlmodel import SQLModel, col, select
 
-from service.storage.models import Provider, ProviderSecret, ProviderSync, Recording, SyncJob
+from service.storage.models import AuditEvent, Provider, ProviderSecret, ProviderSync, Recording, SyncJob
 from tests.support.server import RunningServer
 
-TABLES: tuple[type[SQLModel], ...] = (Provider, ProviderSecret, ProviderSync, Recording, SyncJob)
+# AuditEvent too: a refused call is never recorded as done.
+TABLES: tuple[type[SQLModel], ...] = (Provider, ProviderSecret, ProviderSync, Recording, SyncJob, AuditEvent)
 
 
 def business_rows(server: RunningServer, business_id: str) -> dict[str, list[dict[str, Any]]]:
