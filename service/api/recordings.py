@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from callvault.v1 import recordings_pb2 as pb
@@ -13,20 +13,20 @@ from callvault.v1 import recordings_pb2_grpc
 from google.api import httpbody_pb2
 
 from service.api.convert import present, timestamp
-from service.audit.events import Action, ByteSpan, Transport, provider_target
+from service.audit.events import Action, ByteSpan, Transport, provider_target, recording_target
 from service.audit.log import AuditLog
 from service.auth import Scope
 from service.errors import AudioNotStored, InvalidArgument
 from service.recordings.agents import AgentSummary
 from service.recordings.holds import Hold, LegalHolds, hold_of
-from service.recordings.listenlinks import LinkEvent, ListenGrant, ListenLinks, on_link_event
+from service.recordings.listenlinks import ListenLinks
 from service.recordings.query import build_query, page_bounds
 from service.recordings.store import ListedRecording, NewUpload, RecordingStore
 from service.recordings.uploadlinks import UploadLinks, audio_path
 from service.storage.models import Recording, RecordingStatus, SyncJob, as_utc
 from service.sync.queue import SyncJobs
 from service.transport.bodies import ByteStream
-from service.transport.calls import CallAuth, Caller, MetadataContext, current_call, metadata_value
+from service.transport.calls import CallAuth, Caller, MetadataContext, metadata_value
 from service.validation import check_media_type, is_media_type
 
 VIEW = (Scope.VIEW_RECORDING_ALL,)
@@ -90,20 +90,6 @@ def recording_message(row: Recording | ListedRecording, tz: ZoneInfo) -> pb.Reco
     if hold is not None:
         out.legal_hold.CopyFrom(hold_message(hold))
     return out
-
-
-def _link_event(action: Literal["minted", "used"], grant: ListenGrant, byte_range: str | None) -> LinkEvent:
-    call = current_call.get()
-    return LinkEvent(
-        action=action,
-        key_id=grant.key_id,
-        business_id=grant.business_id,
-        recording_id=grant.recording_id,
-        expires_at=grant.expires_at,
-        transport=call.transport if call else "unknown",
-        request_id=call.request_id if call else None,
-        byte_range=byte_range,
-    )
 
 
 def hold_message(hold: Hold) -> pb.LegalHold:
@@ -276,8 +262,7 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
 
     async def _link_caller(self, request: pb.DownloadRecordingRequest, context: MetadataContext) -> Caller:
         """A listen link's key, in place of one sent: each use is recorded under it."""
-        caller, grant = await self._auth.listen(self._listen, request.link_token, request.id, *READ)
-        on_link_event(_link_event("used", grant, metadata_value(context, "range")))
+        caller, _ = await self._auth.listen(self._listen, request.link_token, request.id, *READ)
         return caller
 
     async def CreateAudioLink(self, request: pb.CreateAudioLinkRequest, context: MetadataContext) -> Any:
@@ -287,8 +272,9 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
         if row.processing_status != RecordingStatus.COMPLETED or row.sha256 is None:
             raise AudioNotStored(row.processing_status)
         link = self._listen.mint(caller.business_id, row.id, caller.principal.key_id, seconds)
-        grant = ListenGrant(caller.business_id, row.id, caller.principal.key_id, link.expires_at)
-        on_link_event(_link_event("minted", grant, None))
+        await self._audit.record(
+            caller.business_id, caller.actor(), Action.AUDIO_LINK_CREATE, recording_target(row.id)
+        )
         return pb.AudioLink(url=link.url, expires_at=timestamp(link.expires_at), token=link.token)
 
     async def CreateRecording(self, request: pb.CreateRecordingRequest, context: MetadataContext) -> Any:

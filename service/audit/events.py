@@ -32,6 +32,7 @@ class Transport(enum.StrEnum):
 
 class Action(enum.StrEnum):
     AUDIO_READ = "recording.audio.read"
+    AUDIO_LINK_CREATE = "recording.audio_link.create"
     RECORDING_DELETE = "recording.delete"
     PROVIDER_CREATE = "provider.create"
     PROVIDER_UPDATE = "provider.update"

@@ -5,26 +5,23 @@ The token (``signedtokens``) names the business, the recording and the API key t
 it; its holder acts as that key for this one recording's audio, so the key's revocation (within
 the key cache's bound), its scopes and its agents still apply at every use (``CallAuth.listen``).
 The audio is streamed through callvault by the authenticated download's own code, never from
-the blob store's URL. Every mint and every use goes through ``on_link_event``.
+the blob store's URL. Every mint and every use is an event of the access audit log (service/audit), under the
+key that minted the link.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
 
 from service.config import check_link_seconds
 from service.errors import InvalidArgument, LinkExpired, LinkInvalid
 from service.recordings.signedtokens import BadToken, SigningKeys, TokenSigner
 from service.recordings.uploadlinks import audio_path
-
-log = logging.getLogger("callvault.recordings")
 
 PURPOSE = b"callvault listen-link v1"
 TOKEN_FIELD = "linkToken"  # noqa: S105  (the query parameter: DownloadRecordingRequest.link_token)
@@ -48,38 +45,6 @@ class ListenLink:
     url: str = field(repr=False)
     token: str = field(repr=False)
     expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class LinkEvent:
-    """A listen link minted or used; never the token. ``byte_range`` is the Range asked for."""
-
-    action: Literal["minted", "used"]
-    key_id: str
-    business_id: str
-    recording_id: str
-    expires_at: datetime
-    transport: str
-    request_id: str | None
-    byte_range: str | None = None
-
-
-def on_link_event(event: LinkEvent) -> None:
-    """The one place a listen link's mint or use is recorded: the access audit log's call
-    belongs here (under ``event.key_id``, the key that minted the link)."""
-    log.info(
-        "listen link %s",
-        event.action,
-        extra={
-            "key_id": event.key_id,
-            "business_id": event.business_id,
-            "recording_id": event.recording_id,
-            "expires_at": event.expires_at.isoformat(),
-            "transport": event.transport,
-            "request_id": event.request_id,
-            "byte_range": event.byte_range,
-        },
-    )
 
 
 class ListenLinks:

@@ -485,8 +485,10 @@ def test_holds_and_listen_links_are_recorded(server: RunningServer) -> None:
         ("recording.hold.release", "rest", None, None),
         ("recording.hold.place", "grpc", None, None),
         ("recording.hold.release", "grpc", None, None),
+        ("recording.audio_link.create", "rest", None, None),
         ("recording.audio.read", "link", 10, 20),
     ]
     assert {e["keyId"] for e in events(server, key, recordingId=recording)} == {key_id}
     link_read = events(server, key, action="recording.audio.read")[0]
     assert link_read["requestId"] == played.headers["x-request-id"] and link_read["keyName"] == "legal"
+    assert link["token"] not in str(events(server, key))
