@@ -483,9 +483,9 @@ def test_holds_and_listen_links_are_recorded(server: RunningServer) -> None:
     assert seen == [
         ("recording.hold.place", "rest", None, None),
         ("recording.hold.release", "rest", None, None),
+        ("recording.audio_link.create", "rest", None, None),
         ("recording.hold.place", "grpc", None, None),
         ("recording.hold.release", "grpc", None, None),
-        ("recording.audio_link.create", "rest", None, None),
         ("recording.audio.read", "link", 10, 20),
     ]
     assert {e["keyId"] for e in events(server, key, recordingId=recording)} == {key_id}
