@@ -116,19 +116,28 @@ _BOUND_FIELDS = (
 # Filters walked row by row after an index: bounded only inside one phone's calls.
 _RESIDUAL_FIELDS = ("direction", "source", "provider_id", "customer_phone", "tag", "score_min", "score_max")
 SHORT_MAX_OFFSET = 1_000  # index entries a short page may skip: well under a millisecond
-_SHORT_PAGES: dict[tuple[Any, ...], Select[Any]] = {}  # by _shape; a few dozen in practice
+_SHORT_PAGES: dict[_Shape, Select[Any]] = {}  # by _shape; a few dozen in practice
 
 
 def _value(_name: str, value: Any) -> Any:
     return value
 
 
-def _shape(q: RecordingQuery) -> tuple[str, bool, bool, tuple[str, ...], bool]:
-    """What a short page's statement depends on besides its values."""
+# A query's sort column, order, whether it skips, the filters with a value, whether it
+# asks for untagged calls, and whether it has no filter at all (the business alone).
+_Shape = tuple[str, bool, bool, tuple[str, ...], bool, bool]
+
+
+def _shape(q: RecordingQuery) -> _Shape:
+    """What a page's statement depends on besides its values (as `_filters` builds it)."""
+    untagged = q.tag == "none"
     present = tuple(
-        f for f in _BOUND_FIELDS if getattr(q, f) not in (None, "") and not (f == "tag" and q.tag == "none")
+        f for f in _BOUND_FIELDS if getattr(q, f) not in (None, "") and not (f == "tag" and untagged)
     )
-    return q.sort_column, q.descending, bool(q.offset), present, q.tag == "none"
+    unfiltered = (
+        not present and not untagged and not q.search and not q.agent_keys and q.visible_agents is None
+    )
+    return q.sort_column, q.descending, bool(q.offset), present, untagged, unfiltered
 
 
 def _short_path(q: RecordingQuery, *, total_known: bool) -> bool:
@@ -241,19 +250,20 @@ class RecordingStore:
         business's trigger-kept RecordingTotal row, read in the page's own statement and
         exact across processes; any other total is counted once and cached (counts.py).
         A bounded page runs as one short read (`_short_path` says which)."""
-        filters = self._filters(business_id, query)
+        shape = _shape(query)
+        unfiltered = shape[5]
         # The total depends on the filters only, not on the page or the order.
         count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
-        unfiltered = len(filters) == 1  # the business alone
         total, fresh = (None, True) if unfiltered else self.counts.get(business_id, count_key)
         if _short_path(query, total_known=unfiltered or total is not None):
-            listed, stored = await self._short_page(business_id, query, unfiltered)
+            listed, stored = await self._short_page(business_id, query, shape)
             if unfiltered:
                 return listed, stored
             assert total is not None
             if not fresh:
-                self._recount_later(business_id, count_key, filters)
+                self._recount_later(business_id, count_key, self._filters(business_id, query))
             return listed, total
+        filters = self._filters(business_id, query)
         order = self._order(query)
         if query.offset:
             # A deep page: skip entries of the index alone (no row read for each one skipped),
@@ -281,11 +291,11 @@ class RecordingStore:
         return listed, total
 
     async def _short_page(
-        self, business_id: str, q: RecordingQuery, unfiltered: bool
+        self, business_id: str, q: RecordingQuery, shape: _Shape
     ) -> tuple[list[ListedRecording], int]:
         """The page on `Database.reads`, one statement; with the stored total when unfiltered
         (else 0: the caller has the total)."""
-        shape = _shape(q)
+        unfiltered = shape[5]
         page = _SHORT_PAGES.get(shape)
         if page is None:
             page = _SHORT_PAGES[shape] = self._short_statement(q, unfiltered)
