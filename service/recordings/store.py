@@ -9,12 +9,12 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, inspect, or_, update
+from sqlalchemy import Integer, Select, bindparam, func, inspect, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -102,6 +102,72 @@ class ListedRecording(NamedTuple):
 
 _LISTED = tuple(Recording.__table__.c[name] for name in ListedRecording._fields)  # type: ignore[attr-defined]
 _TOTAL = RecordingTotal.__table__.c  # type: ignore[attr-defined]
+_STORED_TOTAL = sa_select(_TOTAL.total).where(_TOTAL.business_id == bindparam("business_id"))
+
+# The filters whose values the list's statements take; every other field of a query shapes
+# the statement itself (the sort, the order's direction, an untagged filter).
+_BOUND_FIELDS = (
+    "direction",
+    "source",
+    "provider_id",
+    "call_from",
+    "call_to",
+    "customer_phone",
+    "customer_phone_normalized",
+    "tag",
+    "score_min",
+    "score_max",
+)
+# Filters walked row by row after an index: bounded only inside one phone's calls.
+_RESIDUAL_FIELDS = ("direction", "source", "provider_id", "customer_phone", "tag", "score_min", "score_max")
+SHORT_MAX_OFFSET = 1_000  # index entries a short page may skip: well under a millisecond
+_SHORT_PAGES: dict[_Shape, Select[Any]] = {}  # by _shape; a few dozen in practice
+
+
+def _value(_name: str, value: Any) -> Any:
+    return value
+
+
+# A query's sort column, order, whether it skips, the filters with a value, whether it
+# asks for untagged calls, and whether it has no filter at all (the business alone).
+_Shape = tuple[str, bool, bool, tuple[str, ...], bool, bool]
+
+
+def _shape(q: RecordingQuery) -> _Shape:
+    """What a page's statement depends on besides its values (as `_filters` builds it)."""
+    untagged = q.tag == "none"
+    present = tuple(
+        f for f in _BOUND_FIELDS if getattr(q, f) not in (None, "") and not (f == "tag" and untagged)
+    )
+    unfiltered = (
+        not present and not untagged and not q.search and not q.agent_keys and q.visible_agents is None
+    )
+    return q.sort_column, q.descending, bool(q.offset), present, untagged, unfiltered
+
+
+def _short_path(q: RecordingQuery, *, total_known: bool) -> bool:
+    """Whether the list page runs on `Database.reads` (on SQLite synchronously on the event
+    loop, so it must be bounded: an index walk of a few rows) rather than on an async
+    connection. Short when all of these hold:
+
+    - the order is callAt (either way): ix_recording_business_call_at, or the phone index,
+      is already in that order. A duration or score sort sorts the whole business.
+    - the filters are ones an index serves: the business, an exact normalised phone
+      (ix_recording_business_phone), a callAt window (a range of either index). Other
+      filters (direction, source, tag, score, ...) are checked row by row along the index,
+      which for a filter few rows match is a walk of the whole business; inside one phone's
+      calls the walk is bounded by them, so there they are short too. Search (LIKE over
+      every row) and agent filters (IN lists) stay async.
+    - the offset skips at most SHORT_MAX_OFFSET index entries.
+    - the total needs no COUNT: unfiltered it is the stored total in the page's own
+      statement, filtered it is in the count cache. A COUNT over a filter can read every
+      row of the business, so the first page of a new filter, counted with it, is async."""
+    if q.sort_column != "call_at" or q.search or q.agent_keys or q.visible_agents is not None:
+        return False
+    if q.offset > SHORT_MAX_OFFSET or not total_known:
+        return False
+    residual = any(getattr(q, f) not in (None, "") for f in _RESIDUAL_FIELDS)
+    return not residual or bool(q.customer_phone_normalized)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +255,21 @@ class RecordingStore:
         """A page and the filter's `total`, on one connection, as Core rows (no ORM
         session or entities: the list is the hottest read). The unfiltered total is the
         business's trigger-kept RecordingTotal row, read in the page's own statement and
-        exact across processes; any other total is counted once and cached (counts.py)."""
+        exact across processes; any other total is counted once and cached (counts.py).
+        A bounded page runs as one short read (`_short_path` says which)."""
+        shape = _shape(query)
+        unfiltered = shape[5]
+        # The total depends on the filters only, not on the page or the order.
+        count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
+        total, fresh = (None, True) if unfiltered else self.counts.get(business_id, count_key)
+        if _short_path(query, total_known=unfiltered or total is not None):
+            listed, stored = await self._short_page(business_id, query, shape)
+            if unfiltered:
+                return listed, stored
+            assert total is not None
+            if not fresh:
+                self._recount_later(business_id, count_key, self._filters(business_id, query))
+            return listed, total
         filters = self._filters(business_id, query)
         order = self._order(query)
         if query.offset:
@@ -200,16 +280,14 @@ class RecordingStore:
             page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
         else:
             page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(query.limit)
-        # The total depends on the filters only, not on the page or the order.
-        count_key = dataclasses.replace(query, limit=0, offset=0, sort_column="", descending=False)
         generation = self.counts.generation(business_id)  # before the connection's snapshot
         async with self._db.engine.connect() as conn:
-            if len(filters) == 1:  # the business alone
-                stored = sa_select(_TOTAL.total).where(_TOTAL.business_id == business_id)
-                rows = (await conn.execute(page.add_columns(stored.scalar_subquery()))).all()
+            if unfiltered:
+                stored_total = sa_select(_TOTAL.total).where(_TOTAL.business_id == business_id)
+                rows = (await conn.execute(page.add_columns(stored_total.scalar_subquery()))).all()
                 if rows:
                     return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
-                return [], int((await conn.execute(stored)).scalar() or 0)
+                return [], int((await conn.execute(stored_total)).scalar() or 0)
             listed = [ListedRecording._make(row) for row in (await conn.execute(page)).all()]
             total, fresh = self.counts.get(business_id, count_key)
             if total is None:
@@ -218,6 +296,40 @@ class RecordingStore:
         if not fresh:
             self._recount_later(business_id, count_key, filters)
         return listed, total
+
+    async def _short_page(
+        self, business_id: str, q: RecordingQuery, shape: _Shape
+    ) -> tuple[list[ListedRecording], int]:
+        """The page on `Database.reads`, one statement; with the stored total when unfiltered
+        (else 0: the caller has the total)."""
+        unfiltered = shape[5]
+        page = _SHORT_PAGES.get(shape)
+        if page is None:
+            page = _SHORT_PAGES[shape] = self._short_statement(q, unfiltered)
+        params = {name: getattr(q, name) for name in shape[3]}
+        if q.offset:
+            params["offset"] = q.offset
+        rows = await self._db.reads.all(page, business_id=business_id, limit=q.limit, **params)
+        if not unfiltered:
+            return [ListedRecording._make(row) for row in rows], 0
+        if rows:
+            return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
+        stored = await self._db.reads.first(_STORED_TOTAL, business_id=business_id)
+        return [], int(stored[0] or 0) if stored else 0
+
+    def _short_statement(self, q: RecordingQuery, unfiltered: bool) -> Select[Any]:
+        """`search`'s statement for q's shape, every value a bind parameter named after its
+        field (so it is compiled once per shape, whatever the values)."""
+        filters = self._filters(bindparam("business_id"), q, bind=lambda name, _value: bindparam(name))
+        order = self._order(q)
+        limit = bindparam("limit", type_=Integer)
+        if q.offset:
+            ids = select(col(Recording.id)).where(*filters).order_by(*order)
+            skipped = ids.offset(bindparam("offset", type_=Integer)).limit(limit).subquery()
+            page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
+        else:
+            page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(limit)
+        return page.add_columns(_STORED_TOTAL.scalar_subquery()) if unfiltered else page
 
     async def _count(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> int:
         generation = self.counts.generation(business_id)
@@ -270,30 +382,33 @@ class RecordingStore:
         return order
 
     @staticmethod
-    def _filters(business_id: str, q: RecordingQuery) -> list[Any]:
+    def _filters(business_id: Any, q: RecordingQuery, bind: Callable[[str, Any], Any] = _value) -> list[Any]:
+        """The WHERE clauses of q; `bind` makes each value what the clause compares with (the
+        value itself, or a bind parameter named after the field: _short_statement)."""
         where: list[Any] = [col(Recording.business_id) == business_id]
         if q.direction:
-            where.append(col(Recording.direction) == q.direction)
+            where.append(col(Recording.direction) == bind("direction", q.direction))
         if q.source:
-            where.append(col(Recording.source) == q.source)
+            where.append(col(Recording.source) == bind("source", q.source))
         if q.provider_id:
-            where.append(col(Recording.provider_id) == q.provider_id)
+            where.append(col(Recording.provider_id) == bind("provider_id", q.provider_id))
         if q.call_from:
-            where.append(col(Recording.call_at) >= q.call_from)
+            where.append(col(Recording.call_at) >= bind("call_from", q.call_from))
         if q.call_to:
-            where.append(col(Recording.call_at) < q.call_to)
+            where.append(col(Recording.call_at) < bind("call_to", q.call_to))
         if q.customer_phone:
-            where.append(col(Recording.customer_phone) == q.customer_phone)
+            where.append(col(Recording.customer_phone) == bind("customer_phone", q.customer_phone))
         if q.customer_phone_normalized:
-            where.append(col(Recording.customer_phone_normalized) == q.customer_phone_normalized)
+            phone = bind("customer_phone_normalized", q.customer_phone_normalized)
+            where.append(col(Recording.customer_phone_normalized) == phone)
         if q.tag == "none":
             where.append(col(Recording.tag).is_(None))
         elif q.tag:
-            where.append(col(Recording.tag) == q.tag)
+            where.append(col(Recording.tag) == bind("tag", q.tag))
         if q.score_min is not None:
-            where.append(col(Recording.score) >= q.score_min)
+            where.append(col(Recording.score) >= bind("score_min", q.score_min))
         if q.score_max is not None:
-            where.append(col(Recording.score) <= q.score_max)
+            where.append(col(Recording.score) <= bind("score_max", q.score_max))
         where.extend(agent_filters(q.agent_keys, q.visible_agents))
         if q.search:
             pattern = "%" + q.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

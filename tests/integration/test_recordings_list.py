@@ -1,22 +1,28 @@
 """The recordings list query on both databases: the documented order with ties, filters,
-a 7-day window, paging through every row once, other businesses invisible; and the
-trigger-kept unfiltered total through every write path (insert, sync upsert, delete)."""
+a 7-day window, paging through every row once, other businesses invisible; the
+trigger-kept unfiltered total through every write path (insert, sync upsert, delete);
+and which pages run as short reads (`Database.reads`), with the async path's answers."""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import create_engine, delete, func, insert
+from sqlalchemy import create_engine, delete, event, func, insert
 from sqlmodel import col, select
 
 from service.ids import uuid7
 from service.recordings.query import build_query
-from service.recordings.store import RecordingStore
+from service.recordings.store import SHORT_MAX_OFFSET, RecordingStore
 from service.storage.db import sync_url
 from service.storage.migrate import upgrade
 from service.storage.models import Account, Business, Recording, RecordingTotal
@@ -239,3 +245,182 @@ def test_migration_counts_existing_recordings_and_keeps_counting(
     finally:
         engine.dispose()
     assert totals == {"b1": 4, "b2": 4, "b3": 2}
+
+
+@contextmanager
+def _list_statements(server: RunningServer) -> Iterator[list[str]]:
+    """The list's statements (its page or its COUNT) run on the async engine meanwhile; a
+    short read runs on the driver and is not among them. Other statements (the server's
+    own background work) are left out."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "recording.hold_reason" in statement or (
+            "count(*)" in statement and "FROM recording" in statement
+        ):
+            seen.append(statement)
+
+    engine = server.service.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _fresh(server: RunningServer) -> RecordingStore:
+    """A store with an empty count cache: a filtered page's first call counts its total."""
+    return RecordingStore(server.service.db, server.service.blobs, phone_region="TH", max_bytes=1 << 20)
+
+
+def _paths(server: RunningServer, business_id: str, **given: Any) -> tuple[Any, Any, bool, bool]:
+    """The same query twice on a fresh store: each answer, and whether each call ran on the
+    async engine."""
+    store = _fresh(server)
+    with _list_statements(server) as first_statements:
+        first = server.call(store.search(business_id, _query(**given)))
+    with _list_statements(server) as second_statements:
+        second = server.call(store.search(business_id, _query(**given)))
+    return first, second, bool(first_statements), bool(second_statements)
+
+
+WINDOW = {"call_date_from": "2026-05-04", "call_date_to": "2026-05-10"}
+SHORT_FILTERS: list[dict[str, Any]] = [
+    {"customer_phone_normalized": PHONES[1]},
+    {"customer_phone_normalized": PHONES[1], "direction": "in"},
+    {"customer_phone_normalized": PHONES[0], "tag": "none"},
+    {"customer_phone_normalized": PHONES[0], "tag": "normal", "score_min": 60.0},
+    {"customer_phone_normalized": PHONES[2], "source_provider": "upload", "score_max": 60.0},
+    WINDOW,
+    {**WINDOW, "customer_phone_normalized": PHONES[2], "direction": "out"},
+    {"call_date_from": "2026-04-01"},  # every row: the unfiltered page, counted
+]
+
+
+@pytest.mark.parametrize("filters", SHORT_FILTERS, ids=lambda f: "&".join(sorted(f)))
+@pytest.mark.parametrize("sort_dir", ["asc", "desc"])
+@pytest.mark.parametrize("offset", [0, 3])
+def test_an_index_backed_page_is_a_short_read_with_the_async_answer(
+    server: RunningServer,
+    seeded: tuple[RecordingStore, str, list[dict[str, Any]]],
+    filters: dict[str, Any],
+    sort_dir: str,
+    offset: int,
+) -> None:
+    """Its first call counts the total on the async path (page and COUNT on one
+    connection); once the total is known the same page is a short read, and the answer,
+    every value of every row, is the same."""
+    _, business_id, _ = seeded
+    first, second, first_async, second_async = _paths(
+        server, business_id, limit=5, offset=offset, sort_dir=sort_dir, **filters
+    )
+    assert first_async and not second_async
+    assert second == first
+    assert first[0]  # the page has rows to compare
+    assert [type(v) for v in second[0][0]] == [type(v) for v in first[0][0]]
+
+
+@pytest.mark.parametrize("sort_dir", ["asc", "desc"])
+def test_the_unfiltered_page_is_a_short_read_with_the_stored_total(
+    server: RunningServer, seeded: tuple[RecordingStore, str, list[dict[str, Any]]], sort_dir: str
+) -> None:
+    """The unfiltered page (stored total in its statement) is short from the first call; it
+    equals the async answer of a window that holds every row, beyond the end as well."""
+    _, business_id, rows = seeded
+    for offset in (0, 14, 200):
+        given = dict(limit=7, offset=offset, sort_dir=sort_dir)
+        everything, counted, everything_async, _ = _paths(
+            server, business_id, call_date_from="2026-04-01", **given
+        )
+        unfiltered, again, unfiltered_async, again_async = _paths(server, business_id, **given)
+        assert everything_async and not unfiltered_async and not again_async
+        assert unfiltered == everything == counted == again
+        assert unfiltered[1] == len(rows)
+    assert not unfiltered[0]  # offset 200 is past the end: no rows, the total still
+
+
+LONG_QUERIES: list[dict[str, Any]] = [
+    {"sort_by": "duration"},
+    {"sort_by": "score", "sort_dir": "asc"},
+    {"sort_by": "duration", "customer_phone_normalized": PHONES[1]},
+    {"direction": "in"},  # checked row by row along the whole business's index
+    {"tag": "none", **WINDOW},
+    {"search": "+668"},
+    {"agent_key": ["nobody"]},
+    {"offset": SHORT_MAX_OFFSET + 1},
+]
+
+
+@pytest.mark.parametrize("given", LONG_QUERIES, ids=lambda g: "&".join(sorted(g)))
+def test_a_page_that_can_take_long_stays_on_the_async_path(
+    server: RunningServer, seeded: tuple[RecordingStore, str, list[dict[str, Any]]], given: dict[str, Any]
+) -> None:
+    _, business_id, _ = seeded
+    first, second, first_async, second_async = _paths(server, business_id, **given)
+    assert first_async and second_async  # with its total known too
+    assert second == first
+
+
+def test_paging_up_to_the_short_offset_bound_is_short(
+    server: RunningServer, seeded: tuple[RecordingStore, str, list[dict[str, Any]]]
+) -> None:
+    _, business_id, _ = seeded
+    _, _, short_async, _ = _paths(server, business_id, offset=SHORT_MAX_OFFSET)
+    assert not short_async
+
+
+def _commit_in_another_process(server: RunningServer, row: dict[str, Any]) -> None:
+    """A recording inserted and committed by another process, through its own driver."""
+    script = (
+        "import json, sys\n"
+        "from datetime import datetime\n"
+        "from sqlalchemy import create_engine, insert\n"
+        "from service.storage.models import Recording\n"
+        "row = json.loads(sys.argv[2])\n"
+        "row['call_at'] = datetime.fromisoformat(row['call_at'])\n"
+        "engine = create_engine(sys.argv[1])\n"
+        "with engine.begin() as conn:\n"
+        "    conn.execute(insert(Recording).values(**row))\n"
+    )
+    encoded = json.dumps({**row, "call_at": row["call_at"].isoformat()})
+    subprocess.run(
+        [sys.executable, "-c", script, sync_url(server.service.db.url), encoded], check=True, timeout=60
+    )
+
+
+def test_a_short_page_sees_another_process_commit_at_once(
+    server: RunningServer, seeded: tuple[RecordingStore, str, list[dict[str, Any]]]
+) -> None:
+    store, business_id, rows = seeded
+    phone = {"customer_phone_normalized": PHONES[1]}
+    server.call(store.search(business_id, _query(**phone)))  # the phone's total is now known
+    newest = {**_rows(business_id, 1, 9)[0], "call_at": BASE + timedelta(days=30), **phone}
+    with _list_statements(server) as statements:
+        page, total = server.call(store.search(business_id, _query()))
+        assert page[0].id != newest["id"]
+        _commit_in_another_process(server, newest)
+        page, total = server.call(store.search(business_id, _query()))
+        filtered, _ = server.call(store.search(business_id, _query(**phone)))
+    assert statements == []  # every read above was short
+    assert page[0].id == newest["id"] and page[0].call_at == newest["call_at"]
+    assert total == len(rows) + 1
+    assert filtered[0].id == newest["id"]  # the total may lag by the cache's TTL; the page does not
+
+
+def test_a_short_page_shows_only_the_business_own_recordings(
+    server: RunningServer, seeded: tuple[RecordingStore, str, list[dict[str, Any]]]
+) -> None:
+    """The neighbour has calls from the same phones in the same days: none of them shows."""
+    store, business_id, rows = seeded
+    mine = {r["id"] for r in rows}
+    for given in ({}, {"customer_phone_normalized": PHONES[0]}, WINDOW):
+        server.call(store.search(business_id, _query(limit=200, **given)))  # totals known
+        with _list_statements(server) as statements:
+            page, total = server.call(store.search(business_id, _query(limit=200, **given)))
+        assert statements == []
+        assert page and {r.id for r in page} <= mine
+        assert total == len(page)
+    stranger = server.new_tenant("Stranger").business_id
+    with _list_statements(server) as statements:
+        assert server.call(store.search(stranger, _query())) == ([], 0)
+    assert statements == []
