@@ -270,7 +270,10 @@ def _list_statements(server: RunningServer) -> Iterator[list[str]]:
 
 def _fresh(server: RunningServer) -> RecordingStore:
     """A store with an empty count cache: a filtered page's first call counts its total."""
-    return RecordingStore(server.service.db, server.service.blobs, phone_region="TH", max_bytes=1 << 20)
+    service = server.service
+    return RecordingStore(
+        service.db, service.blobs, phone_region="TH", max_bytes=1 << 20, keyring=service.keyring
+    )
 
 
 def _paths(server: RunningServer, business_id: str, **given: Any) -> tuple[Any, Any, bool, bool]:
