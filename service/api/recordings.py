@@ -16,6 +16,7 @@ from service.api.convert import present, timestamp
 from service.audit.events import Action, ByteSpan, Transport, provider_target, recording_target
 from service.audit.log import AuditLog
 from service.auth import Scope
+from service.blobs.base import close_stream
 from service.errors import AudioNotStored, InvalidArgument
 from service.recordings.agents import AgentSummary
 from service.recordings.holds import Hold, LegalHolds, hold_of
@@ -232,8 +233,6 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
             request.length,
             visible=caller.principal.visible_agents(),
         )
-        actor = caller.actor(Transport.LINK if request.link_token else None)
-        await self._audit.audio_read(caller.business_id, actor, row.id, ByteSpan(span.start, span.end))
         headers = [
             ("content-length", str(span.end - span.start)),
             ("etag", f'"{row.sha256}"'),
@@ -245,7 +244,13 @@ class RecordingServicer(recordings_pb2_grpc.RecordingServiceServicer):
                 ("content-range", f"bytes {span.start}-{span.end - 1}/{span.size}"),
                 ("x-http-code", "206"),
             ]
-        await context.send_initial_metadata(headers)
+        try:
+            actor = caller.actor(Transport.LINK if request.link_token else None)
+            await self._audit.audio_read(caller.business_id, actor, row.id, ByteSpan(span.start, span.end))
+            await context.send_initial_metadata(headers)
+        except BaseException:  # refused (audit_unavailable) or cancelled: the blob is let go now
+            await close_stream(chunks)
+            raise
         # Rows stored before media types were checked may hold one unfit for a header.
         content_type = row.content_type if is_media_type(row.content_type) else "application/octet-stream"
         return ByteStream(content_type, chunks)

@@ -66,6 +66,14 @@ def check_range(start: int, end: int | None, size: int) -> int:
     return stop
 
 
+async def close_stream(chunks: AsyncIterator[bytes]) -> None:
+    """Close a stream `open` answered that will not be read to its end, so the blob it holds
+    open is let go now rather than whenever it is collected."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class BlobStore(Protocol):
     """Where recordings live once pulled."""
 

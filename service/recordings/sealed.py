@@ -26,7 +26,7 @@ import binascii
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,7 +282,7 @@ class SealedAudio:
         except (SealedAudioError, SealingError, ValueError) as exc:
             _log_broken(row.id, exc)
             raise AudioSealBroken() from None
-        return _after(first, plain)
+        return _Prefixed(first, plain)
 
     def _data_key(self, key: RecordingKey) -> bytes:
         text = self._keyring.open(key.wrapped, key_context(key.business_id, key.recording_id))
@@ -307,7 +307,7 @@ def _log_broken(recording_id: str, exc: BaseException) -> None:
 
 async def _counted(
     opener: SegmentOpener, plain: AsyncIterator[bytes], recording_id: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Count decrypted segments (the bench checks a Range reads at most two), and turn a
     segment that fails mid-stream into the domain error: the stream stops, nothing wrong is sent."""
     try:
@@ -320,10 +320,27 @@ async def _counted(
         metrics.AUDIO_SEGMENTS_DECRYPTED.inc(opener.decrypted)
 
 
-async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+class _Prefixed:
+    """``first``, then the rest of a stream already started. Closing it closes that stream
+    (and the blob it reads) even when it was never iterated, which an async generator not
+    yet started would not do."""
+
+    def __init__(self, first: bytes, rest: AsyncGenerator[bytes, None]) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prefixed:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        self._first = None
+        await self._rest.aclose()
 
 
 async def read_row_and_key(
