@@ -145,6 +145,24 @@ def _shape(q: RecordingQuery) -> _Shape:
     return q.sort_column, q.descending, bool(q.offset), present, untagged, unfiltered
 
 
+def _page_statement(filters: list[Any], order: list[Any], offset: Any, limit: Any) -> Select[Any]:
+    """A page of the listed columns. A deep page (an offset, or None for none) skips entries
+    of the index alone, with no row read for each one skipped, then reads its rows by id."""
+    if offset is None:
+        return sa_select(*_LISTED).where(*filters).order_by(*order).limit(limit)
+    ids = select(col(Recording.id)).where(*filters).order_by(*order)
+    skipped = ids.offset(offset).limit(limit).subquery()
+    return sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
+
+
+def _split_total(rows: Sequence[Any]) -> tuple[list[ListedRecording], int | None]:
+    """Rows that carry the stored total as their last column: the page, and the total (None
+    when the page is empty, so there was no row to carry it)."""
+    if not rows:
+        return [], None
+    return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
+
+
 def _short_path(q: RecordingQuery, *, total_known: bool) -> bool:
     """Whether the list page runs on `Database.reads` (on SQLite synchronously on the event
     loop, so it must be bounded: an index walk of a few rows) rather than on an async
@@ -271,23 +289,16 @@ class RecordingStore:
                 self._recount_later(business_id, count_key, self._filters(business_id, query))
             return listed, total
         filters = self._filters(business_id, query)
-        order = self._order(query)
-        if query.offset:
-            # A deep page: skip entries of the index alone (no row read for each one skipped),
-            # then read the page's rows by id.
-            ids = select(col(Recording.id)).where(*filters).order_by(*order)
-            skipped = ids.offset(query.offset).limit(query.limit).subquery()
-            page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
-        else:
-            page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(query.limit)
+        page = _page_statement(filters, self._order(query), query.offset or None, query.limit)
         generation = self.counts.generation(business_id)  # before the connection's snapshot
         async with self._db.engine.connect() as conn:
             if unfiltered:
-                stored_total = sa_select(_TOTAL.total).where(_TOTAL.business_id == business_id)
-                rows = (await conn.execute(page.add_columns(stored_total.scalar_subquery()))).all()
-                if rows:
-                    return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
-                return [], int((await conn.execute(stored_total)).scalar() or 0)
+                ours = {"business_id": business_id}
+                with_total = page.add_columns(_STORED_TOTAL.scalar_subquery())
+                listed, carried = _split_total((await conn.execute(with_total, ours)).all())
+                if carried is not None:
+                    return listed, carried
+                return [], int((await conn.execute(_STORED_TOTAL, ours)).scalar() or 0)
             listed = [ListedRecording._make(row) for row in (await conn.execute(page)).all()]
             total, fresh = self.counts.get(business_id, count_key)
             if total is None:
@@ -312,8 +323,9 @@ class RecordingStore:
         rows = await self._db.reads.all(page, business_id=business_id, limit=q.limit, **params)
         if not unfiltered:
             return [ListedRecording._make(row) for row in rows], 0
-        if rows:
-            return [ListedRecording._make(row[:-1]) for row in rows], int(rows[0][-1] or 0)
+        listed, carried = _split_total(rows)
+        if carried is not None:
+            return listed, carried
         stored = await self._db.reads.first(_STORED_TOTAL, business_id=business_id)
         return [], int(stored[0] or 0) if stored else 0
 
@@ -321,14 +333,8 @@ class RecordingStore:
         """`search`'s statement for q's shape, every value a bind parameter named after its
         field (so it is compiled once per shape, whatever the values)."""
         filters = self._filters(bindparam("business_id"), q, bind=lambda name, _value: bindparam(name))
-        order = self._order(q)
-        limit = bindparam("limit", type_=Integer)
-        if q.offset:
-            ids = select(col(Recording.id)).where(*filters).order_by(*order)
-            skipped = ids.offset(bindparam("offset", type_=Integer)).limit(limit).subquery()
-            page = sa_select(*_LISTED).join(skipped, col(Recording.id) == skipped.c.id).order_by(*order)
-        else:
-            page = sa_select(*_LISTED).where(*filters).order_by(*order).limit(limit)
+        offset = bindparam("offset", type_=Integer) if q.offset else None
+        page = _page_statement(filters, self._order(q), offset, bindparam("limit", type_=Integer))
         return page.add_columns(_STORED_TOTAL.scalar_subquery()) if unfiltered else page
 
     async def _count(self, business_id: str, key: RecordingQuery, filters: list[Any]) -> int:
