@@ -24,6 +24,7 @@ from callvault.v1 import recordings_pb2_grpc
 
 from service import cli
 from service.auth import Scope
+from service.logs import LibraryCap
 from service.sealing import create_key_file
 from tests.e2e.test_agents import agent_key_for, seed
 from tests.e2e.test_recordings_api import register, upload
@@ -302,6 +303,24 @@ def test_a_deleted_recordings_link_is_not_found(server: RunningServer) -> None:
         assert client.delete(f"/api/v1/recordings/{recording}").status_code == 200
     gone = play(answer["url"])
     assert gone.status_code == 404 and gone.json()["error"] == "recording_not_found"
+
+
+def test_a_links_token_stays_out_of_every_log_line(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Minting and playing a link: no line callvault writes (its own records, and libraries'
+    from WARNING up: service.logs.LibraryCap) holds the token."""
+    tenant = server.new_tenant()
+    recording = stored(server, tenant, "listen-logged", b"RIFF" * 16)
+    with server.http(tenant.business_key) as client, caplog.at_level("INFO"):
+        answer = link(client, recording)
+        assert play(answer["url"], Range="bytes=0-3").status_code == 206
+        assert play(answer["url"]).status_code == 200
+    written = [r for r in caplog.records if LibraryCap().filter(r)]
+    assert any(r.name.startswith("callvault") for r in written)  # the call lines were captured
+    assert all(
+        answer["token"] not in r.getMessage() and answer["token"] not in str(r.__dict__) for r in written
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
